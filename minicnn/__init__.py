@@ -1,0 +1,15 @@
+"""minicnn: a small deep-learning engine on NumPy (CPU) and CuPy (GPU) that you can read in an afternoon."""
+
+from . import functional, nn, optim
+from .backend import gpu_available, manual_seed, set_default_device
+from .errors import BackendUnavailableError, DeviceMismatchError, GradcheckError, ShapeError
+from .gradcheck import gradcheck
+from .tensor import Operation, Tensor, is_grad_enabled, no_grad, tensor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailableError", "DeviceMismatchError", "GradcheckError", "Operation", "ShapeError",
+    "Tensor", "functional", "gpu_available", "gradcheck", "is_grad_enabled", "manual_seed", "nn",
+    "no_grad", "optim", "set_default_device", "tensor",
+]

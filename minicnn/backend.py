@@ -1,0 +1,168 @@
+"""The one place that knows NumPy from CuPy.
+
+Everything else asks this module for the array module of its inputs
+(`get_array_module`), for the device an array lives on (`device_of`), or to
+move an array (`to_device`). CuPy is imported lazily, the first time the GPU
+is asked for, so importing minicnn never touches CUDA.
+"""
+
+import os
+
+import numpy as np
+
+from .errors import BackendUnavailableError, DeviceMismatchError
+
+DEVICES = ("cpu", "gpu")
+DEFAULT_FLOAT = np.float32
+
+_GPU_INSTALL_HINT = (
+    "install the GPU extra with `pip install 'minicnn[gpu]'` (it pulls CuPy; pick the "
+    "cupy-cudaXXx wheel matching your CUDA toolkit if the default does not fit), "
+    "or use device='cpu'"
+)
+
+_cupy = None  # the cupy module once the GPU has been asked for and found
+_default_device = None  # resolved lazily from MINICNN_DEVICE
+_cpu_rng = np.random.default_rng()
+
+
+def _load_cupy():
+    """Import CuPy and check that a CUDA device is present, or explain what is missing."""
+    global _cupy
+    if _cupy is not None:
+        return _cupy
+    try:
+        import cupy
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"the GPU was requested but CuPy is not installed ({exc}); {_GPU_INSTALL_HINT}"
+        ) from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDA driver missing or broken: CuPy raises its own runtime errors
+        raise BackendUnavailableError(
+            f"the GPU was requested and CuPy is installed, but no CUDA GPU could be used ({exc}); "
+            "check the NVIDIA driver with `nvidia-smi`, or use device='cpu'"
+        ) from None
+    if count == 0:
+        raise BackendUnavailableError(
+            "the GPU was requested and CuPy is installed, but no CUDA GPU is present; use device='cpu'"
+        )
+    _cupy = cupy
+    return cupy
+
+
+def gpu_available():
+    """True when CuPy imports and sees at least one CUDA device."""
+    try:
+        _load_cupy()
+    except BackendUnavailableError:
+        return False
+    return True
+
+
+def is_cupy_array(array):
+    # Checked by type name so that a CPU-only process never imports CuPy.
+    return type(array).__module__.split(".")[0] == "cupy"
+
+
+def device_of(array):
+    """'gpu' for a CuPy array, 'cpu' for anything else (NumPy arrays, scalars)."""
+    return "gpu" if is_cupy_array(array) else "cpu"
+
+
+def get_array_module(*arrays):
+    """numpy, or cupy if any of the arrays is a CuPy array."""
+    for array in arrays:
+        if is_cupy_array(array):
+            return _load_cupy()
+    return np
+
+
+def check_same_device(where, named_arrays):
+    """Raise DeviceMismatchError if the arrays are not all on one device.
+
+    named_arrays: sequence of (name, array) pairs; `where` names the operation.
+    """
+    devices = [(name, device_of(array)) for name, array in named_arrays]
+    if len({device for _, device in devices}) > 1:
+        listing = ", ".join(f"{name} is on '{device}'" for name, device in devices)
+        raise DeviceMismatchError(
+            f"{where}: inputs live on different devices ({listing}); move them to one device "
+            "first, e.g. tensor.to('gpu') or model.to('gpu')"
+        )
+
+
+def check_device_name(device):
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; expected one of {DEVICES}")
+    return device
+
+
+def array_module_for(device):
+    """numpy for 'cpu', cupy for 'gpu' (raising a helpful error if the GPU is unavailable)."""
+    return _load_cupy() if check_device_name(device) == "gpu" else np
+
+
+def to_device(array, device):
+    """The array on `device`; the same object when it is already there."""
+    if device_of(array) == check_device_name(device):
+        return array
+    if device == "gpu":
+        return _load_cupy().asarray(array)
+    return array.get()
+
+
+def to_numpy(array):
+    """A host (NumPy) copy of a NumPy or CuPy array."""
+    return array.get() if is_cupy_array(array) else np.array(array, copy=True)
+
+
+def default_device():
+    """The device for new tensors and parameters: 'cpu' unless changed."""
+    global _default_device
+    if _default_device is None:
+        set_default_device(os.environ.get("MINICNN_DEVICE", "cpu").strip().lower() or "cpu")
+    return _default_device
+
+
+def set_default_device(device):
+    """Make `device` ('cpu' or 'gpu') the default for new tensors and parameters."""
+    global _default_device
+    array_module_for(device)  # fail now, not at the first tensor, if the GPU is missing
+    _default_device = device
+
+
+def manual_seed(seed):
+    """Seed every random generator minicnn draws from (parameter init, shuffling, dropout)."""
+    global _cpu_rng
+    _cpu_rng = np.random.default_rng(seed)
+    if _cupy is not None:
+        _cupy.random.seed(seed)
+
+
+def cpu_rng():
+    """The seeded NumPy generator used for parameter initialisation and data shuffling."""
+    return _cpu_rng
+
+
+def random_uniform(like, shape):
+    """Uniform [0, 1) samples of `shape` on the device of array `like`, from the seeded generator."""
+    if is_cupy_array(like):
+        return _load_cupy().random.random_sample(shape, dtype=like.dtype)
+    return _cpu_rng.random(shape, dtype=like.dtype if like.dtype in (np.float32, np.float64) else np.float64)
+
+
+def as_strided(xp, array, shape, strides):
+    """A strided view of `array`; read-only use only (windows may overlap)."""
+    return xp.lib.stride_tricks.as_strided(array, shape=shape, strides=strides)
+
+
+def scatter_add(xp, target, index, values):
+    """target[index] += values, accumulating repeated indices (unbuffered)."""
+    if xp is np:
+        np.add.at(target, index, values)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(target, index, values)

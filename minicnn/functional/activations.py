@@ -1,0 +1,51 @@
+"""Elementwise activations: relu, sigmoid, tanh."""
+
+from ..backend import get_array_module
+from ..tensor import Operation
+
+
+class ReLU(Operation):
+    """max(x, 0); the derivative at 0 is taken as 0 (as PyTorch does)."""
+
+    def forward(self, x):
+        self.positive = x > 0
+        return get_array_module(x).maximum(x, 0)
+
+    def backward(self, grad):
+        return grad * self.positive
+
+
+class Sigmoid(Operation):
+    """1 / (1 + exp(-x)); d/dx = s (1 - s)."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        # 0.5 (1 + tanh(x / 2)) is the same function and never overflows exp for large |x|.
+        self.out = 0.5 * (xp.tanh(0.5 * x) + 1)
+        return self.out
+
+    def backward(self, grad):
+        return grad * self.out * (1 - self.out)
+
+
+class Tanh(Operation):
+    """tanh(x); d/dx = 1 - tanh(x)^2."""
+
+    def forward(self, x):
+        self.out = get_array_module(x).tanh(x)
+        return self.out
+
+    def backward(self, grad):
+        return grad * (1 - self.out * self.out)
+
+
+def relu(x):
+    return ReLU()(x)
+
+
+def sigmoid(x):
+    return Sigmoid()(x)
+
+
+def tanh(x):
+    return Tanh()(x)

@@ -1,0 +1,94 @@
+"""Softmax, log-softmax and softmax cross-entropy, all shifted by the maximum for stability."""
+
+from ..backend import get_array_module
+from ..errors import ShapeError
+from ..tensor import Operation, Tensor
+
+
+def _log_softmax(x, axis):
+    """log(softmax(x)) computed as (x - max) - log(sum(exp(x - max))): finite for any finite x."""
+    xp = get_array_module(x)
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+class Softmax(Operation):
+    """exp(x) / sum(exp(x)) along `axis`; d/dx = s * (grad - sum(grad * s))."""
+
+    def __init__(self, axis=-1):
+        self.axis = axis
+
+    def forward(self, x):
+        self.out = get_array_module(x).exp(_log_softmax(x, self.axis))
+        return self.out
+
+    def backward(self, grad):
+        return self.out * (grad - (grad * self.out).sum(axis=self.axis, keepdims=True))
+
+
+class LogSoftmax(Operation):
+    """log(softmax(x)) along `axis`; d/dx = grad - softmax(x) * sum(grad)."""
+
+    def __init__(self, axis=-1):
+        self.axis = axis
+
+    def forward(self, x):
+        self.out = _log_softmax(x, self.axis)
+        return self.out
+
+    def backward(self, grad):
+        xp = get_array_module(grad)
+        return grad - xp.exp(self.out) * grad.sum(axis=self.axis, keepdims=True)
+
+
+class CrossEntropy(Operation):
+    """Mean softmax cross-entropy.  logits: (N, C) float, labels: (N,) int in [0, C) -> ().
+
+    Fused with log-softmax, so the gradient is simply (softmax - one_hot) / N.
+    """
+
+    input_names = ("logits", "labels")
+
+    def forward(self, logits, labels):
+        xp = get_array_module(logits)
+        if logits.ndim != 2:
+            raise ShapeError(f"cross_entropy: logits must have shape (N, classes), got {logits.shape}")
+        count, classes = logits.shape
+        if labels.shape != (count,):
+            raise ShapeError(f"cross_entropy: labels must have shape ({count},) to match logits {logits.shape}, got {labels.shape}")
+        if labels.dtype.kind not in "iu":
+            raise TypeError(f"cross_entropy: labels must be integer class indices, got dtype {labels.dtype}")
+        if count and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+            raise ValueError(
+                f"cross_entropy: labels must lie in [0, {classes}), got values from "
+                f"{int(labels.min())} to {int(labels.max())}"
+            )
+        self.log_probs = _log_softmax(logits, axis=1)
+        self.labels = labels
+        picked = self.log_probs[xp.arange(count), labels]
+        return -picked.mean()
+
+    def backward(self, grad):
+        xp = get_array_module(grad)
+        count = self.labels.shape[0]
+        grad_logits = xp.exp(self.log_probs)
+        grad_logits[xp.arange(count), self.labels] -= 1
+        return grad_logits * (grad / count), None
+
+
+def softmax(x, axis=-1):
+    return Softmax(axis)(x)
+
+
+def log_softmax(x, axis=-1):
+    return LogSoftmax(axis)(x)
+
+
+def cross_entropy(logits, labels):
+    """Mean softmax cross-entropy of logits (N, C) against integer labels (N,).
+
+    labels: a Tensor, an array or a list of class indices.
+    """
+    if not isinstance(labels, Tensor) and not hasattr(labels, "dtype"):
+        labels = get_array_module(logits.data).asarray(labels)
+    return CrossEntropy()(logits, labels)

@@ -1,0 +1,88 @@
+"""Max and average pooling over (N, C, H, W), built on conv's window view and its adjoint."""
+
+from ..backend import get_array_module
+from ..errors import ShapeError
+from ..tensor import Operation
+from .conv import add_windows, crop_padding, pad_image, pair, sliding_windows
+
+
+def _pool_settings(name, kernel_size, stride, padding):
+    kernel_size = pair(kernel_size, "kernel_size")
+    stride = kernel_size if stride is None else pair(stride, "stride")
+    padding = pair(padding, "padding")
+    if min(kernel_size) < 1 or min(stride) < 1:
+        raise ValueError(f"{name}: kernel_size and stride must be >= 1, got {kernel_size} and {stride}")
+    if any(p < 0 or 2 * p > k for p, k in zip(padding, kernel_size)):
+        # A window made only of padding would have no element to take the maximum of.
+        raise ValueError(f"{name}: padding must lie in [0, kernel_size / 2], got padding {padding} for kernel {kernel_size}")
+    return kernel_size, stride, padding
+
+
+def _check_pool_input(name, x, kernel_size, padding):
+    if x.ndim != 4:
+        raise ShapeError(f"{name}: input must have shape (N, C, H, W), got {x.shape}")
+    padded = (x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1])
+    if padded[0] < kernel_size[0] or padded[1] < kernel_size[1]:
+        raise ShapeError(f"{name}: window {kernel_size} is larger than the padded input {padded} (input shape {x.shape})")
+
+
+class MaxPool2d(Operation):
+    """Maximum over each window.  x: (N, C, H, W) -> (N, C, OH, OW).
+
+    Padding is -inf, so it never wins. Tie rule: the window's gradient goes to its
+    first maximum in row-major (top-left first) order, as numpy.argmax picks it.
+    """
+
+    def __init__(self, kernel_size=2, stride=None, padding=0):
+        self.kernel_size, self.stride, self.padding = _pool_settings("max_pool2d", kernel_size, stride, padding)
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        _check_pool_input("max_pool2d", x, self.kernel_size, self.padding)
+        padded = pad_image(x, self.padding, value=-xp.inf)
+        windows = sliding_windows(padded, self.kernel_size, self.stride)
+        flat = windows.reshape(windows.shape[:4] + (-1,))  # (N, C, OH, OW, KH*KW), a copy
+        self.first_max = flat.argmax(axis=-1)
+        self.padded_shape, self.window_shape = padded.shape, windows.shape
+        return xp.take_along_axis(flat, self.first_max[..., None], axis=-1)[..., 0]
+
+    def backward(self, grad):
+        xp = get_array_module(grad)
+        window_positions = xp.arange(self.window_shape[4] * self.window_shape[5], dtype=self.first_max.dtype)
+        window_grads = (window_positions == self.first_max[..., None]) * grad[..., None]
+        image = add_windows(window_grads.reshape(self.window_shape), self.padded_shape, self.stride)
+        return crop_padding(image, self.padding)
+
+
+class AvgPool2d(Operation):
+    """Mean over each window.  x: (N, C, H, W) -> (N, C, OH, OW).
+
+    Zero padding counts towards the mean (PyTorch's count_include_pad=True).
+    """
+
+    def __init__(self, kernel_size=2, stride=None, padding=0):
+        self.kernel_size, self.stride, self.padding = _pool_settings("avg_pool2d", kernel_size, stride, padding)
+
+    def forward(self, x):
+        _check_pool_input("avg_pool2d", x, self.kernel_size, self.padding)
+        padded = pad_image(x, self.padding)
+        windows = sliding_windows(padded, self.kernel_size, self.stride)
+        self.padded_shape, self.window_shape = padded.shape, windows.shape
+        return windows.mean(axis=(4, 5))
+
+    def backward(self, grad):
+        xp = get_array_module(grad)
+        area = self.window_shape[4] * self.window_shape[5]
+        window_grads = xp.broadcast_to((grad / area)[..., None, None], self.window_shape)
+        image = add_windows(window_grads, self.padded_shape, self.stride)
+        return crop_padding(image, self.padding)
+
+
+def max_pool2d(x, kernel_size=2, stride=None, padding=0):
+    """Max pooling.  x: (N, C, H, W) -> (N, C, OH, OW); stride defaults to kernel_size."""
+    return MaxPool2d(kernel_size, stride, padding)(x)
+
+
+def avg_pool2d(x, kernel_size=2, stride=None, padding=0):
+    """Average pooling.  x: (N, C, H, W) -> (N, C, OH, OW); stride defaults to kernel_size."""
+    return AvgPool2d(kernel_size, stride, padding)(x)

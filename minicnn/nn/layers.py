@@ -1,0 +1,156 @@
+"""Layers: thin Modules over minicnn.functional that own their parameters and check their input."""
+
+import numpy as np
+
+from .. import backend
+from .. import functional as F
+from ..functional.conv import pair
+from .init import initializer
+from .module import Module, Parameter
+
+
+def _new_parameter(array):
+    return Parameter(backend.to_device(array, backend.default_device()))
+
+
+class _Affine(Module):
+    """Shared parameter set-up of Conv2D and Dense: a weight drawn by an initialiser and a zero bias.
+
+    init: 'he' (He normal, for layers followed by ReLU), 'glorot' (Glorot uniform,
+    otherwise) or 'auto': the layer's default, which Sequential refines by looking
+    at the next layer.
+    """
+
+    default_init = "glorot"
+
+    def __init__(self, weight_shape, bias_size, bias, init):
+        super().__init__()
+        if init != "auto":
+            initializer(init)  # reject unknown names now
+        self.init, self.weight_shape = init, weight_shape
+        self.init_used = self.default_init if init == "auto" else init
+        self.weight = _new_parameter(initializer(self.init_used)(weight_shape))
+        self.bias = _new_parameter(np.zeros(bias_size, dtype=backend.DEFAULT_FLOAT)) if bias else None
+
+    def reset_parameters(self, init=None):
+        """Draw the weight again with `init` (default: this layer's choice) and zero the bias.
+
+        The Parameter objects stay the same, so an optimizer holding them keeps working.
+        """
+        self.init_used = init or (self.default_init if self.init == "auto" else self.init)
+        self.weight.data = backend.to_device(initializer(self.init_used)(self.weight_shape), self.weight.device)
+        if self.bias is not None:
+            self.bias.data = self.bias.data * 0
+
+
+class Conv2D(_Affine):
+    """2-d convolution layer.  (N, in_channels, H, W) -> (N, out_channels, OH, OW).
+
+    weight: (out_channels, in_channels, KH, KW); bias: (out_channels,).
+    Initialisation: He normal by default (a convolution is usually followed by
+    ReLU); in a Sequential, Glorot uniform when the next layer is not ReLU.
+    """
+
+    default_init = "he"
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, init="auto"):
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = (
+            pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(padding, "padding"),
+        )
+        super().__init__((out_channels, in_channels) + self.kernel_size, out_channels, bias, init)
+
+    def forward(self, x):
+        self.check_input(x, (None, self.in_channels, None, None))
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}")
+
+
+class Dense(_Affine):
+    """Fully connected layer x @ weight + bias.  (N, in_features) -> (N, out_features).
+
+    weight: (in_features, out_features); bias: (out_features,).
+    Initialisation: Glorot uniform by default; in a Sequential, He normal when the
+    next layer is ReLU.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, init="auto"):
+        self.in_features, self.out_features = in_features, out_features
+        super().__init__((in_features, out_features), out_features, bias, init)
+
+    def forward(self, x):
+        self.check_input(x, (None, self.in_features))
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"{self.in_features} -> {self.out_features}"
+
+
+class MaxPool2D(Module):
+    """Max pooling.  (N, C, H, W) -> (N, C, OH, OW); stride defaults to pool_size."""
+
+    def __init__(self, pool_size=2, stride=None, padding=0):
+        super().__init__()
+        self.pool_size, self.stride, self.padding = pool_size, stride, padding
+
+    def forward(self, x):
+        self.check_input(x, (None, None, None, None))
+        return F.max_pool2d(x, self.pool_size, self.stride, self.padding)
+
+    def extra_repr(self):
+        return f"pool_size={self.pool_size}, stride={self.stride or self.pool_size}, padding={self.padding}"
+
+
+class AvgPool2D(MaxPool2D):
+    """Average pooling.  (N, C, H, W) -> (N, C, OH, OW); stride defaults to pool_size."""
+
+    def forward(self, x):
+        self.check_input(x, (None, None, None, None))
+        return F.avg_pool2d(x, self.pool_size, self.stride, self.padding)
+
+
+class Flatten(Module):
+    """(N, d1, d2, ...) -> (N, d1 * d2 * ...)."""
+
+    def forward(self, x):
+        return F.flatten(x)
+
+
+class ReLU(Module):
+    """max(x, 0), elementwise."""
+
+    def forward(self, x):
+        return F.relu(x)
+
+
+class Sigmoid(Module):
+    """1 / (1 + exp(-x)), elementwise."""
+
+    def forward(self, x):
+        return F.sigmoid(x)
+
+
+class Tanh(Module):
+    """tanh(x), elementwise."""
+
+    def forward(self, x):
+        return F.tanh(x)
+
+
+class Dropout(Module):
+    """Zero each element with probability p while training; the identity in eval()."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"Dropout: p must lie in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"

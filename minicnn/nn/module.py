@@ -1,0 +1,153 @@
+"""Module (a container of parameters and sub-modules) and Parameter."""
+
+import numpy as np
+
+from .. import backend
+from ..errors import DeviceMismatchError, ShapeError
+from ..tensor import Tensor, _is_array
+
+
+class Parameter(Tensor):
+    """A Tensor that a Module trains: always requires grad.
+
+    A floating array keeps its dtype (float64 stays float64); other data becomes float32.
+    """
+
+    def __init__(self, data):
+        if isinstance(data, Tensor):
+            data = data.data
+        if not _is_array(data):
+            data = backend.to_device(np.asarray(data), backend.default_device())
+        if data.dtype.kind != "f":
+            data = data.astype(backend.DEFAULT_FLOAT)
+        super().__init__(data, requires_grad=True)
+
+    def __repr__(self):
+        return f"Parameter(shape={self.shape}, dtype={self.dtype}, device='{self.device}')"
+
+
+class Module:
+    """Base class of layers and models: subclasses set Parameters and Modules as attributes
+    in __init__ and define forward(). Calling the module calls forward.
+    """
+
+    def __init__(self):
+        self.training = True
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must define forward()")
+
+    # ----- traversal ----------------------------------------------------------------------
+    def named_children(self):
+        """(name, module) for each direct sub-module, in the order they were assigned."""
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                yield name, value
+
+    def named_parameters(self, prefix=""):
+        """(dotted name, Parameter) for every parameter, e.g. ('0.weight', ...)."""
+        for name, value in vars(self).items():
+            if isinstance(value, Parameter):
+                yield prefix + name, value
+        for name, child in self.named_children():
+            yield from child.named_parameters(prefix + name + ".")
+
+    def parameters(self):
+        """A list of every Parameter, sub-modules included."""
+        return [parameter for _, parameter in self.named_parameters()]
+
+    def modules(self):
+        """This module and every sub-module, depth first."""
+        yield self
+        for _, child in self.named_children():
+            yield from child.modules()
+
+    # ----- modes and devices ------------------------------------------------------------------
+    def train(self, mode=True):
+        """Training mode (dropout active); returns self."""
+        for module in self.modules():
+            module.training = mode
+        return self
+
+    def eval(self):
+        """Evaluation mode (dropout off); returns self."""
+        return self.train(False)
+
+    def to(self, device):
+        """Move every parameter (and its gradient) to `device` in place; returns self."""
+        backend.check_device_name(device)
+        for parameter in self.parameters():
+            parameter.data = backend.to_device(parameter.data, device)
+            if parameter.grad is not None:
+                parameter.grad = backend.to_device(parameter.grad, device)
+        return self
+
+    @property
+    def device(self):
+        """The device of the first parameter ('cpu' for a module without parameters)."""
+        parameters = self.parameters()
+        return parameters[0].device if parameters else backend.default_device()
+
+    def zero_grad(self):
+        """Forget every parameter's gradient."""
+        for parameter in self.parameters():
+            parameter.grad = None
+
+    # ----- saving and loading -----------------------------------------------------------------
+    def state_dict(self):
+        """{dotted name: copy of the parameter's array}, on the parameter's device."""
+        return {name: parameter.data.copy() for name, parameter in self.named_parameters()}
+
+    def load_state_dict(self, state):
+        """Copy arrays from `state` into the parameters, checking names and shapes first.
+
+        Values may be NumPy or CuPy arrays or Tensors; each is moved to its
+        parameter's device and cast to its dtype. Nothing is changed unless all fit.
+        """
+        parameters = dict(self.named_parameters())
+        missing = sorted(set(parameters) - set(state))
+        unexpected = sorted(set(state) - set(parameters))
+        if missing or unexpected:
+            raise KeyError(
+                f"{type(self).__name__}.load_state_dict: state does not match the model "
+                f"(missing: {missing or 'none'}; unexpected: {unexpected or 'none'})"
+            )
+        arrays = {}
+        for name, parameter in parameters.items():
+            value = state[name].data if isinstance(state[name], Tensor) else state[name]
+            if tuple(value.shape) != parameter.shape:
+                raise ShapeError(
+                    f"{type(self).__name__}.load_state_dict: '{name}' has shape {tuple(value.shape)} "
+                    f"in the state but {parameter.shape} in the model"
+                )
+            arrays[name] = backend.to_device(value, parameter.device).astype(parameter.dtype, copy=True)
+        for name, parameter in parameters.items():
+            parameter.data = arrays[name]
+
+    # ----- helpers for layers ----------------------------------------------------------------------
+    def check_input(self, x, expected_shape):
+        """Raise a clear error unless x is a Tensor on this layer's device matching expected_shape.
+
+        expected_shape: a tuple of ints and None (None: any size), e.g. (None, 576).
+        """
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{self!r}: expected a Tensor, got {type(x).__name__}")
+        expected_text = "(" + ", ".join("N" if i == 0 and s is None else "*" if s is None else str(s) for i, s in enumerate(expected_shape)) + ")"
+        if x.ndim != len(expected_shape) or any(s is not None and s != actual for s, actual in zip(expected_shape, x.shape)):
+            raise ShapeError(f"{self!r}: expected input of shape {expected_text}, got {x.shape}")
+        parameters = self.parameters()
+        if parameters and x.device != parameters[0].device:
+            raise DeviceMismatchError(
+                f"{self!r}: the input is on '{x.device}' but the layer's parameters are on "
+                f"'{parameters[0].device}'; move one of them, e.g. x.to('{parameters[0].device}') "
+                f"or model.to('{x.device}')"
+            )
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"

@@ -1,0 +1,317 @@
+"""Tensor, Operation and reverse-mode differentiation.
+
+A Tensor wraps one backend array (NumPy or CuPy). Calling an Operation on
+tensors runs its `forward` on the raw arrays and, when any input requires a
+gradient, records the operation as the output's `creator`. `Tensor.backward`
+then walks that graph in reverse topological order, found iteratively so that
+a chain of any length works, and calls each operation's `backward`.
+
+Tensor's arithmetic operators (`+`, `@`, `sum`, indexing, ...) are attached by
+`minicnn.functional`, next to the operations they call, so that this module
+imports nothing above it.
+"""
+
+import contextlib
+
+import numpy as np
+
+from . import backend
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Within this block operations record no graph (inference, optimizer updates)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+def _is_array(value):
+    return isinstance(value, np.ndarray) or backend.is_cupy_array(value)
+
+
+def _is_floating(array):
+    return array.dtype.kind == "f"
+
+
+def _as_array(data, device, dtype):
+    """Convert Python data or an array to a backend array on `device`.
+
+    Python floats and lists of floats become float32 (minicnn's default);
+    integers stay integer; a NumPy/CuPy array keeps its dtype unless `dtype` is given.
+    """
+    if not _is_array(data):
+        data = np.asarray(data)
+        if dtype is None and data.dtype.kind == "f":
+            dtype = backend.DEFAULT_FLOAT
+    array = backend.to_device(data, device)
+    if dtype is not None and array.dtype != dtype:
+        array = array.astype(dtype)
+    return array
+
+
+class Tensor:
+    """An n-d array with an optional gradient and the operation that created it.
+
+    data: the backend array; grad: an array of the same shape, or None;
+    creator: the Operation that produced this tensor (None for leaves).
+    """
+
+    # Make NumPy defer to Tensor's reflected operators in `ndarray + Tensor`.
+    __array_ufunc__ = None
+
+    def __init__(self, data, requires_grad=False):
+        if isinstance(data, Tensor):
+            data = data.data
+        if not _is_array(data):
+            data = _as_array(data, backend.default_device(), None)
+        if requires_grad and not _is_floating(data):
+            raise TypeError(
+                f"only floating-point tensors can require gradients, got dtype {data.dtype} "
+                "(integer tensors hold labels and indices)"
+            )
+        self.data = data
+        self.grad = None
+        self.requires_grad = requires_grad
+        self.creator = None
+        self._retains_grad = False
+
+    # ----- description -------------------------------------------------------------------
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        return self.data.size
+
+    @property
+    def device(self):
+        """'cpu' for a NumPy array, 'gpu' for a CuPy array."""
+        return backend.device_of(self.data)
+
+    @property
+    def is_leaf(self):
+        return self.creator is None
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        body = np.array2string(backend.to_numpy(self.data), prefix="Tensor(", separator=", ")
+        extras = f", device='{self.device}'" if self.device != "cpu" else ""
+        if self.requires_grad:
+            extras += ", requires_grad=True"
+        return f"Tensor({body}, dtype={self.dtype}{extras})"
+
+    # ----- conversion --------------------------------------------------------------------
+    def numpy(self):
+        """A host (NumPy) copy of the data."""
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        """The single element as a Python number."""
+        if self.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.data.reshape(-1)[0].item()
+
+    def to(self, device):
+        """This tensor on `device` ('cpu' or 'gpu'): itself if already there, else a new leaf."""
+        if self.device == backend.check_device_name(device):
+            return self
+        return Tensor(backend.to_device(self.data, device), requires_grad=self.requires_grad)
+
+    def detach(self):
+        """A new leaf sharing this tensor's data, cut off from the graph."""
+        return Tensor(self.data)
+
+    def retain_grad(self):
+        """Keep `.grad` on this non-leaf tensor after backward (leaves always keep it)."""
+        self._retains_grad = True
+        return self
+
+    # ----- differentiation -----------------------------------------------------------------
+    def backward(self, grad=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into the `.grad` of every leaf that requires grad.
+
+        grad: the gradient flowing into this tensor; may be omitted for a one-element
+        tensor (a loss), where it is 1. The graph is released afterwards unless
+        retain_graph=True, so intermediate arrays are freed step after step.
+        """
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward() was called on a tensor that does not require grad: none of the "
+                "inputs it was computed from had requires_grad=True, or it was computed "
+                "under no_grad()"
+            )
+        xp = backend.get_array_module(self.data)
+        if grad is None:
+            if self.size != 1:
+                raise RuntimeError(
+                    f"backward() without a gradient needs a one-element tensor (a loss), "
+                    f"but this tensor has shape {self.shape}; pass grad= of that shape"
+                )
+            grad = xp.ones_like(self.data)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else grad
+            backend.check_same_device("backward", [("tensor", self.data), ("grad", grad)])
+            grad = xp.asarray(grad, dtype=self.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(
+                    f"backward(): grad has shape {grad.shape}, expected the tensor's shape {self.shape}"
+                )
+
+        grads = {id(self): grad}
+        for tensor in _reverse_topological_order(self):
+            grad = grads.pop(id(tensor), None)
+            if grad is None:  # every path to this tensor was cut (a None gradient)
+                continue
+            operation = tensor.creator
+            if operation is None or tensor._retains_grad:
+                _accumulate_into_grad(tensor, grad)
+            if operation is None:
+                continue
+            if operation.inputs is None:
+                raise RuntimeError(
+                    f"backward() reached {type(operation).__name__} whose graph was already "
+                    "released by an earlier backward(); pass retain_graph=True to the first call"
+                )
+            input_grads = operation.backward(grad)
+            if not isinstance(input_grads, tuple):
+                input_grads = (input_grads,)
+            for parent, parent_grad in zip(operation.inputs, input_grads):
+                if not parent.requires_grad or parent_grad is None:
+                    continue
+                if parent_grad.shape != parent.shape:
+                    raise RuntimeError(
+                        f"{type(operation).__name__}.backward returned a gradient of shape "
+                        f"{parent_grad.shape} for an input of shape {parent.shape}"
+                    )
+                key = id(parent)
+                grads[key] = parent_grad if key not in grads else grads[key] + parent_grad
+            if not retain_graph:
+                operation.release()
+
+
+def _accumulate_into_grad(tensor, grad):
+    # Copy on first store: an operation may hand the same array to several inputs.
+    tensor.grad = grad.copy() if tensor.grad is None else tensor.grad + grad
+
+
+def _reverse_topological_order(root):
+    """Tensors that require grad, each before every tensor it was computed from.
+
+    Iterative depth-first post-order (no recursion, so a chain of 100,000
+    operations works), reversed.
+    """
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        tensor, children_done = stack.pop()
+        if children_done:
+            order.append(tensor)
+            continue
+        if id(tensor) in visited:
+            continue
+        visited.add(id(tensor))
+        stack.append((tensor, True))
+        operation = tensor.creator
+        if operation is not None and operation.inputs is not None:
+            for parent in operation.inputs:
+                if parent.requires_grad and id(parent) not in visited:
+                    stack.append((parent, False))
+    order.reverse()
+    return order
+
+
+class Operation:
+    """One differentiable operation: `forward` on arrays, `backward` on gradients.
+
+    Subclasses implement `forward(self, *arrays) -> array` and
+    `backward(self, grad) -> gradient or tuple of gradients` (one per input,
+    None where `self.needs_input_grad` says it is not needed). Anything saved
+    on `self` in forward is freed by `release()` after backward.
+    """
+
+    # Names of the inputs, used in error messages ("conv2d: input is on 'cpu', weight ...").
+    input_names = ("a", "b", "c")
+
+    @property
+    def name(self):
+        return type(self).__name__.lower()
+
+    def __call__(self, *inputs):
+        tensors = _as_tensors(inputs)
+        arrays = [tensor.data for tensor in tensors]
+        if len(arrays) > 1:
+            backend.check_same_device(self.name, zip(self.input_names, arrays))
+        record = _grad_enabled and any(tensor.requires_grad for tensor in tensors)
+        self.needs_input_grad = tuple(record and tensor.requires_grad for tensor in tensors)
+        output = self.forward(*arrays)
+        if not _is_array(output):  # NumPy reductions return scalars, not 0-d arrays
+            output = np.asarray(output)
+        result = Tensor(output)
+        if record:
+            self.inputs = tensors
+            result.requires_grad = True
+            result.creator = self
+        return result
+
+    def forward(self, *arrays):
+        raise NotImplementedError
+
+    def backward(self, grad):
+        raise NotImplementedError
+
+    def release(self):
+        """Drop the inputs and everything saved for backward."""
+        vars(self).clear()
+        self.inputs = None
+
+
+def _as_tensors(inputs):
+    """Tensors for `inputs`; Python numbers take the array module and dtype of the first tensor."""
+    reference = next((x for x in inputs if isinstance(x, Tensor)), None)
+    if reference is None:
+        raise TypeError("an operation needs at least one Tensor input")
+    tensors = []
+    for value in inputs:
+        if isinstance(value, Tensor):
+            tensors.append(value)
+        elif _is_array(value):
+            tensors.append(Tensor(value))
+        else:
+            xp = backend.get_array_module(reference.data)
+            dtype = reference.dtype if _is_floating(reference.data) or isinstance(value, int) else None
+            tensors.append(Tensor(xp.asarray(value, dtype=dtype)))
+    return tensors
+
+
+def tensor(data, requires_grad=False, device=None, dtype=None):
+    """Make a Tensor from Python data or an array.
+
+    A NumPy/CuPy floating array keeps its dtype; Python floats and lists become
+    float32; integer data (class labels) stays integer and cannot require grad.
+    device: 'cpu' or 'gpu'; default: minicnn's default device (see set_default_device).
+    """
+    if isinstance(data, Tensor):
+        data = data.data
+    device = backend.default_device() if device is None else device
+    return Tensor(_as_array(data, device, dtype), requires_grad=requires_grad)
