@@ -20,8 +20,9 @@ class Sigmoid(Operation):
 
     def forward(self, x):
         xp = get_array_module(x)
-        # 0.5 (1 + tanh(x / 2)) is the same function and never overflows exp for large |x|.
-        self.out = 0.5 * (xp.tanh(0.5 * x) + 1)
+        # exp(-|x|) never overflows, and each branch avoids 1 - (nearly 1), so small outputs keep their digits.
+        decay = xp.exp(-abs(x))
+        self.out = xp.where(x >= 0, 1 / (1 + decay), decay / (1 + decay))
         return self.out
 
     def backward(self, grad):

@@ -140,10 +140,11 @@ class Conv2d(Operation):
 
 
 def _check_conv_shapes(x, weight, bias, padding):
-    if x.ndim != 4:
-        raise ShapeError(f"conv2d: input must have shape (N, C, H, W), got {x.shape}")
-    if weight.ndim != 4:
-        raise ShapeError(f"conv2d: weight must have shape (F, C, KH, KW), got {weight.shape}")
+    if x.ndim != 4 or weight.ndim != 4:
+        raise ShapeError(
+            f"conv2d: expected input (N, C, H, W) and weight (F, C, KH, KW), got input {x.shape} "
+            f"and weight {weight.shape}"
+        )
     if x.shape[1] != weight.shape[1]:
         raise ShapeError(
             f"conv2d: input has {x.shape[1]} channels (shape {x.shape}) but weight {weight.shape} "
@@ -154,7 +155,8 @@ def _check_conv_shapes(x, weight, bias, padding):
     padded = (x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1])
     if padded[0] < weight.shape[2] or padded[1] < weight.shape[3]:
         raise ShapeError(
-            f"conv2d: kernel {weight.shape[2:]} is larger than the padded input {padded} (input shape {x.shape})"
+            f"conv2d: kernel {weight.shape[2:]} (weight {weight.shape}) is larger than the padded input "
+            f"{padded} (input {x.shape}, padding {padding})"
         )
 
 

@@ -1,0 +1,143 @@
+"""Time conv2d forward + backward for the layers of the `cnn` and `lenet` models.
+
+Each row compares minicnn's convolution (im2col, matrix products, col2im) with the
+three bare matrix products it contains, on arrays of the same shapes, so the gap
+is the cost of the data movement around the BLAS calls.
+
+    python3 benchmarks/conv_layers.py [--device cpu|gpu] [--batch 64] [--repeat 7]
+
+Prints a table and writes benchmarks/results/conv_layers-<device>-<date>.json.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import statistics
+import time
+
+import numpy as np
+
+import minicnn
+from minicnn import backend
+from minicnn import functional as F
+
+# (name, C, H, W, F, K, padding): the convolutions of the `cnn` (Keras-style) and `lenet` models.
+LAYERS = [
+    ("cnn.conv1", 1, 28, 28, 32, 3, 0),
+    ("cnn.conv2", 32, 13, 13, 64, 3, 0),
+    ("cnn.conv3", 64, 5, 5, 64, 3, 0),
+    ("lenet.conv1", 1, 28, 28, 6, 5, 2),
+    ("lenet.conv2", 6, 14, 14, 16, 5, 0),
+    ("cifar.wide", 128, 32, 32, 128, 3, 1),
+]
+
+
+def _synchronize(xp):
+    if xp is not np:
+        xp.cuda.get_current_stream().synchronize()
+
+
+def _median_and_spread(run, xp, repeat):
+    run()  # warm-up: first-call allocation and kernel compilation are not counted
+    _synchronize(xp)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        _synchronize(xp)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), (max(times) - min(times))
+
+
+def bench_layer(xp, device, batch, repeat, C, H, W, Fo, K, padding):
+    rng = np.random.default_rng(0)
+    x = minicnn.tensor(rng.standard_normal((batch, C, H, W), dtype=np.float32), device=device, requires_grad=True)
+    w = minicnn.tensor(rng.standard_normal((Fo, C, K, K), dtype=np.float32), device=device, requires_grad=True)
+    b = minicnn.tensor(np.zeros(Fo, np.float32), device=device, requires_grad=True)
+    out_h, out_w = H + 2 * padding - K + 1, W + 2 * padding - K + 1
+    rows, depth = batch * out_h * out_w, C * K * K
+    grad_out = xp.asarray(rng.standard_normal((batch, Fo, out_h, out_w), dtype=np.float32))
+
+    def conv_step():
+        out = F.conv2d(x, w, b, padding=padding)
+        out.backward(grad_out)
+
+    col = xp.asarray(rng.standard_normal((rows, depth), dtype=np.float32))
+    weight_matrix = xp.asarray(rng.standard_normal((Fo, depth), dtype=np.float32))
+    grad_matrix = xp.asarray(rng.standard_normal((rows, Fo), dtype=np.float32))
+
+    def matmuls_only():
+        col @ weight_matrix.T  # forward
+        grad_matrix.T @ col  # weight gradient
+        grad_matrix @ weight_matrix  # column gradient
+
+    flops = 3 * 2 * rows * depth * Fo
+    conv_time, conv_spread = _median_and_spread(conv_step, xp, repeat)
+    blas_time, _ = _median_and_spread(matmuls_only, xp, repeat)
+    return {
+        "flops": flops,
+        "conv_ms": conv_time * 1e3,
+        "conv_spread_ms": conv_spread * 1e3,
+        "conv_gflops": flops / conv_time / 1e9,
+        "matmul_ms": blas_time * 1e3,
+        "matmul_gflops": flops / blas_time / 1e9,
+        "share_of_matmul_rate": blas_time / conv_time,
+    }
+
+
+def machine_description(xp):
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "minicnn": minicnn.__version__,
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+    }
+    try:
+        info["blas"] = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    except Exception:  # older NumPy without mode="dicts"
+        info["blas"] = None
+    if xp is not np:
+        info["cupy"] = xp.__version__
+        info["gpu"] = xp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    return info
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=backend.DEVICES)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    xp = backend.array_module_for(args.device)
+
+    header = f"{'layer':<12} {'GFLOP':>7} {'conv ms':>9} {'spread':>7} {'GFLOP/s':>8} {'matmul ms':>10} {'GFLOP/s':>8} {'share':>6}"
+    print(f"conv2d forward + backward, batch {args.batch}, {args.device}, median of {args.repeat}")
+    print(header)
+    rows = []
+    for name, C, H, W, Fo, K, padding in LAYERS:
+        row = {"layer": name, "shape": [args.batch, C, H, W], "filters": Fo, "kernel": K, "padding": padding}
+        row.update(bench_layer(xp, args.device, args.batch, args.repeat, C, H, W, Fo, K, padding))
+        rows.append(row)
+        print(
+            f"{name:<12} {row['flops'] / 1e9:>7.3f} {row['conv_ms']:>9.2f} {row['conv_spread_ms']:>7.2f} "
+            f"{row['conv_gflops']:>8.1f} {row['matmul_ms']:>10.2f} {row['matmul_gflops']:>8.1f} "
+            f"{row['share_of_matmul_rate']:>6.0%}"
+        )
+    print("share: the matrix products' time over the whole convolution's (1.0 = no overhead)")
+
+    out_dir = pathlib.Path(__file__).resolve().parent / "results"
+    out_dir.mkdir(exist_ok=True)
+    path = out_dir / f"conv_layers-{args.device}-{datetime.date.today().isoformat()}.json"
+    path.write_text(json.dumps({"machine": machine_description(xp), "batch": args.batch, "repeat": args.repeat, "rows": rows}, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""End to end: a small CNN learns a synthetic image task with minicnn's layers, loss and optimizers."""
+
+import numpy as np
+import pytest
+
+import minicnn
+from minicnn import functional as F
+from minicnn import nn, optim
+from conftest import to_host
+
+SIZE = 12
+CLASSES = ("vertical bar", "horizontal bar", "blank")
+
+
+def _bars_dataset(count_per_class=34, noise=0.3, seed=0):
+    """(N, 1, 12, 12) images and (N,) labels: a vertical bar (0), a horizontal bar (1) or nothing (2),
+    at a random position and length, with Gaussian noise everywhere."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for label in range(len(CLASSES)):
+        for _ in range(count_per_class):
+            image = np.zeros((SIZE, SIZE))
+            line = rng.integers(1, SIZE - 1)
+            start = rng.integers(0, 4)
+            length = rng.integers(6, SIZE - start + 1)
+            if label == 0:
+                image[start:start + length, line] = 1.0
+            elif label == 1:
+                image[line, start:start + length] = 1.0
+            images.append(image + noise * rng.standard_normal((SIZE, SIZE)))
+            labels.append(label)
+    order = rng.permutation(len(labels))
+    return np.asarray(images)[order][:, None], np.asarray(labels)[order]
+
+
+def _small_cnn(dropout=0.0):
+    layers = [nn.Conv2D(1, 8, 3), nn.ReLU(), nn.MaxPool2D(2), nn.Flatten()]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    layers.append(nn.Dense(8 * 5 * 5, len(CLASSES)))
+    return nn.Sequential(*layers)
+
+
+def _train(model, optimizer, x, labels, steps, batch_size=None, seed=0):
+    """Minibatch (or full-batch) training; returns the loss of every step."""
+    rng = np.random.default_rng(seed)
+    losses = []
+    count = len(labels)
+    for _ in range(steps):
+        if batch_size is None:
+            batch_x, batch_labels = x, labels
+        else:
+            index = rng.choice(count, batch_size, replace=False)
+            batch_x, batch_labels = x[index], labels[index]
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(batch_x), batch_labels)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.item()))
+    return losses
+
+
+def _accuracy(model, x, labels):
+    model.eval()
+    with minicnn.no_grad():
+        predictions = to_host(model(x)).argmax(axis=1)
+    model.train()
+    return float((predictions == to_host(labels)).mean())
+
+
+def _data(device, dtype=np.float32):
+    images, labels = _bars_dataset()
+    x = minicnn.tensor(images.astype(dtype), device=device)
+    y = minicnn.tensor(labels, device=device)
+    return x, y
+
+
+def test_dataset_is_balanced_and_untrained_model_is_not_already_perfect(device):
+    images, labels = _bars_dataset()
+    assert images.shape == (102, 1, SIZE, SIZE)
+    np.testing.assert_array_equal(np.bincount(labels), [34, 34, 34])
+    model = _small_cnn().to(device)
+    x, y = _data(device)
+    assert _accuracy(model, x, y) < 0.9
+
+
+def test_adam_learns_bars_to_full_training_accuracy(device):
+    model = _small_cnn().to(device)
+    x, y = _data(device)
+    losses = _train(model, optim.Adam(model.parameters(), lr=0.02), x, y, steps=80)
+    assert losses[-1] < 0.25 * losses[0]
+    assert _accuracy(model, x, y) == 1.0
+    assert all(p.dtype == np.float32 and p.device == device for p in model.parameters())
+
+
+def test_sgd_momentum_learns_bars_to_full_training_accuracy(device):
+    model = _small_cnn().to(device)
+    x, y = _data(device)
+    losses = _train(model, optim.SGD(model.parameters(), lr=0.05, momentum=0.9), x, y, steps=100)
+    assert losses[-1] < 0.25 * losses[0]
+    assert _accuracy(model, x, y) == 1.0
+
+
+def test_minibatch_adam_with_dropout_learns_bars(device):
+    model = _small_cnn(dropout=0.2).to(device)
+    x, y = _data(device)
+    _train(model, optim.Adam(model.parameters(), lr=0.02), x, y, steps=100, batch_size=32)
+    assert _accuracy(model, x, y) == 1.0
+
+
+def test_float64_training(device):
+    model = _small_cnn().to(device)
+    for parameter in model.parameters():
+        parameter.data = parameter.data.astype(np.float64)
+    x, y = _data(device, dtype=np.float64)
+    optimizer = optim.Adam(model.parameters(), lr=0.02)
+    optimizer.zero_grad()
+    loss = F.cross_entropy(model(x), y)
+    assert loss.dtype == np.float64
+    loss.backward()
+    assert all(p.grad.dtype == np.float64 for p in model.parameters())
+    losses = _train(model, optimizer, x, y, steps=80)
+    assert losses[-1] < 0.25 * losses[0]
+    assert _accuracy(model, x, y) == 1.0
+    assert all(p.dtype == np.float64 for p in model.parameters())
+
+
+def _seeded_run(seed, device):
+    minicnn.manual_seed(seed)
+    model = _small_cnn(dropout=0.3).to(device)
+    x, y = _data(device)
+    return _train(model, optim.Adam(model.parameters(), lr=0.02), x, y, steps=15, batch_size=32)
+
+
+def test_manual_seed_makes_training_reproducible(device):
+    first = _seeded_run(123, device)
+    second = _seeded_run(123, device)
+    assert first == second
+    other = _seeded_run(124, device)
+    assert other != first
