@@ -204,6 +204,8 @@ class Tensor:
                         f"{type(operation).__name__}.backward returned a gradient of shape "
                         f"{parent_grad.shape} for an input of shape {parent.shape}"
                     )
+                if parent_grad.dtype != parent.dtype:  # e.g. a float32 input met a float64 one
+                    parent_grad = parent_grad.astype(parent.dtype)
                 key = id(parent)
                 grads[key] = parent_grad if key not in grads else grads[key] + parent_grad
             if not retain_graph:

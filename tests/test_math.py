@@ -219,3 +219,21 @@ def test_composite_expression_matches_pytorch(device):
         assert ours[name].grad.shape == arrays[name].shape, name
         np.testing.assert_allclose(to_host(ours[name].grad), theirs[name].grad.numpy(), rtol=1e-10, atol=1e-12,
                                    err_msg=name)
+
+
+def test_argmax_picks_first_maximum_and_has_no_gradient(device):
+    x = minicnn.tensor(np.array([[1.0, 3.0, 3.0], [5.0, 2.0, 5.0]]), requires_grad=True, device=device)
+    index = x.argmax(axis=1)
+    assert to_host(index).tolist() == [1, 0]
+    assert index.dtype.kind == "i" and not index.requires_grad
+    assert int(to_host(x.argmax())) == 3
+
+
+def test_comparisons_give_boolean_tensors_for_accuracy(device):
+    logits = minicnn.tensor(np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]), device=device)
+    labels = minicnn.tensor(np.array([1, 1, 1]), device=device)
+    correct = logits.argmax(axis=1) == labels
+    assert to_host(correct).tolist() == [True, False, True]
+    assert to_host((logits > 0.5)).sum() == 3 and to_host(logits <= 0.2).sum() == 2
+    assert float(to_host(correct.astype(np.float32).mean())) == pytest.approx(2 / 3)
+    assert len({logits, labels}) == 2  # tensors stay hashable

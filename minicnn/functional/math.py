@@ -4,7 +4,9 @@ A broadcast operand's gradient is summed back to the operand's shape
 (`sum_to_shape`), the rule that makes `x + bias` train a bias of shape (F,).
 """
 
-from ..backend import get_array_module
+import operator
+
+from ..backend import check_same_device, get_array_module
 from ..tensor import Operation, Tensor
 
 
@@ -135,6 +137,20 @@ class Log(Operation):
         return grad / self.x
 
 
+class Cast(Operation):
+    """x.astype(dtype); the gradient is cast back to x's dtype."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def forward(self, x):
+        self.in_dtype = x.dtype
+        return x.astype(self.dtype)
+
+    def backward(self, grad):
+        return grad.astype(self.in_dtype)
+
+
 class Sum(Operation):
     """x.sum(axis, keepdims): the gradient is broadcast back over the summed axes."""
 
@@ -238,6 +254,11 @@ def log(x):
     return Log()(x)
 
 
+def astype(x, dtype):
+    """x converted to `dtype` (e.g. numpy.float64), differentiably."""
+    return Cast(dtype)(x)
+
+
 def sum(x, axis=None, keepdims=False):  # noqa: A001 - mirrors numpy.sum
     return Sum(axis, keepdims)(x)
 
@@ -248,6 +269,24 @@ def mean(x, axis=None, keepdims=False):
 
 def max(x, axis=None, keepdims=False):  # noqa: A001 - mirrors numpy.max
     return Max(axis, keepdims)(x)
+
+
+def argmax(x, axis=None):
+    """Index of the first maximum along `axis` (flattened when None), as an integer Tensor; no gradient."""
+    return Tensor(get_array_module(x.data).asarray(x.data.argmax(axis=axis)))
+
+
+def _comparison(name, compare):
+    """A Tensor method comparing elementwise; the result is a boolean Tensor without gradient."""
+
+    def method(self, other):
+        other_data = other.data if isinstance(other, Tensor) else other
+        if isinstance(other, Tensor):
+            check_same_device(name, [("left", self.data), ("right", other_data)])
+        return Tensor(compare(self.data, other_data))
+
+    method.__name__ = name
+    return method
 
 
 # Tensor's operators live here, beside the operations they call (tensor.py imports nothing above it).
@@ -262,8 +301,17 @@ Tensor.__rtruediv__ = lambda self, other: divide(other, self)
 Tensor.__neg__ = negate
 Tensor.__pow__ = power
 Tensor.__rpow__ = lambda self, other: power(other, self)
+Tensor.astype = astype
 Tensor.sum = sum
 Tensor.mean = mean
 Tensor.max = max
 Tensor.exp = exp
+Tensor.argmax = argmax
+Tensor.__eq__ = _comparison("__eq__", operator.eq)
+Tensor.__ne__ = _comparison("__ne__", operator.ne)
+Tensor.__lt__ = _comparison("__lt__", operator.lt)
+Tensor.__le__ = _comparison("__le__", operator.le)
+Tensor.__gt__ = _comparison("__gt__", operator.gt)
+Tensor.__ge__ = _comparison("__ge__", operator.ge)
+Tensor.__hash__ = object.__hash__  # defining __eq__ would otherwise make tensors unhashable
 Tensor.log = log

@@ -154,3 +154,48 @@ class Dropout(Module):
 
     def extra_repr(self):
         return f"p={self.p}"
+
+
+class _BatchNorm(Module):
+    """Shared by BatchNorm1D and BatchNorm2D: normalise each of num_features channels.
+
+    weight (gamma, ones) and bias (beta, zeros): (num_features,) Parameters.
+    running_mean (zeros) and running_var (ones): (num_features,) buffers, updated by
+    every forward in training mode and used instead of the batch's statistics in eval().
+    """
+
+    def __init__(self, num_features, momentum=0.1, eps=1e-5):
+        super().__init__()
+        if num_features < 1:
+            raise ValueError(f"{type(self).__name__}: num_features must be >= 1, got {num_features}")
+        self.num_features, self.momentum, self.eps = num_features, momentum, eps
+        self.weight = _new_parameter(np.ones(num_features, dtype=backend.DEFAULT_FLOAT))
+        self.bias = _new_parameter(np.zeros(num_features, dtype=backend.DEFAULT_FLOAT))
+        device = backend.default_device()
+        self.register_buffer("running_mean", backend.to_device(np.zeros(num_features, backend.DEFAULT_FLOAT), device))
+        self.register_buffer("running_var", backend.to_device(np.ones(num_features, backend.DEFAULT_FLOAT), device))
+
+    def forward(self, x):
+        self.check_input(x, self.expected_shape)
+        return F.batch_norm(
+            x, self.weight, self.bias, self.running_mean, self.running_var, self.training, self.momentum, self.eps
+        )
+
+    def extra_repr(self):
+        return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}"
+
+
+class BatchNorm1D(_BatchNorm):
+    """Batch normalisation of features.  (N, num_features) -> (N, num_features)."""
+
+    @property
+    def expected_shape(self):
+        return (None, self.num_features)
+
+
+class BatchNorm2D(_BatchNorm):
+    """Batch normalisation of image channels, statistics over batch and pixels.  (N, C, H, W) -> same."""
+
+    @property
+    def expected_shape(self):
+        return (None, self.num_features, None, None)

@@ -1,4 +1,9 @@
-"""Module (a container of parameters and sub-modules) and Parameter."""
+"""Module (a container of parameters, buffers and sub-modules) and Parameter.
+
+A buffer is an array that belongs to the model's state without being trained,
+such as batch norm's running statistics: saved, loaded and moved with the
+parameters, but not returned by parameters(), so no optimizer touches it.
+"""
 
 import numpy as np
 
@@ -28,8 +33,12 @@ class Parameter(Tensor):
 
 class Module:
     """Base class of layers and models: subclasses set Parameters and Modules as attributes
-    in __init__ and define forward(). Calling the module calls forward.
+    in __init__ (and buffers with register_buffer) and define forward(). Calling the
+    module calls forward.
     """
+
+    # Names of the attributes that are buffers; register_buffer gives an instance its own set.
+    _buffer_names = frozenset()
 
     def __init__(self):
         self.training = True
@@ -59,6 +68,28 @@ class Module:
         """A list of every Parameter, sub-modules included."""
         return [parameter for _, parameter in self.named_parameters()]
 
+    def register_buffer(self, name, array):
+        """Keep `array` (NumPy or CuPy) as attribute `name`: part of the state, never trained.
+
+        The attribute stays a buffer when reassigned (self.name = new_array).
+        """
+        if not _is_array(array):
+            raise TypeError(f"register_buffer: '{name}' must be a NumPy or CuPy array, got {type(array).__name__}")
+        self._buffer_names = self._buffer_names | {name}
+        setattr(self, name, array)
+
+    def named_buffers(self, prefix=""):
+        """(dotted name, array) for every buffer, e.g. ('1.running_mean', ...)."""
+        for name, value in vars(self).items():
+            if name in self._buffer_names:
+                yield prefix + name, value
+        for name, child in self.named_children():
+            yield from child.named_buffers(prefix + name + ".")
+
+    def buffers(self):
+        """A list of every buffer array, sub-modules included."""
+        return [array for _, array in self.named_buffers()]
+
     def modules(self):
         """This module and every sub-module, depth first."""
         yield self
@@ -77,12 +108,15 @@ class Module:
         return self.train(False)
 
     def to(self, device):
-        """Move every parameter (and its gradient) to `device` in place; returns self."""
+        """Move every parameter (and its gradient) and every buffer to `device` in place; returns self."""
         backend.check_device_name(device)
         for parameter in self.parameters():
             parameter.data = backend.to_device(parameter.data, device)
             if parameter.grad is not None:
                 parameter.grad = backend.to_device(parameter.grad, device)
+        for module in self.modules():
+            for name in module._buffer_names:
+                setattr(module, name, backend.to_device(getattr(module, name), device))
         return self
 
     @property
@@ -98,34 +132,41 @@ class Module:
 
     # ----- saving and loading -----------------------------------------------------------------
     def state_dict(self):
-        """{dotted name: copy of the parameter's array}, on the parameter's device."""
-        return {name: parameter.data.copy() for name, parameter in self.named_parameters()}
+        """{dotted name: copy of the array} for every parameter, then every buffer, on its device."""
+        state = {name: parameter.data.copy() for name, parameter in self.named_parameters()}
+        state.update((name, array.copy()) for name, array in self.named_buffers())
+        return state
 
     def load_state_dict(self, state):
-        """Copy arrays from `state` into the parameters, checking names and shapes first.
+        """Copy arrays from `state` into the parameters and buffers, checking names and shapes first.
 
         Values may be NumPy or CuPy arrays or Tensors; each is moved to its
-        parameter's device and cast to its dtype. Nothing is changed unless all fit.
+        target's device and cast to its dtype. Nothing is changed unless all fit.
         """
         parameters = dict(self.named_parameters())
-        missing = sorted(set(parameters) - set(state))
-        unexpected = sorted(set(state) - set(parameters))
+        buffers = dict(self.named_buffers())
+        targets = {name: parameter.data for name, parameter in parameters.items()} | buffers
+        missing = sorted(set(targets) - set(state))
+        unexpected = sorted(set(state) - set(targets))
         if missing or unexpected:
             raise KeyError(
                 f"{type(self).__name__}.load_state_dict: state does not match the model "
                 f"(missing: {missing or 'none'}; unexpected: {unexpected or 'none'})"
             )
         arrays = {}
-        for name, parameter in parameters.items():
+        for name, target in targets.items():
             value = state[name].data if isinstance(state[name], Tensor) else state[name]
-            if tuple(value.shape) != parameter.shape:
+            if tuple(value.shape) != tuple(target.shape):
                 raise ShapeError(
                     f"{type(self).__name__}.load_state_dict: '{name}' has shape {tuple(value.shape)} "
-                    f"in the state but {parameter.shape} in the model"
+                    f"in the state but {tuple(target.shape)} in the model"
                 )
-            arrays[name] = backend.to_device(value, parameter.device).astype(parameter.dtype, copy=True)
+            arrays[name] = backend.to_device(value, backend.device_of(target)).astype(target.dtype, copy=True)
         for name, parameter in parameters.items():
             parameter.data = arrays[name]
+        # Buffers are filled in place (as PyTorch's copy_ does), so no owning module has to be looked up.
+        for name, buffer in buffers.items():
+            buffer[...] = arrays[name]
 
     # ----- helpers for layers ----------------------------------------------------------------------
     def check_input(self, x, expected_shape):
