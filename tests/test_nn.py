@@ -437,3 +437,13 @@ def test_module_to_gpu_without_cupy_raises_backend_unavailable(monkeypatch):
     with pytest.raises(minicnn.BackendUnavailableError, match="CuPy"):
         model.to("gpu")
     assert all(p.device == "cpu" for p in model.parameters())
+
+
+def test_sequential_looks_past_batch_norm_and_dropout_for_relu():
+    model = nn.Sequential(
+        nn.Dense(2000, 500), nn.BatchNorm1D(500), nn.Dropout(0.2), nn.ReLU(),
+        nn.Dense(500, 400), nn.BatchNorm1D(400), nn.Tanh(),
+    )
+    assert model[0].init_used == "he"
+    assert model[4].init_used == "glorot"
+    assert np.std(to_host(model[0].weight)) == pytest.approx(np.sqrt(2 / 2000), rel=0.05)

@@ -1,8 +1,11 @@
 """Sequential: layers applied one after another."""
 
 from ..errors import ShapeError
-from .layers import ReLU
+from .layers import BatchNorm1D, BatchNorm2D, Dropout, ReLU
 from .module import Module
+
+# Layers that do not decide which initialisation the layer before them needs.
+PASS_THROUGH = (BatchNorm1D, BatchNorm2D, Dropout)
 
 
 class Sequential(Module):
@@ -18,11 +21,14 @@ class Sequential(Module):
 
     def _choose_initialisation(self):
         # He init for a layer followed by ReLU, Glorot otherwise, for layers left on init="auto".
-        for layer, following in zip(self.layers, self.layers[1:] + [None]):
-            if getattr(layer, "init", None) == "auto":
-                wanted = "he" if isinstance(following, ReLU) else "glorot"
-                if layer.init_used != wanted:
-                    layer.reset_parameters(wanted)
+        # Batch norm and dropout sit between a layer and its activation without changing the choice.
+        for position, layer in enumerate(self.layers):
+            if getattr(layer, "init", None) != "auto":
+                continue
+            following = [other for other in self.layers[position + 1 :] if not isinstance(other, PASS_THROUGH)]
+            wanted = "he" if following and isinstance(following[0], ReLU) else "glorot"
+            if layer.init_used != wanted:
+                layer.reset_parameters(wanted)
 
     def named_children(self):
         for position, layer in enumerate(self.layers):
