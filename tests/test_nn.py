@@ -447,3 +447,14 @@ def test_sequential_looks_past_batch_norm_and_dropout_for_relu():
     assert model[0].init_used == "he"
     assert model[4].init_used == "glorot"
     assert np.std(to_host(model[0].weight)) == pytest.approx(np.sqrt(2 / 2000), rel=0.05)
+
+
+def test_module_to_dtype_casts_parameters_and_buffers(device):
+    model = nn.Sequential(nn.Conv2D(1, 2, 3), nn.BatchNorm2D(2), nn.ReLU(), nn.Flatten(), nn.Dense(8, 3)).to(device)
+    model.to(dtype=np.float64)
+    assert {p.dtype for p in model.parameters()} == {np.dtype(np.float64)}
+    assert {b.dtype for b in model.buffers()} == {np.dtype(np.float64)}
+    x = minicnn.tensor(np.random.default_rng(0).standard_normal((2, 1, 4, 4)), device=device)
+    assert model(x).dtype == np.float64
+    with pytest.raises(TypeError, match="floating"):
+        model.to(dtype=np.int32)

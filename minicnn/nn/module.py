@@ -107,16 +107,26 @@ class Module:
         """Evaluation mode (dropout off); returns self."""
         return self.train(False)
 
-    def to(self, device):
-        """Move every parameter (and its gradient) and every buffer to `device` in place; returns self."""
-        backend.check_device_name(device)
+    def to(self, device=None, dtype=None):
+        """Move every parameter (and its gradient) and every buffer to `device`, and/or cast
+        them to the floating `dtype` (e.g. numpy.float64 for gradient checks), in place; returns self.
+        """
+        if device is not None:
+            backend.check_device_name(device)
+        if dtype is not None and np.dtype(dtype).kind != "f":
+            raise TypeError(f"{type(self).__name__}.to: dtype must be a floating type, got {np.dtype(dtype)}")
+
+        def convert(array):
+            array = array if device is None else backend.to_device(array, device)
+            return array if dtype is None else array.astype(dtype, copy=False)
+
         for parameter in self.parameters():
-            parameter.data = backend.to_device(parameter.data, device)
+            parameter.data = convert(parameter.data)
             if parameter.grad is not None:
-                parameter.grad = backend.to_device(parameter.grad, device)
+                parameter.grad = convert(parameter.grad)
         for module in self.modules():
             for name in module._buffer_names:
-                setattr(module, name, backend.to_device(getattr(module, name), device))
+                setattr(module, name, convert(getattr(module, name)))
         return self
 
     @property
