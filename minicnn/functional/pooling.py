@@ -40,17 +40,29 @@ class MaxPool2d(Operation):
         xp = get_array_module(x)
         _check_pool_input("max_pool2d", x, self.kernel_size, self.padding)
         padded = pad_image(x, self.padding, value=-xp.inf)
-        windows = sliding_windows(padded, self.kernel_size, self.stride)
-        flat = windows.reshape(windows.shape[:4] + (-1,))  # (N, C, OH, OW, KH*KW), a copy
-        self.first_max = flat.argmax(axis=-1)
-        self.padded_shape, self.window_shape = padded.shape, windows.shape
-        return xp.take_along_axis(flat, self.first_max[..., None], axis=-1)[..., 0]
+        windows = sliding_windows(padded, self.kernel_size, self.stride)  # (N, C, OH, OW, KH, KW) view
+        # One pass per kernel offset over (N, C, OH, OW), instead of copying every window out.
+        out = windows[..., 0, 0].copy()
+        self.first_max = xp.zeros(out.shape, dtype=xp.int32)  # row-major offset of each window's maximum
+        for offset in range(1, self.kernel_size[0] * self.kernel_size[1]):
+            candidate = windows[..., offset // self.kernel_size[1], offset % self.kernel_size[1]]
+            better = candidate > out  # strict, so a later equal value never displaces the first maximum
+            # Arithmetic rather than masked writes: a random mask makes those several times slower.
+            self.first_max += better * (offset - self.first_max)
+            out = xp.maximum(out, candidate)
+        self.padded_shape = padded.shape
+        return out
 
     def backward(self, grad):
         xp = get_array_module(grad)
-        window_positions = xp.arange(self.window_shape[4] * self.window_shape[5], dtype=self.first_max.dtype)
-        window_grads = (window_positions == self.first_max[..., None]) * grad[..., None]
-        image = add_windows(window_grads.reshape(self.window_shape), self.padded_shape, self.stride)
+        (KH, KW), (SH, SW) = self.kernel_size, self.stride
+        out_height, out_width = grad.shape[2:]
+        image = xp.zeros(self.padded_shape, dtype=grad.dtype)
+        for offset in range(KH * KW):
+            i, j = divmod(offset, KW)
+            rows, cols = slice(i, i + SH * (out_height - 1) + 1, SH), slice(j, j + SW * (out_width - 1) + 1, SW)
+            # Each offset's slice holds every pixel at most once, so += is exact even for overlapping windows.
+            image[:, :, rows, cols] += grad * (self.first_max == offset)
         return crop_padding(image, self.padding)
 
 
