@@ -9,20 +9,16 @@ is the cost of the data movement around the BLAS calls.
 Prints a table and writes benchmarks/results/conv_layers-<device>-<date>.json.
 """
 
-import argparse
-import datetime
-import json
-import os
-import pathlib
-import platform
-import statistics
-import time
-
 import numpy as np
 
 import minicnn
 from minicnn import backend
 from minicnn import functional as F
+
+try:
+    from common import machine_description, parse_args, synchronizer, time_call, write_results
+except ImportError:  # run as `python -m benchmarks.conv_layers`
+    from .common import machine_description, parse_args, synchronizer, time_call, write_results
 
 # (name, C, H, W, F, K, padding): the convolutions of the `cnn` (Keras-style) and `lenet` models.
 LAYERS = [
@@ -33,23 +29,6 @@ LAYERS = [
     ("lenet.conv2", 6, 14, 14, 16, 5, 0),
     ("cifar.wide", 128, 32, 32, 128, 3, 1),
 ]
-
-
-def _synchronize(xp):
-    if xp is not np:
-        xp.cuda.get_current_stream().synchronize()
-
-
-def _median_and_spread(run, xp, repeat):
-    run()  # warm-up: first-call allocation and kernel compilation are not counted
-    _synchronize(xp)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        _synchronize(xp)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), (max(times) - min(times))
 
 
 def bench_layer(xp, device, batch, repeat, C, H, W, Fo, K, padding):
@@ -75,12 +54,13 @@ def bench_layer(xp, device, batch, repeat, C, H, W, Fo, K, padding):
         grad_matrix @ weight_matrix  # column gradient
 
     flops = 3 * 2 * rows * depth * Fo
-    conv_time, conv_spread = _median_and_spread(conv_step, xp, repeat)
-    blas_time, _ = _median_and_spread(matmuls_only, xp, repeat)
+    synchronize = synchronizer(xp)
+    conv_time, conv_fastest, conv_slowest = time_call(conv_step, synchronize, repeat)
+    blas_time, _, _ = time_call(matmuls_only, synchronize, repeat)
     return {
         "flops": flops,
         "conv_ms": conv_time * 1e3,
-        "conv_spread_ms": conv_spread * 1e3,
+        "conv_spread_ms": (conv_slowest - conv_fastest) * 1e3,
         "conv_gflops": flops / conv_time / 1e9,
         "matmul_ms": blas_time * 1e3,
         "matmul_gflops": flops / blas_time / 1e9,
@@ -88,33 +68,8 @@ def bench_layer(xp, device, batch, repeat, C, H, W, Fo, K, padding):
     }
 
 
-def machine_description(xp):
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "minicnn": minicnn.__version__,
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-    }
-    try:
-        info["blas"] = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-    except Exception:  # older NumPy without mode="dicts"
-        info["blas"] = None
-    if xp is not np:
-        info["cupy"] = xp.__version__
-        info["gpu"] = xp.cuda.runtime.getDeviceProperties(0)["name"].decode()
-    return info
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", choices=backend.DEVICES)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeat", type=int, default=7)
-    args = parser.parse_args()
+    args = parse_args(__doc__.splitlines()[0], repeat=7)
     xp = backend.array_module_for(args.device)
 
     header = f"{'layer':<12} {'GFLOP':>7} {'conv ms':>9} {'spread':>7} {'GFLOP/s':>8} {'matmul ms':>10} {'GFLOP/s':>8} {'share':>6}"
@@ -132,10 +87,8 @@ def main():
         )
     print("share: the matrix products' time over the whole convolution's (1.0 = no overhead)")
 
-    out_dir = pathlib.Path(__file__).resolve().parent / "results"
-    out_dir.mkdir(exist_ok=True)
-    path = out_dir / f"conv_layers-{args.device}-{datetime.date.today().isoformat()}.json"
-    path.write_text(json.dumps({"machine": machine_description(xp), "batch": args.batch, "repeat": args.repeat, "rows": rows}, indent=2))
+    payload = {"machine": machine_description(xp), "batch": args.batch, "repeat": args.repeat, "rows": rows}
+    path = write_results("conv_layers", args.device, payload)
     print(f"wrote {path}")
 
 

@@ -7,13 +7,6 @@ ratio compares like with like. Prints a table and writes
 benchmarks/results/training_step-<device>-<date>.json.
 """
 
-import argparse
-import datetime
-import json
-import pathlib
-import statistics
-import time
-
 import numpy as np
 
 import minicnn
@@ -21,9 +14,9 @@ from minicnn import backend, nn, optim
 from minicnn import functional as F
 
 try:
-    from conv_layers import machine_description
+    from common import machine_description, parse_args, synchronizer, time_call, write_results
 except ImportError:  # run as `python -m benchmarks.training_step`
-    from .conv_layers import machine_description
+    from .common import machine_description, parse_args, synchronizer, time_call, write_results
 
 
 def cnn():
@@ -63,27 +56,10 @@ def torch_twin(torch, model):
     return tnn.Sequential(*layers)
 
 
-def median_step_seconds(step, synchronize, repeat):
-    for _ in range(3):  # warm-up
-        step()
-    synchronize()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        step()
-        synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), min(times), max(times)
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", choices=backend.DEVICES)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeat", type=int, default=20)
-    args = parser.parse_args()
+    args = parse_args(__doc__.splitlines()[0], repeat=20)
     xp = backend.array_module_for(args.device)
-    synchronize = (lambda: xp.cuda.get_current_stream().synchronize()) if xp is not np else (lambda: None)
+    synchronize = synchronizer(xp)
     try:
         import torch
     except ImportError:
@@ -107,7 +83,7 @@ def main():
             loss.backward()
             optimizer.step()
 
-        median, fastest, slowest = median_step_seconds(step, synchronize, args.repeat)
+        median, fastest, slowest = time_call(step, synchronize, args.repeat)
         row = {"model": name, "ms_per_step": median * 1e3, "min_ms": fastest * 1e3, "max_ms": slowest * 1e3,
                "images_per_second": args.batch / median}
         if torch is not None:
@@ -124,7 +100,7 @@ def main():
                 torch_optimizer.step()
 
             torch_sync = torch.cuda.synchronize if torch_device == "cuda" else (lambda: None)
-            torch_median, _, _ = median_step_seconds(torch_step, torch_sync, args.repeat)
+            torch_median, _, _ = time_call(torch_step, torch_sync, args.repeat)
             row["torch_images_per_second"] = args.batch / torch_median
             row["ratio_to_torch"] = torch_median / median
             row["torch_threads"] = torch.get_num_threads()
@@ -137,10 +113,8 @@ def main():
     machine = machine_description(xp)
     if torch is not None:
         machine["torch"] = torch.__version__
-    out_dir = pathlib.Path(__file__).resolve().parent / "results"
-    out_dir.mkdir(exist_ok=True)
-    path = out_dir / f"training_step-{args.device}-{datetime.date.today().isoformat()}.json"
-    path.write_text(json.dumps({"machine": machine, "batch": args.batch, "repeat": args.repeat, "rows": rows}, indent=2))
+    payload = {"machine": machine, "batch": args.batch, "repeat": args.repeat, "rows": rows}
+    path = write_results("training_step", args.device, payload)
     print(f"wrote {path}")
 
 

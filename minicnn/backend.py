@@ -120,7 +120,6 @@ def to_numpy(array):
 
 def default_device():
     """The device for new tensors and parameters: 'cpu' unless changed."""
-    global _default_device
     if _default_device is None:
         set_default_device(os.environ.get("MINICNN_DEVICE", "cpu").strip().lower() or "cpu")
     return _default_device

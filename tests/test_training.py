@@ -1,7 +1,6 @@
 """End to end: a small CNN learns a synthetic image task with minicnn's layers, loss and optimizers."""
 
 import numpy as np
-import pytest
 
 import minicnn
 from minicnn import functional as F

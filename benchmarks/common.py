@@ -1,0 +1,78 @@
+"""What every benchmark script shares: arguments, timing, the machine's description, results files."""
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import statistics
+import time
+
+import numpy as np
+
+import minicnn
+from minicnn import backend
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+
+def parse_args(description, repeat):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--device", default="cpu", choices=backend.DEVICES)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=repeat)
+    return parser.parse_args()
+
+
+def synchronizer(xp):
+    """A function that waits for the device's queued work (nothing to wait for on the CPU)."""
+    if xp is np:
+        return lambda: None
+    return lambda: xp.cuda.get_current_stream().synchronize()
+
+
+def time_call(run, synchronize, repeat, warmup=3):
+    """(median, fastest, slowest) seconds of run() over `repeat` calls after `warmup` uncounted ones.
+
+    The warm-up keeps first-call allocation and kernel compilation out of the numbers.
+    """
+    for _ in range(warmup):
+        run()
+    synchronize()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), min(times), max(times)
+
+
+def machine_description(xp):
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "minicnn": minicnn.__version__,
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+    }
+    try:
+        info["blas"] = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    except Exception:  # older NumPy without mode="dicts"
+        info["blas"] = None
+    if xp is not np:
+        info["cupy"] = xp.__version__
+        info["gpu"] = xp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    return info
+
+
+def write_results(name, device, payload):
+    """Save payload as results/<name>-<device>-<date>.json and return the path."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}-{device}-{datetime.date.today().isoformat()}.json"
+    path.write_text(json.dumps(payload, indent=2))
+    return path
