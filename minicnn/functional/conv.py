@@ -60,14 +60,19 @@ def add_windows(window_grads, padded_shape, stride):
     """
     xp = get_array_module(window_grads)
     _, _, out_height, out_width, KH, KW = window_grads.shape
-    SH, SW = stride
     image = xp.zeros(padded_shape, dtype=window_grads.dtype)
     for i in range(KH):
-        rows = slice(i, i + SH * (out_height - 1) + 1, SH)
         for j in range(KW):
-            cols = slice(j, j + SW * (out_width - 1) + 1, SW)
-            image[:, :, rows, cols] += window_grads[:, :, :, :, i, j]
+            image[offset_slices(i, j, stride, out_height, out_width)] += window_grads[:, :, :, :, i, j]
     return image
+
+
+def offset_slices(i, j, stride, out_height, out_width):
+    """The index of the pixels that kernel offset (i, j) covers in every window: (N, C, OH, OW) of them."""
+    SH, SW = stride
+    rows = slice(i, i + SH * (out_height - 1) + 1, SH)
+    cols = slice(j, j + SW * (out_width - 1) + 1, SW)
+    return slice(None), slice(None), rows, cols
 
 
 def crop_padding(x_padded, padding):

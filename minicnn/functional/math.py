@@ -280,10 +280,10 @@ def _comparison(name, compare):
     """A Tensor method comparing elementwise; the result is a boolean Tensor without gradient."""
 
     def method(self, other):
-        other_data = other.data if isinstance(other, Tensor) else other
         if isinstance(other, Tensor):
-            check_same_device(name, [("left", self.data), ("right", other_data)])
-        return Tensor(compare(self.data, other_data))
+            check_same_device(name, [("left", self.data), ("right", other.data)])
+            other = other.data
+        return Tensor(compare(self.data, other))
 
     method.__name__ = name
     return method
@@ -306,6 +306,7 @@ Tensor.sum = sum
 Tensor.mean = mean
 Tensor.max = max
 Tensor.exp = exp
+Tensor.log = log
 Tensor.argmax = argmax
 Tensor.__eq__ = _comparison("__eq__", operator.eq)
 Tensor.__ne__ = _comparison("__ne__", operator.ne)
@@ -314,4 +315,3 @@ Tensor.__le__ = _comparison("__le__", operator.le)
 Tensor.__gt__ = _comparison("__gt__", operator.gt)
 Tensor.__ge__ = _comparison("__ge__", operator.ge)
 Tensor.__hash__ = object.__hash__  # defining __eq__ would otherwise make tensors unhashable
-Tensor.log = log

@@ -3,7 +3,7 @@
 from ..backend import get_array_module
 from ..errors import ShapeError
 from ..tensor import Operation
-from .conv import add_windows, crop_padding, pad_image, pair, sliding_windows
+from .conv import add_windows, crop_padding, offset_slices, pad_image, pair, sliding_windows
 
 
 def _pool_settings(name, kernel_size, stride, padding):
@@ -55,14 +55,13 @@ class MaxPool2d(Operation):
 
     def backward(self, grad):
         xp = get_array_module(grad)
-        (KH, KW), (SH, SW) = self.kernel_size, self.stride
+        KH, KW = self.kernel_size
         out_height, out_width = grad.shape[2:]
         image = xp.zeros(self.padded_shape, dtype=grad.dtype)
         for offset in range(KH * KW):
-            i, j = divmod(offset, KW)
-            rows, cols = slice(i, i + SH * (out_height - 1) + 1, SH), slice(j, j + SW * (out_width - 1) + 1, SW)
+            pixels = offset_slices(*divmod(offset, KW), self.stride, out_height, out_width)
             # Each offset's slice holds every pixel at most once, so += is exact even for overlapping windows.
-            image[:, :, rows, cols] += grad * (self.first_max == offset)
+            image[pixels] += grad * (self.first_max == offset)
         return crop_padding(image, self.padding)
 
 
