@@ -2,14 +2,17 @@
 
 from . import functional, nn, optim
 from .backend import gpu_available, manual_seed, set_default_device
-from .errors import BackendUnavailableError, DeviceMismatchError, GradcheckError, ShapeError
+from .errors import (
+    BackendUnavailableError, CheckpointError, ChecksumError, DataError, DeviceMismatchError, GradcheckError,
+    ShapeError, TrainingDivergedError,
+)
 from .gradcheck import gradcheck
 from .tensor import Operation, Tensor, is_grad_enabled, no_grad, tensor
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BackendUnavailableError", "DeviceMismatchError", "GradcheckError", "Operation", "ShapeError",
+    "BackendUnavailableError", "CheckpointError", "ChecksumError", "DataError", "DeviceMismatchError", "GradcheckError", "Operation", "ShapeError",
     "Tensor", "functional", "gpu_available", "gradcheck", "is_grad_enabled", "manual_seed", "nn",
-    "no_grad", "optim", "set_default_device", "tensor",
+    "no_grad", "optim", "set_default_device", "tensor", "TrainingDivergedError",
 ]

@@ -15,3 +15,19 @@ class BackendUnavailableError(RuntimeError):
 
 class GradcheckError(AssertionError):
     """Analytic and finite-difference gradients disagree."""
+
+
+class DataError(ValueError):
+    """A data file is missing, truncated or corrupt, or data has the wrong shape or values."""
+
+
+class ChecksumError(DataError):
+    """A downloaded or cached file's SHA-256 is not the expected one."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is not one, holds pickled objects, or does not fit the model or optimizer."""
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The training loss became NaN or infinite."""
