@@ -1,6 +1,6 @@
 """minicnn: a small deep-learning engine on NumPy (CPU) and CuPy (GPU) that you can read in an afternoon."""
 
-from . import functional, nn, optim
+from . import checkpoint, data, functional, metrics, models, nn, optim, training
 from .backend import gpu_available, manual_seed, set_default_device
 from .errors import (
     BackendUnavailableError, CheckpointError, ChecksumError, DataError, DeviceMismatchError, GradcheckError,
@@ -13,6 +13,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError", "CheckpointError", "ChecksumError", "DataError", "DeviceMismatchError", "GradcheckError", "Operation", "ShapeError",
-    "Tensor", "functional", "gpu_available", "gradcheck", "is_grad_enabled", "manual_seed", "nn",
+    "Tensor", "checkpoint", "data", "functional", "metrics", "models", "training", "gpu_available", "gradcheck", "is_grad_enabled", "manual_seed", "nn",
     "no_grad", "optim", "set_default_device", "tensor", "TrainingDivergedError",
 ]

@@ -1,14 +1,29 @@
-"""Optimizers with PyTorch's update rules: SGD (momentum, Nesterov, weight decay) and Adam.
+"""Optimizers with PyTorch's update rules: SGD (momentum, Nesterov, weight decay) and Adam;
+learning-rate schedules stepped once per epoch: StepLR and CosineAnnealingLR.
 
 Updates work on the raw arrays in place, so they record no graph and keep each
-parameter's dtype and device.
+parameter's dtype and device. Optimizers and schedules describe their state with
+state_dict() and take it back with load_state_dict(), for checkpoints.
 """
 
+import math
+
+from . import backend
 from .backend import get_array_module
+from .errors import CheckpointError
+from .tensor import _is_array
 
 
 class Optimizer:
-    """Holds the parameters and the learning rate (`lr` may be changed between steps)."""
+    """Holds the parameters and the learning rate (`lr` may be changed between steps).
+
+    Subclasses name their settings in `hyperparameter_names` and their per-parameter
+    arrays (one list entry per parameter, None until its first update) in `slot_names`;
+    state_dict and load_state_dict are built from those two lists.
+    """
+
+    hyperparameter_names = ("lr",)
+    slot_names = ()
 
     def __init__(self, params, lr):
         self.params = list(params)
@@ -32,6 +47,71 @@ class Optimizer:
     def _update(self, position, parameter):
         raise NotImplementedError
 
+    # ----- saving and loading -----------------------------------------------------------------
+    def state_dict(self):
+        """{'type': class name, each hyperparameter (JSON-able), each slot: a list of array copies or None}.
+
+        Arrays stay on their parameter's device. Hyperparameters are restored by
+        load_state_dict too, as in PyTorch, so a resumed run continues with the saved lr.
+        """
+        state = {"type": type(self).__name__}
+        for name in self.hyperparameter_names:
+            value = getattr(self, name)
+            state[name] = list(value) if isinstance(value, tuple) else value
+        for name in self.slot_names:
+            state[name] = [None if array is None else array.copy() for array in getattr(self, name)]
+        return state
+
+    def load_state_dict(self, state):
+        """Take hyperparameters and per-parameter state from `state` (as state_dict made it).
+
+        Checks the optimizer type, the number of parameters and every array's shape
+        first, and changes nothing unless all fit (CheckpointError otherwise). Arrays
+        are moved to their parameter's device and cast to its dtype.
+        """
+        where = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{where}: expected a dict made by state_dict(), got {type(state).__name__}")
+        if state.get("type") != type(self).__name__:
+            raise CheckpointError(
+                f"{where}: the state belongs to a {state.get('type')!r} optimizer, not {type(self).__name__!r}"
+            )
+        missing = [name for name in ("type",) + self.hyperparameter_names + self.slot_names if name not in state]
+        if missing:
+            raise CheckpointError(f"{where}: the state lacks {missing}")
+        slots = {name: self._checked_slot(where, name, state[name]) for name in self.slot_names}
+        self._load_extra_state(where, state)
+        for name in self.hyperparameter_names:
+            value = state[name]
+            setattr(self, name, tuple(value) if isinstance(value, list) else value)
+        for name, arrays in slots.items():
+            setattr(self, name, arrays)
+
+    def _checked_slot(self, where, name, arrays):
+        """The list `arrays` as this optimizer's slot `name`: one entry per parameter, on its device and dtype."""
+        if not isinstance(arrays, (list, tuple)) or len(arrays) != len(self.params):
+            count = len(arrays) if isinstance(arrays, (list, tuple)) else type(arrays).__name__
+            raise CheckpointError(
+                f"{where}: '{name}' holds state for {count} parameters, but this optimizer has {len(self.params)}"
+            )
+        checked = []
+        for position, (array, parameter) in enumerate(zip(arrays, self.params)):
+            if array is None:
+                checked.append(None)
+                continue
+            if not _is_array(array):
+                raise CheckpointError(f"{where}: {name}[{position}] is a {type(array).__name__}, not an array")
+            if tuple(array.shape) != tuple(parameter.shape):
+                raise CheckpointError(
+                    f"{where}: {name}[{position}] has shape {tuple(array.shape)} but parameter {position} "
+                    f"has shape {tuple(parameter.shape)}"
+                )
+            checked.append(backend.to_device(array, parameter.device).astype(parameter.dtype, copy=True))
+        return checked
+
+    def _load_extra_state(self, where, state):
+        """Check and take state other than hyperparameters and slots (Adam's step counts)."""
+
 
 class SGD(Optimizer):
     """Stochastic gradient descent, as torch.optim.SGD (dampening 0):
@@ -40,6 +120,9 @@ class SGD(Optimizer):
     buf = g on the first step, then momentum * buf + g
     p -= lr * (g + momentum * buf if nesterov else buf)      (p -= lr * g without momentum)
     """
+
+    hyperparameter_names = ("lr", "momentum", "nesterov", "weight_decay")
+    slot_names = ("velocities",)
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(params, lr)
@@ -70,6 +153,9 @@ class Adam(Optimizer):
     p -= lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps)
     """
 
+    hyperparameter_names = ("lr", "betas", "eps", "weight_decay")
+    slot_names = ("first_moments", "second_moments")
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)
         self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
@@ -95,3 +181,107 @@ class Adam(Optimizer):
         v += (1 - beta2) * grad * grad
         denominator = xp.sqrt(v) / (1 - beta2**step) ** 0.5 + self.eps
         parameter.data -= (self.lr / (1 - beta1**step)) * m / denominator
+
+    def state_dict(self):
+        """As Optimizer.state_dict, plus 'steps': each parameter's update count (ints)."""
+        return super().state_dict() | {"steps": [int(count) for count in self.steps]}
+
+    def _load_extra_state(self, where, state):
+        steps = state.get("steps")
+        if not isinstance(steps, (list, tuple)) or len(steps) != len(self.params):
+            count = len(steps) if isinstance(steps, (list, tuple)) else "no"
+            raise CheckpointError(
+                f"{where}: 'steps' holds {count} step counts, but this optimizer has {len(self.params)} parameters"
+            )
+        if not all(isinstance(count, int) and count >= 0 for count in steps):
+            raise CheckpointError(f"{where}: 'steps' must hold counts >= 0, got {list(steps)}")
+        self.steps = list(steps)
+
+
+# ----- learning-rate schedules ---------------------------------------------------------------------
+
+class LRSchedule:
+    """Sets optimizer.lr from the epoch number; call step() once at the end of each epoch.
+
+    As in PyTorch, constructing a schedule sets the lr for epoch 0 (last_epoch = 0)
+    and each step() moves to the next epoch. base_lr is the optimizer's lr when the
+    schedule was made. Subclasses give lr_at(epoch) in closed form and name their
+    settings in `setting_names`.
+    """
+
+    setting_names = ()
+
+    def __init__(self, optimizer):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(self).__name__}: expected an optim.Optimizer, got {type(optimizer).__name__}")
+        self.optimizer = optimizer
+        self.base_lr = optimizer.lr
+        self.last_epoch = 0
+        self.optimizer.lr = self.lr_at(0)
+
+    def lr_at(self, epoch):
+        raise NotImplementedError
+
+    def step(self):
+        """Move to the next epoch and set the optimizer's lr for it."""
+        self.last_epoch += 1
+        self.optimizer.lr = self.lr_at(self.last_epoch)
+
+    def get_last_lr(self):
+        """The lr this schedule set most recently (for epoch last_epoch), a float."""
+        return float(self.lr_at(self.last_epoch))
+
+    def state_dict(self):
+        """{'type', 'base_lr', 'last_epoch', and each setting}: JSON-able."""
+        state = {"type": type(self).__name__, "base_lr": self.base_lr, "last_epoch": self.last_epoch}
+        state.update((name, getattr(self, name)) for name in self.setting_names)
+        return state
+
+    def load_state_dict(self, state):
+        """Take the epoch and settings from `state` and set the optimizer's lr for that epoch."""
+        where = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state, dict) or state.get("type") != type(self).__name__:
+            found = state.get("type") if isinstance(state, dict) else type(state).__name__
+            raise CheckpointError(f"{where}: the state belongs to a {found!r} schedule, not {type(self).__name__!r}")
+        missing = [name for name in ("base_lr", "last_epoch") + self.setting_names if name not in state]
+        if missing:
+            raise CheckpointError(f"{where}: the state lacks {missing}")
+        if not isinstance(state["last_epoch"], int) or state["last_epoch"] < 0:
+            raise CheckpointError(f"{where}: last_epoch must be an int >= 0, got {state['last_epoch']!r}")
+        for name in ("base_lr", "last_epoch") + self.setting_names:
+            setattr(self, name, state[name])
+        self.optimizer.lr = self.lr_at(self.last_epoch)
+
+
+class StepLR(LRSchedule):
+    """lr = base_lr * gamma ** (epoch // step_size): multiplied by gamma every step_size epochs."""
+
+    setting_names = ("step_size", "gamma")
+
+    def __init__(self, optimizer, step_size, gamma=0.1):
+        if not isinstance(step_size, int) or step_size < 1:
+            raise ValueError(f"StepLR: step_size must be an int >= 1, got {step_size!r}")
+        self.step_size, self.gamma = step_size, gamma
+        super().__init__(optimizer)
+
+    def lr_at(self, epoch):
+        return self.base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class CosineAnnealingLR(LRSchedule):
+    """lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2.
+
+    Falls from base_lr to eta_min over T_max epochs; past T_max the cosine goes on
+    and the lr rises again, as in PyTorch (stop training at T_max for a single fall).
+    """
+
+    setting_names = ("T_max", "eta_min")
+
+    def __init__(self, optimizer, T_max, eta_min=0.0):
+        if not isinstance(T_max, int) or T_max < 1:
+            raise ValueError(f"CosineAnnealingLR: T_max must be an int >= 1, got {T_max!r}")
+        self.T_max, self.eta_min = T_max, eta_min
+        super().__init__(optimizer)
+
+    def lr_at(self, epoch):
+        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2

@@ -33,3 +33,28 @@ def to_host(array):
     """A NumPy copy of a NumPy/CuPy array or Tensor, for comparisons."""
     data = getattr(array, "data", array)
     return backend.to_numpy(data) if not isinstance(data, np.ndarray) else data
+
+
+BARS_SIZE = 12
+BARS_CLASSES = ("vertical bar", "horizontal bar", "blank")
+
+
+def bars_dataset(count_per_class=34, noise=0.3, seed=0):
+    """(N, 1, 12, 12) images and (N,) labels: a vertical bar (0), a horizontal bar (1) or nothing (2),
+    at a random position and length, with Gaussian noise everywhere."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for label in range(len(BARS_CLASSES)):
+        for _ in range(count_per_class):
+            image = np.zeros((BARS_SIZE, BARS_SIZE))
+            line = rng.integers(1, BARS_SIZE - 1)
+            start = rng.integers(0, 4)
+            length = rng.integers(6, BARS_SIZE - start + 1)
+            if label == 0:
+                image[start:start + length, line] = 1.0
+            elif label == 1:
+                image[line, start:start + length] = 1.0
+            images.append(image + noise * rng.standard_normal((BARS_SIZE, BARS_SIZE)))
+            labels.append(label)
+    order = rng.permutation(len(labels))
+    return np.asarray(images)[order][:, None], np.asarray(labels)[order]

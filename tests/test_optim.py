@@ -240,3 +240,133 @@ def test_nesterov_without_momentum_raises_value_error():
     with pytest.raises(ValueError, match="(?i)nesterov"):
         optim.SGD(parameters, lr=0.1, momentum=0.0, nesterov=True)
     optim.SGD(parameters, lr=0.1, momentum=0.5, nesterov=True)  # fine with momentum
+
+
+# ----- saving and loading optimizer state ------------------------------------------------------------
+
+STATEFUL_OPTIMIZERS = {
+    "sgd_nesterov": lambda p: optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
+    "sgd_momentum": lambda p: optim.SGD(p, lr=0.05, momentum=0.8),
+    "adam": lambda p: optim.Adam(p, lr=0.01, betas=(0.8, 0.99), eps=1e-7, weight_decay=0.01),
+}
+
+
+def _tiny_model_and_batch(device):
+    model = nn.Sequential(nn.Dense(4, 5), nn.ReLU(), nn.Dense(5, 3)).to(device)
+    x = minicnn.tensor(np.random.default_rng(1).standard_normal((6, 4)), device=device, dtype=np.float32)
+    return model, x, np.array([0, 1, 2, 0, 1, 2])
+
+
+def _train(model, optimizer, x, labels, steps):
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), labels).backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("make_optimizer", STATEFUL_OPTIMIZERS.values(), ids=STATEFUL_OPTIMIZERS.keys())
+def test_restored_state_continues_bitwise_identically(make_optimizer, device):
+    model, x, labels = _tiny_model_and_batch(device)
+    optimizer = make_optimizer(model.parameters())
+    _train(model, optimizer, x, labels, 3)
+    saved_weights, saved_state = model.state_dict(), optimizer.state_dict()
+    _train(model, optimizer, x, labels, 3)
+
+    twin, _, _ = _tiny_model_and_batch(device)
+    twin.load_state_dict(saved_weights)
+    # made with other settings: load_state_dict restores the saved ones, as torch does
+    twin_optimizer = type(optimizer)(twin.parameters(), lr=123.0)
+    twin_optimizer.load_state_dict(saved_state)
+    _train(twin, twin_optimizer, x, labels, 3)
+    for name, array in model.state_dict().items():
+        np.testing.assert_array_equal(to_host(twin.state_dict()[name]), to_host(array), err_msg=name)
+    assert twin_optimizer.lr == optimizer.lr
+
+
+@pytest.mark.parametrize("make_optimizer", STATEFUL_OPTIMIZERS.values(), ids=STATEFUL_OPTIMIZERS.keys())
+def test_state_dict_copies_arrays_and_keeps_settings_json_able(make_optimizer, device):
+    import json
+
+    model, x, labels = _tiny_model_and_batch(device)
+    optimizer = make_optimizer(model.parameters())
+    _train(model, optimizer, x, labels, 2)
+    state = optimizer.state_dict()
+    slots = {name: state.pop(name) for name in optimizer.slot_names}
+    assert json.loads(json.dumps(state)) == state  # everything but the arrays is JSON-able
+    assert state["type"] == type(optimizer).__name__
+    frozen = {name: [to_host(a).copy() for a in arrays] for name, arrays in slots.items()}
+    _train(model, optimizer, x, labels, 2)  # updates the optimizer's arrays in place
+    for name, arrays in slots.items():
+        assert len(arrays) == len(model.parameters())
+        for array, before in zip(arrays, frozen[name]):
+            np.testing.assert_array_equal(to_host(array), before)
+        assert all(a is not b for a, b in zip(arrays, getattr(optimizer, name)))
+
+
+def test_fresh_state_holds_none_and_step_counts():
+    parameters = nn.Dense(3, 2).parameters()
+    assert optim.SGD(parameters, lr=0.1, momentum=0.9).state_dict() == {
+        "type": "SGD", "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0, "velocities": [None, None],
+    }
+    assert optim.Adam(parameters, lr=0.01).state_dict() == {
+        "type": "Adam", "lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
+        "first_moments": [None, None], "second_moments": [None, None], "steps": [0, 0],
+    }
+
+
+def test_loaded_arrays_take_the_parameters_dtype_and_device(device):
+    model, _, _ = _tiny_model_and_batch(device)
+    optimizer = optim.Adam(model.parameters())
+    state = optimizer.state_dict()
+    # float64 NumPy arrays, as a checkpoint written from a float64 model on the CPU would hold
+    state["first_moments"] = [np.ones(p.shape, dtype=np.float64) for p in model.parameters()]
+    state["second_moments"] = [np.ones(p.shape, dtype=np.float64) for p in model.parameters()]
+    state["steps"] = [4] * len(model.parameters())
+    optimizer.load_state_dict(state)
+    for moment in optimizer.first_moments + optimizer.second_moments:
+        assert moment.dtype == np.float32
+        assert minicnn.backend.device_of(moment) == device
+    assert optimizer.steps == [4, 4, 4, 4]
+    assert optimizer.betas == (0.9, 0.999)
+
+
+def test_load_state_of_another_optimizer_type_raises():
+    parameters = nn.Dense(3, 2).parameters()
+    with pytest.raises(minicnn.CheckpointError, match="'SGD' optimizer, not 'Adam'"):
+        optim.Adam(parameters).load_state_dict(optim.SGD(parameters, lr=0.1).state_dict())
+
+
+def test_load_state_with_another_parameter_count_raises():
+    state = optim.SGD(nn.Dense(3, 2).parameters(), lr=0.1, momentum=0.9).state_dict()
+    optimizer = optim.SGD(nn.Dense(3, 2, bias=False).parameters(), lr=0.1, momentum=0.9)
+    with pytest.raises(minicnn.CheckpointError, match="'velocities' holds state for 2 parameters, but this optimizer has 1"):
+        optimizer.load_state_dict(state)
+
+
+def test_load_state_with_a_wrong_shape_names_the_parameter_and_changes_nothing():
+    model = nn.Sequential(nn.Dense(3, 2), nn.Dense(2, 2))
+    x = minicnn.tensor(np.ones((2, 3), dtype=np.float32))
+    optimizer = optim.Adam(model.parameters(), lr=0.1)
+    _train(model, optimizer, x, np.array([0, 1]), 2)
+    before = optimizer.state_dict()
+    state = optimizer.state_dict()
+    state["lr"] = 5.0
+    state["steps"] = [9, 9, 9, 9]
+    state["second_moments"][2] = np.zeros((3, 2), dtype=np.float32)
+    with pytest.raises(minicnn.CheckpointError, match=r"second_moments\[2\] has shape \(3, 2\) but parameter 2 has shape \(2, 2\)"):
+        optimizer.load_state_dict(state)
+    assert optimizer.lr == 0.1 and optimizer.steps == before["steps"]
+    for name in optimizer.slot_names:
+        for array, kept in zip(getattr(optimizer, name), before[name]):
+            np.testing.assert_array_equal(array, kept)
+
+
+def test_load_state_with_bad_step_counts_raises():
+    optimizer = optim.Adam(nn.Dense(3, 2).parameters())
+    state = optimizer.state_dict()
+    state["steps"] = [1, -1]
+    with pytest.raises(minicnn.CheckpointError, match="'steps' must hold counts >= 0"):
+        optimizer.load_state_dict(state)
+    del state["steps"]
+    with pytest.raises(minicnn.CheckpointError, match="'steps' holds no step counts"):
+        optimizer.load_state_dict(state)

@@ -1,139 +1,215 @@
-"""End to end: a small CNN learns a synthetic image task with minicnn's layers, loss and optimizers."""
+"""The training loop (minicnn/training.py) and the Keras-style methods of Sequential, on synthetic bars."""
+
+import os
+import signal
 
 import numpy as np
+import pytest
 
 import minicnn
 from minicnn import functional as F
-from minicnn import nn, optim
-from conftest import to_host
-
-SIZE = 12
-CLASSES = ("vertical bar", "horizontal bar", "blank")
-
-
-def _bars_dataset(count_per_class=34, noise=0.3, seed=0):
-    """(N, 1, 12, 12) images and (N,) labels: a vertical bar (0), a horizontal bar (1) or nothing (2),
-    at a random position and length, with Gaussian noise everywhere."""
-    rng = np.random.default_rng(seed)
-    images, labels = [], []
-    for label in range(len(CLASSES)):
-        for _ in range(count_per_class):
-            image = np.zeros((SIZE, SIZE))
-            line = rng.integers(1, SIZE - 1)
-            start = rng.integers(0, 4)
-            length = rng.integers(6, SIZE - start + 1)
-            if label == 0:
-                image[start:start + length, line] = 1.0
-            elif label == 1:
-                image[line, start:start + length] = 1.0
-            images.append(image + noise * rng.standard_normal((SIZE, SIZE)))
-            labels.append(label)
-    order = rng.permutation(len(labels))
-    return np.asarray(images)[order][:, None], np.asarray(labels)[order]
+from minicnn import models, nn, optim
+from minicnn.errors import ShapeError, TrainingDivergedError
+from minicnn.training import EarlyStopping, History, Trainer
+from conftest import bars_dataset, to_host
 
 
-def _small_cnn(dropout=0.0):
-    layers = [nn.Conv2D(1, 8, 3), nn.ReLU(), nn.MaxPool2D(2), nn.Flatten()]
-    if dropout:
-        layers.append(nn.Dropout(dropout))
-    layers.append(nn.Dense(8 * 5 * 5, len(CLASSES)))
-    return nn.Sequential(*layers)
+def _small_cnn():
+    return nn.Sequential(nn.Conv2D(1, 8, 3), nn.ReLU(), nn.MaxPool2D(2), nn.Flatten(), nn.Dense(8 * 5 * 5, 3))
 
 
-def _train(model, optimizer, x, labels, steps, batch_size=None, seed=0):
-    """Minibatch (or full-batch) training; returns the loss of every step."""
-    rng = np.random.default_rng(seed)
-    losses = []
-    count = len(labels)
-    for _ in range(steps):
-        if batch_size is None:
-            batch_x, batch_labels = x, labels
-        else:
-            index = rng.choice(count, batch_size, replace=False)
-            batch_x, batch_labels = x[index], labels[index]
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(batch_x), batch_labels)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.item()))
-    return losses
+@pytest.fixture
+def bars():
+    images, labels = bars_dataset(count_per_class=40)
+    return images.astype(np.float32), labels
 
 
-def _accuracy(model, x, labels):
-    model.eval()
-    with minicnn.no_grad():
-        predictions = to_host(model(x)).argmax(axis=1)
-    model.train()
-    return float((predictions == to_host(labels)).mean())
+def _weights(model):
+    return {name: to_host(array) for name, array in model.state_dict().items()}
 
 
-def _data(device, dtype=np.float32):
-    images, labels = _bars_dataset()
-    x = minicnn.tensor(images.astype(dtype), device=device)
-    y = minicnn.tensor(labels, device=device)
-    return x, y
+def test_keras_style_fit_learns_bars_and_returns_history(device):
+    minicnn.set_default_device(device)
+    model = _small_cnn()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"], lr=0.02)
+    images, labels = bars_dataset(count_per_class=80, seed=1)
+    history = model.fit(images[:180], labels[:180], epochs=8, batch_size=16,
+                        validation_data=(images[180:], labels[180:]), verbose=0)
+    assert isinstance(history, History) and history.history is history
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"):
+        assert len(history[key]) == 8, key
+    assert history["loss"][-1] < 0.5 * history["loss"][0]
+    assert history["accuracy"][-1] >= 0.9
+    assert history["val_accuracy"][-1] >= 0.9
+    assert all(np.isfinite(history["val_loss"]))
 
 
-def test_dataset_is_balanced_and_untrained_model_is_not_already_perfect(device):
-    images, labels = _bars_dataset()
-    assert images.shape == (102, 1, SIZE, SIZE)
-    np.testing.assert_array_equal(np.bincount(labels), [34, 34, 34])
-    model = _small_cnn().to(device)
-    x, y = _data(device)
-    assert _accuracy(model, x, y) < 0.9
+def test_evaluate_gives_metrics_consistent_with_predict(bars):
+    images, labels = bars
+    model = _small_cnn()
+    model.compile(optimizer="adam", lr=0.02)
+    model.fit(images, labels, epochs=2, batch_size=16, verbose=0)
+    result = model.evaluate(images, labels, batch_size=50)
+    logits = model.predict(images, batch_size=7)
+    assert logits.shape == (len(labels), 3) and isinstance(logits, np.ndarray)
+    predictions = logits.argmax(axis=1)
+    assert result["accuracy"] == pytest.approx(float((predictions == labels).mean()))
+    confusion = result["confusion_matrix"]
+    assert confusion.shape == (3, 3) and confusion.sum() == len(labels)
+    np.testing.assert_array_equal(confusion.sum(axis=1), np.bincount(labels, minlength=3))
+    np.testing.assert_array_equal(np.diag(confusion), [np.sum((labels == k) & (predictions == k)) for k in range(3)])
+    for key in ("precision", "recall", "f1"):
+        assert result[key].shape == (3,) and np.all((0 <= result[key]) & (result[key] <= 1))
+    expected_loss = float(F.cross_entropy(minicnn.tensor(logits), labels).item())
+    assert result["loss"] == pytest.approx(expected_loss, rel=1e-5)
+    assert model.training  # evaluate and predict put the model back in training mode
 
 
-def test_adam_learns_bars_to_full_training_accuracy(device):
-    model = _small_cnn().to(device)
-    x, y = _data(device)
-    losses = _train(model, optim.Adam(model.parameters(), lr=0.02), x, y, steps=80)
-    assert losses[-1] < 0.25 * losses[0]
-    assert _accuracy(model, x, y) == 1.0
-    assert all(p.dtype == np.float32 and p.device == device for p in model.parameters())
+def test_summary_lists_output_shapes_and_parameter_counts(capsys):
+    model = models.cnn()
+    text = model.summary()
+    printed = capsys.readouterr().out
+    assert text in printed
+    assert "(N, 32, 26, 26)" in text and "(N, 64, 3, 3)" in text and "(N, 576)" in text and "(N, 10)" in text
+    assert "93,322" in text  # the Keras tutorial's count for this model
+    for count in ("320", "18,496", "36,928", "650"):
+        assert count in text
+    with pytest.raises(ValueError, match="input_shape"):
+        _small_cnn().summary()
+    assert "(N, 8, 10, 10)" in _small_cnn().summary(input_shape=(1, 12, 12))
 
 
-def test_sgd_momentum_learns_bars_to_full_training_accuracy(device):
-    model = _small_cnn().to(device)
-    x, y = _data(device)
-    losses = _train(model, optim.SGD(model.parameters(), lr=0.05, momentum=0.9), x, y, steps=100)
-    assert losses[-1] < 0.25 * losses[0]
-    assert _accuracy(model, x, y) == 1.0
+def test_nan_loss_stops_training_naming_epoch_and_step(bars):
+    images, labels = bars
+    images = images.copy()
+    images[70] = np.nan  # batch 70 // 16 = 4 of the first epoch: step 5
+    trainer = Trainer(_small_cnn(), "sgd", lr=0.01)
+    with pytest.raises(TrainingDivergedError, match=r"epoch 1, step 5\b"):
+        trainer.fit(images, labels, epochs=2, batch_size=16, shuffle=False, verbose=0)
 
 
-def test_minibatch_adam_with_dropout_learns_bars(device):
-    model = _small_cnn(dropout=0.2).to(device)
-    x, y = _data(device)
-    _train(model, optim.Adam(model.parameters(), lr=0.02), x, y, steps=100, batch_size=32)
-    assert _accuracy(model, x, y) == 1.0
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_exploding_learning_rate_is_caught(bars):
+    images, labels = bars
+    trainer = Trainer(_small_cnn(), "sgd", lr=1e12)
+    with pytest.raises(TrainingDivergedError, match="NaN or infinite"):
+        trainer.fit(images * 1e3, labels, epochs=3, batch_size=16, verbose=0)
 
 
-def test_float64_training(device):
-    model = _small_cnn().to(device)
-    for parameter in model.parameters():
-        parameter.data = parameter.data.astype(np.float64)
-    x, y = _data(device, dtype=np.float64)
-    optimizer = optim.Adam(model.parameters(), lr=0.02)
-    optimizer.zero_grad()
-    loss = F.cross_entropy(model(x), y)
-    assert loss.dtype == np.float64
-    loss.backward()
-    assert all(p.grad.dtype == np.float64 for p in model.parameters())
-    losses = _train(model, optimizer, x, y, steps=80)
-    assert losses[-1] < 0.25 * losses[0]
-    assert _accuracy(model, x, y) == 1.0
-    assert all(p.dtype == np.float64 for p in model.parameters())
+def test_early_stopping_stops_after_patience_and_restores_best_weights():
+    model = _small_cnn()
+    stopper = EarlyStopping("val_loss", patience=2)
+    assert stopper.mode == "min"
+    assert not stopper.should_stop(0, {"val_loss": 1.0}, model)
+    best = _weights(model)
+    model[0].weight.data = model[0].weight.data + 1
+    assert not stopper.should_stop(1, {"val_loss": 1.5}, model)
+    assert stopper.should_stop(2, {"val_loss": 1.2}, model)
+    assert stopper.best_epoch == 0
+    np.testing.assert_array_equal(_weights(model)["0.weight"], best["0.weight"])
+    with pytest.raises(KeyError, match="val_accuracy"):
+        EarlyStopping().should_stop(0, {"loss": 1.0}, model)
 
 
-def _seeded_run(seed, device):
+def test_fit_stops_early_when_validation_does_not_improve(bars):
+    images, labels = bars
+    trainer = Trainer(_small_cnn(), "sgd", lr=0.0)  # lr 0: nothing ever improves
+    history = trainer.fit(images, labels, epochs=10, batch_size=32, validation_data=(images, labels),
+                          callbacks=[EarlyStopping("val_accuracy", patience=2)], verbose=0)
+    assert len(history["loss"]) == 3
+
+
+def test_schedule_sets_each_epochs_learning_rate(bars):
+    images, labels = bars
+    model = _small_cnn()
+    optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    trainer = Trainer(model, optimizer, schedule=optim.StepLR(optimizer, step_size=2, gamma=0.5))
+    history = trainer.fit(images, labels, epochs=5, batch_size=32, verbose=0)
+    assert history["lr"] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
+
+
+def test_wrong_image_shape_and_bad_labels_get_clear_errors(bars):
+    images, labels = bars
+    trainer = Trainer(models.cnn())
+    with pytest.raises(ShapeError, match=r"Sequential layer 0: Conv2D.*expected input of shape \(N, 1, \*, \*\)"):
+        trainer.fit(np.zeros((8, 3, 28, 28), np.float32), np.zeros(8, np.int64), verbose=0)
+    trainer = Trainer(_small_cnn())
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        trainer.fit(images, labels + 5, verbose=0)
+
+
+def test_unknown_optimizer_loss_and_metric_are_refused():
+    with pytest.raises(ValueError, match="optimizer"):
+        Trainer(_small_cnn(), optimizer="rmsprop")
+    with pytest.raises(ValueError, match="loss"):
+        Trainer(_small_cnn(), loss="hinge")
+    with pytest.raises(ValueError, match="metrics"):
+        Trainer(_small_cnn(), metrics=["auc"])
+
+
+def _trainer(seed=0):
     minicnn.manual_seed(seed)
-    model = _small_cnn(dropout=0.3).to(device)
-    x, y = _data(device)
-    return _train(model, optim.Adam(model.parameters(), lr=0.02), x, y, steps=15, batch_size=32)
+    model = nn.Sequential(nn.Conv2D(1, 8, 3), nn.ReLU(), nn.MaxPool2D(2), nn.Flatten(), nn.Dropout(0.2),
+                          nn.Dense(8 * 5 * 5, 3))
+    optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return Trainer(model, optimizer, schedule=optim.CosineAnnealingLR(optimizer, T_max=3))
 
 
-def test_manual_seed_makes_training_reproducible(device):
-    first = _seeded_run(123, device)
-    second = _seeded_run(123, device)
-    assert first == second
-    other = _seeded_run(124, device)
-    assert other != first
+def test_checkpoints_are_written_each_epoch(bars, tmp_path):
+    images, labels = bars
+    trainer = _trainer()
+    trainer.fit(images, labels, epochs=2, batch_size=32, validation_data=(images, labels), checkpoint_dir=tmp_path,
+                verbose=0)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["best.npz", "last.npz"]
+    with np.load(tmp_path / "last.npz", allow_pickle=False) as archive:
+        assert "architecture" in archive.files
+
+
+def test_resume_after_an_epoch_reaches_the_uninterrupted_weights(bars, tmp_path):
+    images, labels = bars
+    uninterrupted = _trainer()
+    uninterrupted.fit(images, labels, epochs=3, batch_size=32, shift=1, verbose=0)
+
+    first = _trainer()
+    first.fit(images, labels, epochs=1, batch_size=32, shift=1, checkpoint_dir=tmp_path, verbose=0)
+    minicnn.manual_seed(99)  # a different generator state must not matter: the checkpoint restores it
+    resumed = _trainer(seed=5)
+    resumed.resume(tmp_path)
+    history = resumed.fit(images, labels, epochs=3, batch_size=32, shift=1, checkpoint_dir=tmp_path, verbose=0)
+    for name, array in _weights(uninterrupted.model).items():
+        np.testing.assert_array_equal(_weights(resumed.model)[name], array, err_msg=name)
+    assert history["loss"] == pytest.approx(uninterrupted.history["loss"])
+
+
+class _InterruptAt:
+    """A loss that sends this process SIGINT during the n-th call (as Ctrl-C would)."""
+
+    def __init__(self, calls):
+        self.calls, self.count = calls, 0
+
+    def __call__(self, logits, labels):
+        self.count += 1
+        if self.count == self.calls:
+            os.kill(os.getpid(), signal.SIGINT)
+        return F.cross_entropy(logits, labels)
+
+
+def test_ctrl_c_saves_mid_epoch_and_resume_matches_an_uninterrupted_run(bars, tmp_path, capsys):
+    images, labels = bars
+    uninterrupted = _trainer()
+    uninterrupted.fit(images, labels, epochs=2, batch_size=16, verbose=0)
+
+    interrupted = _trainer()
+    interrupted.loss_fn = _InterruptAt(calls=10)  # epoch 2 (8 batches per epoch), its 2nd step
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit(images, labels, epochs=2, batch_size=16, checkpoint_dir=tmp_path, verbose=0)
+    assert "saved" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler given back
+    resumed = _trainer(seed=7)
+    loaded = resumed.resume(tmp_path / "last.npz")
+    assert (loaded.state["epoch"], loaded.state["step"]) == (1, 2)
+    resumed.fit(images, labels, epochs=2, batch_size=16, verbose=0)
+    for name, array in _weights(uninterrupted.model).items():
+        np.testing.assert_array_equal(_weights(resumed.model)[name], array, err_msg=name)
+    assert resumed.history["loss"] == pytest.approx(uninterrupted.history["loss"])
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["best.npz", "last.npz"]  # no temporary files

@@ -1,4 +1,9 @@
-"""Layers: thin Modules over minicnn.functional that own their parameters and check their input."""
+"""Layers: thin Modules over minicnn.functional that own their parameters and check their input.
+
+Each layer's config() returns its constructor arguments as JSON-able data, and
+LAYER_TYPES maps each layer's class name to its class, so that an architecture
+can be written to a checkpoint as text and built again without pickle or eval.
+"""
 
 import numpy as np
 
@@ -60,6 +65,14 @@ class Conv2D(_Affine):
         )
         super().__init__((out_channels, in_channels) + self.kernel_size, out_channels, bias, init)
 
+    def config(self):
+        """The constructor arguments as JSON-able data (pairs as [h, w] lists)."""
+        return {
+            "in_channels": int(self.in_channels), "out_channels": int(self.out_channels),
+            "kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding),
+            "bias": self.bias is not None, "init": self.init,
+        }
+
     def forward(self, x):
         self.check_input(x, (None, self.in_channels, None, None))
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
@@ -81,6 +94,11 @@ class Dense(_Affine):
         self.in_features, self.out_features = in_features, out_features
         super().__init__((in_features, out_features), out_features, bias, init)
 
+    def config(self):
+        """The constructor arguments as JSON-able data."""
+        return {"in_features": int(self.in_features), "out_features": int(self.out_features),
+                "bias": self.bias is not None, "init": self.init}
+
     def forward(self, x):
         self.check_input(x, (None, self.in_features))
         return F.linear(x, self.weight, self.bias)
@@ -95,6 +113,14 @@ class MaxPool2D(Module):
     def __init__(self, pool_size=2, stride=None, padding=0):
         super().__init__()
         self.pool_size, self.stride, self.padding = pool_size, stride, padding
+
+    def config(self):
+        """The constructor arguments as JSON-able data: pairs as [h, w] lists, stride None when it is pool_size."""
+        return {
+            "pool_size": list(pair(self.pool_size, "pool_size")),
+            "stride": None if self.stride is None else list(pair(self.stride, "stride")),
+            "padding": list(pair(self.padding, "padding")),
+        }
 
     def forward(self, x):
         self.check_input(x, (None, None, None, None))
@@ -112,28 +138,35 @@ class AvgPool2D(MaxPool2D):
         return F.avg_pool2d(x, self.pool_size, self.stride, self.padding)
 
 
-class Flatten(Module):
+class _WithoutArguments(Module):
+    """A layer whose constructor takes no arguments: its config is empty."""
+
+    def config(self):
+        return {}
+
+
+class Flatten(_WithoutArguments):
     """(N, d1, d2, ...) -> (N, d1 * d2 * ...)."""
 
     def forward(self, x):
         return F.flatten(x)
 
 
-class ReLU(Module):
+class ReLU(_WithoutArguments):
     """max(x, 0), elementwise."""
 
     def forward(self, x):
         return F.relu(x)
 
 
-class Sigmoid(Module):
+class Sigmoid(_WithoutArguments):
     """1 / (1 + exp(-x)), elementwise."""
 
     def forward(self, x):
         return F.sigmoid(x)
 
 
-class Tanh(Module):
+class Tanh(_WithoutArguments):
     """tanh(x), elementwise."""
 
     def forward(self, x):
@@ -148,6 +181,9 @@ class Dropout(Module):
         if not 0 <= p < 1:
             raise ValueError(f"Dropout: p must lie in [0, 1), got {p}")
         self.p = p
+
+    def config(self):
+        return {"p": float(self.p)}
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training)
@@ -175,6 +211,10 @@ class _BatchNorm(Module):
         self.register_buffer("running_mean", backend.to_device(np.zeros(num_features, backend.DEFAULT_FLOAT), device))
         self.register_buffer("running_var", backend.to_device(np.ones(num_features, backend.DEFAULT_FLOAT), device))
 
+    def config(self):
+        """The constructor arguments as JSON-able data."""
+        return {"num_features": int(self.num_features), "momentum": float(self.momentum), "eps": float(self.eps)}
+
     def forward(self, x):
         self.check_input(x, self.expected_shape)
         return F.batch_norm(
@@ -199,3 +239,12 @@ class BatchNorm2D(_BatchNorm):
     @property
     def expected_shape(self):
         return (None, self.num_features, None, None)
+
+
+# Every built-in layer by class name, for rebuilding an architecture from its config
+# (Sequential.from_config). nn registers Sequential here too. A custom layer whose config()
+# returns its constructor arguments can be added: LAYER_TYPES["MyLayer"] = MyLayer.
+LAYER_TYPES = {
+    layer.__name__: layer
+    for layer in (Conv2D, Dense, MaxPool2D, AvgPool2D, Flatten, ReLU, Sigmoid, Tanh, Dropout, BatchNorm1D, BatchNorm2D)
+}

@@ -141,6 +141,17 @@ class Module:
             parameter.grad = None
 
     # ----- saving and loading -----------------------------------------------------------------
+    def config(self):
+        """The constructor arguments that build this module again, as JSON-able data.
+
+        Built-in layers and Sequential define it; a custom Module has none by default.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no architecture description (config()), so a checkpoint cannot "
+            "rebuild it; its weights can still be saved: save_checkpoint writes them without an "
+            "architecture, and load_checkpoint(path, model=...) loads them into a model you build"
+        )
+
     def state_dict(self):
         """{dotted name: copy of the array} for every parameter, then every buffer, on its device."""
         state = {name: parameter.data.copy() for name, parameter in self.named_parameters()}

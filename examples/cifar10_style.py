@@ -1,0 +1,37 @@
+"""The CIFAR-10 CNN: Conv 32, pool, Conv 64, pool, Conv 64, Dense 64, Dense 10 on 3x32x32 images.
+
+CIFAR-10 cannot be downloaded from here: get the python-format archive
+cifar-10-python.tar.gz (163 MB) from https://www.cs.toronto.edu/~kriz/cifar.html and run
+    python3 examples/cifar10_style.py --data path/to/cifar-10-python.tar.gz
+The archive's batches are Python pickles; minicnn reads them without unpickling.
+"""
+
+import argparse
+import sys
+
+import minicnn
+from minicnn import metrics, models
+from minicnn.data import CIFAR10_CLASSES, load_cifar10
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--data", required=True, help="cifar-10-python.tar.gz or its extracted cifar-10-batches-py folder")
+parser.add_argument("--epochs", type=int, default=10)
+parser.add_argument("--limit", type=int, default=None, help="train on the first N images only")
+parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+args = parser.parse_args()
+
+minicnn.manual_seed(0)
+minicnn.set_default_device(args.device)
+try:
+    x_train, y_train = load_cifar10(args.data, "train")  # uint8 (50000, 3, 32, 32), int64 (50000,)
+    x_test, y_test = load_cifar10(args.data, "test")
+except FileNotFoundError as error:
+    sys.exit(f"{error}\n{__doc__}")
+
+model = models.cnn(in_channels=3, image_size=32)  # Flatten gives 64 * 4 * 4 = 1024 features
+model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+model.summary()
+model.fit(x_train[: args.limit], y_train[: args.limit], epochs=args.epochs, batch_size=64, shift=2,
+          validation_data=(x_test, y_test))
+result = model.evaluate(x_test, y_test)
+print(metrics.classification_report(result["confusion_matrix"], CIFAR10_CLASSES))

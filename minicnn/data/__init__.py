@@ -1,0 +1,17 @@
+"""Data for minicnn: IDX files read and written, MNIST and Fashion-MNIST fetched and checked by
+SHA-256 into a local cache, CIFAR-10 read from its archive without unpickling, and a DataLoader
+that turns NumPy arrays into reproducible, resumable batches of Tensors.
+"""
+
+from .cifar import CIFAR10_CLASSES, load_cifar10
+from .datasets import (
+    DATASETS, FASHION_MNIST_CLASSES, MNIST_CLASSES, DatasetSpec, data_dir, fetch, load_dataset, load_fashion_mnist,
+    load_mnist,
+)
+from .idx import read_idx, write_idx
+from .loader import DataLoader
+
+__all__ = [
+    "CIFAR10_CLASSES", "DATASETS", "DataLoader", "DatasetSpec", "FASHION_MNIST_CLASSES", "MNIST_CLASSES", "data_dir", "fetch", "load_cifar10",
+    "load_dataset", "load_fashion_mnist", "load_mnist", "read_idx", "write_idx",
+]

@@ -1,0 +1,342 @@
+"""The training loop behind `Sequential.fit` and `minicnn train`: epochs, validation, metrics,
+progress, early stopping, learning-rate schedules, checkpoints and resuming.
+
+A Trainer owns a model, an optimizer and a loss. `fit` runs epochs of
+forward / backward / step over a DataLoader, checks after every step that the loss
+is finite, and at the end of each epoch evaluates, records the history, steps the
+schedule and writes `last.npz` (and `best.npz`) when given a checkpoint folder.
+Ctrl-C or SIGTERM lets the current step finish, saves a checkpoint and stops.
+"""
+
+import contextlib
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import backend, checkpoint, metrics, optim
+from . import functional as F
+from .data import DataLoader
+from .errors import TrainingDivergedError
+from .tensor import no_grad
+
+LOSSES = {"sparse_categorical_crossentropy": F.cross_entropy, "cross_entropy": F.cross_entropy}
+OPTIMIZERS = {"sgd": (optim.SGD, 0.01), "adam": (optim.Adam, 1e-3)}  # class and default learning rate
+SUPPORTED_METRICS = ("accuracy",)
+
+
+class History(dict):
+    """Per-epoch values, e.g. history["loss"][0], history["val_accuracy"][-1].
+
+    Also reachable as history.history, as in Keras.
+    """
+
+    @property
+    def history(self):
+        return self
+
+    def append(self, logs):
+        for key, value in logs.items():
+            self.setdefault(key, []).append(value)
+
+
+class EarlyStopping:
+    """Stop when `monitor` has not improved by more than min_delta for `patience` epochs.
+
+    mode 'max' for accuracies, 'min' for losses ('auto' picks from the name). With
+    restore_best_weights the model gets back the weights of its best epoch when stopping.
+    """
+
+    def __init__(self, monitor="val_accuracy", patience=3, min_delta=0.0, mode="auto", restore_best_weights=True):
+        if mode == "auto":
+            mode = "max" if "acc" in monitor else "min"
+        if mode not in ("min", "max"):
+            raise ValueError(f"EarlyStopping: mode must be 'min', 'max' or 'auto', got {mode!r}")
+        self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, min_delta, mode
+        self.restore_best_weights = restore_best_weights
+        self.best, self.best_epoch, self.best_weights, self.wait = None, None, None, 0
+
+    def improved(self, value):
+        if self.best is None:
+            return True
+        return value > self.best + self.min_delta if self.mode == "max" else value < self.best - self.min_delta
+
+    def should_stop(self, epoch, logs, model):
+        """Record this epoch's value; True when training should stop."""
+        if self.monitor not in logs:
+            raise KeyError(f"EarlyStopping: no '{self.monitor}' in this epoch's logs {sorted(logs)}; "
+                           "monitor a val_ metric only when fit has validation_data")
+        value = logs[self.monitor]
+        if self.improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self.best_weights = model.state_dict()
+            return False
+        self.wait += 1
+        if self.wait < self.patience:
+            return False
+        if self.restore_best_weights and self.best_weights is not None:
+            model.load_state_dict(self.best_weights)
+        return True
+
+
+class _StopRequests:
+    """While active, Ctrl-C (SIGINT) and SIGTERM set a flag instead of interrupting.
+
+    The loop checks the flag between steps, so a checkpoint is never taken halfway
+    through an optimizer update. A second Ctrl-C interrupts at once.
+    """
+
+    def __init__(self):
+        self.requested = None
+
+    def _handler(self, signum, frame):
+        if self.requested is not None:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    @contextlib.contextmanager
+    def active(self):
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # signal handlers can only be set from the main thread
+            return
+        previous = {sig: signal.signal(sig, self._handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _progress_bar(total, initial, description, enabled):
+    from tqdm.auto import tqdm
+
+    # disable=None lets tqdm stay quiet when stderr is not a terminal
+    return tqdm(total=total, initial=initial, desc=description, unit="batch", leave=True,
+                disable=None if enabled else True, dynamic_ncols=True)
+
+
+def _make_optimizer(optimizer, parameters, lr):
+    if isinstance(optimizer, optim.Optimizer):
+        if lr is not None:
+            optimizer.lr = lr
+        return optimizer
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; use one of {sorted(OPTIMIZERS)} or an optim.Optimizer")
+    cls, default_lr = OPTIMIZERS[optimizer]
+    return cls(parameters, lr=default_lr if lr is None else lr, **({"momentum": 0.9} if cls is optim.SGD else {}))
+
+
+class Trainer:
+    """Trains `model` with an optimizer ('adam', 'sgd' (momentum 0.9) or an optim.Optimizer) and a loss."""
+
+    def __init__(self, model, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=("accuracy",),
+                 lr=None, schedule=None):
+        if callable(loss):
+            self.loss_fn = loss
+        elif loss in LOSSES:
+            self.loss_fn = LOSSES[loss]
+        else:
+            raise ValueError(f"unknown loss {loss!r}; use one of {sorted(LOSSES)} or a function (logits, labels) -> loss")
+        unknown = [name for name in metrics or () if name not in SUPPORTED_METRICS]
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}; supported: {list(SUPPORTED_METRICS)}")
+        self.model = model
+        self.metrics = tuple(metrics or ())
+        self.optimizer = _make_optimizer(optimizer, model.parameters(), lr)
+        self.schedule = schedule
+        self.history = History()
+        self.stop_requests = _StopRequests()
+        self._resume_from = None  # (epoch, step, running sums) after resume()
+        self.run_info = None  # JSON-able settings saved with each checkpoint (the command line's)
+
+    # ----- data -----------------------------------------------------------------------------------
+    def _loader(self, x, y, batch_size, shuffle=False, seed=0, shift=0):
+        if isinstance(x, DataLoader):
+            return x
+        return DataLoader(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, shift=shift,
+                          device=self.model.device)
+
+    # ----- training ---------------------------------------------------------------------------------
+    def fit(self, x, y=None, epochs=1, batch_size=64, validation_data=None, shuffle=True, seed=0, shift=0,
+            initial_epoch=0, callbacks=(), checkpoint_dir=None, verbose="auto"):
+        """Train until `epochs` epochs are done (counting from initial_epoch, or from a resumed checkpoint).
+
+        x, y: NumPy images (N, H, W) or (N, C, H, W) (uint8 scaled to [0, 1]) and int labels (N,),
+        or x a DataLoader and y None. validation_data: (x, y) or a DataLoader, evaluated
+        after each epoch. callbacks: EarlyStopping objects. verbose: 0 silent, 2 one line
+        per epoch, 'auto' / 1 a progress bar (on a terminal) and one line per epoch.
+        Returns the History (loss, accuracy, val_loss, val_accuracy, lr, seconds per epoch).
+        """
+        loader = self._loader(x, y, batch_size, shuffle, seed, shift)
+        validation = None
+        if validation_data is not None:
+            validation = (validation_data if isinstance(validation_data, DataLoader)
+                          else self._loader(*validation_data, batch_size=max(batch_size, 256)))
+        checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        start_epoch, start_step, sums = initial_epoch, 0, None
+        if self._resume_from is not None:
+            start_epoch, start_step, sums = self._resume_from
+            self._resume_from = None
+        best_monitor = EarlyStopping("val_accuracy" if validation else "accuracy", restore_best_weights=False)
+        self.stop_requests.requested = None
+        with self.stop_requests.active():
+            for epoch in range(start_epoch, epochs):
+                logs = self._train_epoch(loader, epoch, epochs, start_step, sums, checkpoint_dir, verbose)
+                start_step, sums = 0, None
+                if validation is not None:
+                    result = self.evaluate(validation)
+                    logs.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
+                logs["lr"] = self.optimizer.lr
+                self.history.append(logs)
+                if self.schedule is not None:
+                    self.schedule.step()
+                stop = any(callback.should_stop(epoch, logs, self.model) for callback in callbacks)
+                if checkpoint_dir is not None:
+                    self.save(checkpoint_dir / "last.npz", epoch + 1, 0)
+                    if best_monitor.improved(logs[best_monitor.monitor]):
+                        self.save(checkpoint_dir / "best.npz", epoch + 1, 0)
+                    best_monitor.should_stop(epoch, logs, self.model)
+                if verbose:
+                    print(self._epoch_line(epoch, epochs, logs), flush=True)
+                if self.stop_requests.requested:  # the request came during the epoch's last step
+                    self._stop(checkpoint_dir, epoch + 1, 0, None)
+                if stop:
+                    if verbose:
+                        print(f"early stopping after epoch {epoch + 1}", flush=True)
+                    break
+        return self.history
+
+    def _train_epoch(self, loader, epoch, epochs, start_step, sums, checkpoint_dir, verbose):
+        """One epoch from batch start_step; returns {'loss', 'accuracy', 'seconds'}."""
+        model, optimizer = self.model, self.optimizer
+        model.train()
+        loss_sum, correct, seen = sums or (0.0, 0, 0)
+        check_every = 1 if model.device == "cpu" else 50  # on the GPU, reading the loss is a sync: do it rarely
+        pending = []  # (step, loss array, batch size) not yet checked for NaN
+        bar = _progress_bar(len(loader), start_step, f"epoch {epoch + 1}/{epochs}", verbose in ("auto", 1, True))
+        started, images = time.perf_counter(), 0
+        try:
+            for step, (x, y) in enumerate(loader.batches(epoch, start_step), start=start_step):
+                logits = model(x)
+                loss = self.loss_fn(logits, y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                pending.append((step, loss.data, y.shape[0]))
+                correct += (logits.data.argmax(axis=1) == y.data).sum()
+                seen += y.shape[0]
+                images += y.shape[0]
+                last = step == len(loader) - 1
+                if len(pending) >= check_every or last or self.stop_requests.requested:
+                    loss_sum += self._check_finite(pending, epoch)
+                    pending = []
+                    bar.update(step + 1 - bar.n)
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{int(correct) / seen:.4f}",
+                                    img_s=f"{images / (time.perf_counter() - started):.0f}", refresh=False)
+                if self.stop_requests.requested and not last:
+                    self._stop(checkpoint_dir, epoch, step + 1, (loss_sum, int(correct), seen))
+        finally:
+            bar.close()
+        seconds = time.perf_counter() - started
+        return {"loss": loss_sum / max(seen, 1), "accuracy": int(correct) / max(seen, 1), "seconds": seconds}
+
+    def _check_finite(self, pending, epoch):
+        """Sum over `pending` (step, batch-mean loss, batch size) of loss * size; raises on NaN or inf."""
+        losses = backend.to_numpy(backend.get_array_module(pending[0][1]).stack([loss for _, loss, _ in pending]))
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size:
+            step = pending[bad[0]][0]
+            raise TrainingDivergedError(
+                f"training stopped: the loss became {losses[bad[0]]} (NaN or infinite) at epoch {epoch + 1}, "
+                f"step {step + 1}; lower the learning rate (now {self.optimizer.lr:g}) or check the inputs"
+            )
+        return float(sum(float(loss) * count for loss, (_, _, count) in zip(losses, pending)))
+
+    def _stop(self, checkpoint_dir, epoch, step, sums):
+        reason = self.stop_requests.requested
+        if checkpoint_dir is not None:
+            path = self.save(checkpoint_dir / "last.npz", epoch, step, sums)
+            print(f"\n{reason}: saved {path} (epoch {epoch + 1}, {step} steps done); "
+                  f"continue with `minicnn train --resume {checkpoint_dir}`", file=sys.stderr, flush=True)
+        raise KeyboardInterrupt(reason)
+
+    @staticmethod
+    def _epoch_line(epoch, epochs, logs):
+        parts = [f"epoch {epoch + 1}/{epochs}"]
+        parts += [f"{key} {value:.4f}" for key, value in logs.items() if key not in ("seconds", "lr")]
+        parts.append(f"lr {logs['lr']:.3g}")
+        parts.append(f"{logs['seconds']:.1f} s")
+        return "  ".join(parts)
+
+    # ----- evaluation -----------------------------------------------------------------------------
+    def evaluate(self, x, y=None, batch_size=256):
+        """Loss, accuracy, per-class precision/recall/F1 and the confusion matrix, in eval mode.
+
+        Returns a dict: loss, accuracy (floats), precision, recall, f1 ((classes,) arrays),
+        confusion_matrix ((classes, classes) int64, row = true class).
+        """
+        loader = self._loader(x, y, batch_size)
+        loss_sum, labels, predictions, classes = 0.0, [], [], None
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with no_grad():
+                for images, targets in loader:
+                    logits = self.model(images)
+                    classes = logits.shape[1]
+                    loss_sum += float(self.loss_fn(logits, targets).item()) * targets.shape[0]
+                    predictions.append(backend.to_numpy(logits.data.argmax(axis=1)))
+                    labels.append(backend.to_numpy(targets.data))
+        finally:
+            self.model.train(was_training)
+        labels, predictions = np.concatenate(labels), np.concatenate(predictions)
+        confusion = metrics.confusion_matrix(labels, predictions, classes)
+        precision, recall, f1 = metrics.precision_recall_f1(confusion)
+        return {"loss": loss_sum / len(labels), "accuracy": metrics.accuracy(labels, predictions),
+                "precision": precision, "recall": recall, "f1": f1, "confusion_matrix": confusion}
+
+    def predict(self, x, batch_size=256):
+        """The model's outputs (logits) for x, as a NumPy array (N, classes), in eval mode."""
+        loader = self._loader(x, None, batch_size)
+        outputs = []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with no_grad():
+                for images in loader:
+                    outputs.append(backend.to_numpy(self.model(images).data))
+        finally:
+            self.model.train(was_training)
+        return np.concatenate(outputs)
+
+    # ----- checkpoints ------------------------------------------------------------------------------
+    def save(self, path, epoch, step=0, sums=None):
+        """Write a checkpoint of the model, optimizer, schedule and training position to `path`."""
+        state = {
+            "epoch": epoch, "step": step, "sums": list(sums) if sums else None,
+            "history": {key: list(values) for key, values in self.history.items()},
+            "cpu_rng": backend.cpu_rng().bit_generator.state, "run": self.run_info,
+        }
+        checkpoint.save_checkpoint(path, self.model, self.optimizer, self.schedule, state)
+        return Path(path)
+
+    def resume(self, path):
+        """Load a checkpoint written by fit (a file, or a folder holding last.npz); the next fit continues it."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "last.npz"
+        loaded = checkpoint.load_checkpoint(path, self.model, self.optimizer, self.schedule)
+        state = loaded.state
+        self.history = History({key: list(values) for key, values in state.get("history", {}).items()})
+        if state.get("cpu_rng"):
+            backend.cpu_rng().bit_generator.state = state["cpu_rng"]
+        sums = tuple(state["sums"]) if state.get("sums") else None
+        self._resume_from = (int(state["epoch"]), int(state.get("step", 0)), sums)
+        return loaded
