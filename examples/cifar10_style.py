@@ -25,7 +25,7 @@ minicnn.set_default_device(args.device)
 try:
     x_train, y_train = load_cifar10(args.data, "train")  # uint8 (50000, 3, 32, 32), int64 (50000,)
     x_test, y_test = load_cifar10(args.data, "test")
-except FileNotFoundError as error:
+except (FileNotFoundError, minicnn.DataError) as error:
     sys.exit(f"{error}\n{__doc__}")
 
 model = models.cnn(in_channels=3, image_size=32)  # Flatten gives 64 * 4 * 4 = 1024 features

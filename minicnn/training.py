@@ -155,6 +155,7 @@ class Trainer:
         self.stop_requests = _StopRequests()
         self._resume_from = None  # (epoch, step, running sums) after resume()
         self.run_info = None  # JSON-able settings saved with each checkpoint (the command line's)
+        self.best_value = None  # the best validation accuracy so far, which decides when best.npz is written
 
     # ----- data -----------------------------------------------------------------------------------
     def _loader(self, x, y, batch_size, shuffle=False, seed=0, shift=0):
@@ -184,7 +185,7 @@ class Trainer:
         if self._resume_from is not None:
             start_epoch, start_step, sums = self._resume_from
             self._resume_from = None
-        best_monitor = EarlyStopping("val_accuracy" if validation else "accuracy", restore_best_weights=False)
+        monitor = "val_accuracy" if validation else "accuracy"  # what decides which epoch is best.npz
         self.stop_requests.requested = None
         with self.stop_requests.active():
             for epoch in range(start_epoch, epochs):
@@ -197,12 +198,14 @@ class Trainer:
                 self.history.append(logs)
                 if self.schedule is not None:
                     self.schedule.step()
-                stop = any(callback.should_stop(epoch, logs, self.model) for callback in callbacks)
+                stop = any([callback.should_stop(epoch, logs, self.model) for callback in callbacks])  # update every one
+                improved = self.best_value is None or logs[monitor] > self.best_value
+                if improved:
+                    self.best_value = logs[monitor]
                 if checkpoint_dir is not None:
                     self.save(checkpoint_dir / "last.npz", epoch + 1, 0)
-                    if best_monitor.improved(logs[best_monitor.monitor]):
+                    if improved:
                         self.save(checkpoint_dir / "best.npz", epoch + 1, 0)
-                    best_monitor.should_stop(epoch, logs, self.model)
                 if verbose:
                     print(self._epoch_line(epoch, epochs, logs), flush=True)
                 if self.stop_requests.requested:  # the request came during the epoch's last step
@@ -310,7 +313,8 @@ class Trainer:
         self.model.eval()
         try:
             with no_grad():
-                for images in loader:
+                for batch in loader:
+                    images = batch[0] if isinstance(batch, tuple) else batch  # a loader with labels
                     outputs.append(backend.to_numpy(self.model(images).data))
         finally:
             self.model.train(was_training)
@@ -322,7 +326,7 @@ class Trainer:
         state = {
             "epoch": epoch, "step": step, "sums": list(sums) if sums else None,
             "history": {key: list(values) for key, values in self.history.items()},
-            "cpu_rng": backend.cpu_rng().bit_generator.state, "run": self.run_info,
+            "cpu_rng": backend.cpu_rng().bit_generator.state, "run": self.run_info, "best_value": self.best_value,
         }
         checkpoint.save_checkpoint(path, self.model, self.optimizer, self.schedule, state)
         return Path(path)
@@ -337,6 +341,7 @@ class Trainer:
         self.history = History({key: list(values) for key, values in state.get("history", {}).items()})
         if state.get("cpu_rng"):
             backend.cpu_rng().bit_generator.state = state["cpu_rng"]
+        self.best_value = state.get("best_value")
         sums = tuple(state["sums"]) if state.get("sums") else None
         self._resume_from = (int(state["epoch"]), int(state.get("step", 0)), sums)
         return loaded
