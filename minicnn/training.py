@@ -2,17 +2,17 @@
 progress, early stopping, learning-rate schedules, checkpoints and resuming.
 
 A Trainer owns a model, an optimizer and a loss. `fit` runs epochs of
-forward / backward / step over a DataLoader, checks after every step that the loss
-is finite, and at the end of each epoch evaluates, records the history, steps the
+forward / backward / step over a DataLoader and checks that every step's loss is
+finite (after each step on the CPU; every 50 steps on the GPU, where reading it is
+a sync). At the end of each epoch it evaluates, records the history, steps the
 schedule and writes `last.npz` (and `best.npz`) when given a checkpoint folder.
 Ctrl-C or SIGTERM lets the current step finish, saves a checkpoint and stops.
 """
 
 import contextlib
-import math
-import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -101,8 +101,6 @@ class _StopRequests:
 
     @contextlib.contextmanager
     def active(self):
-        import threading
-
         if threading.current_thread() is not threading.main_thread():
             yield self  # signal handlers can only be set from the main thread
             return
