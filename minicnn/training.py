@@ -169,7 +169,9 @@ class Trainer:
 
         x, y: NumPy images (N, H, W) or (N, C, H, W) (uint8 scaled to [0, 1]) and int labels (N,),
         or x a DataLoader and y None. validation_data: (x, y) or a DataLoader, evaluated
-        after each epoch. callbacks: EarlyStopping objects. verbose: 0 silent, 2 one line
+        after each epoch. callbacks: objects with any of on_batch_end(trainer, epoch, step) (after
+        each optimizer step, gradients still in place), on_epoch_end(trainer, epoch, logs) and
+        should_stop(epoch, logs, model) -> bool, such as EarlyStopping. verbose: 0 silent, 2 one line
         per epoch, 'auto' / 1 a progress bar (on a terminal) and one line per epoch.
         Returns the History (loss, accuracy, val_loss, val_accuracy, lr, seconds per epoch).
         """
@@ -187,7 +189,7 @@ class Trainer:
         self.stop_requests.requested = None
         with self.stop_requests.active():
             for epoch in range(start_epoch, epochs):
-                logs = self._train_epoch(loader, epoch, epochs, start_step, sums, checkpoint_dir, verbose)
+                logs = self._train_epoch(loader, epoch, epochs, start_step, sums, checkpoint_dir, verbose, callbacks)
                 start_step, sums = 0, None
                 if validation is not None:
                     result = self.evaluate(validation)
@@ -196,7 +198,11 @@ class Trainer:
                 self.history.append(logs)
                 if self.schedule is not None:
                     self.schedule.step()
-                stop = any([callback.should_stop(epoch, logs, self.model) for callback in callbacks])  # update every one
+                for callback in callbacks:
+                    if hasattr(callback, "on_epoch_end"):
+                        callback.on_epoch_end(self, epoch, logs)
+                stop = any([callback.should_stop(epoch, logs, self.model)  # ask every one: each keeps count
+                            for callback in callbacks if hasattr(callback, "should_stop")])
                 improved = self.best_value is None or logs[monitor] > self.best_value
                 if improved:
                     self.best_value = logs[monitor]
@@ -214,13 +220,14 @@ class Trainer:
                     break
         return self.history
 
-    def _train_epoch(self, loader, epoch, epochs, start_step, sums, checkpoint_dir, verbose):
+    def _train_epoch(self, loader, epoch, epochs, start_step, sums, checkpoint_dir, verbose, callbacks=()):
         """One epoch from batch start_step; returns {'loss', 'accuracy', 'seconds'}."""
         model, optimizer = self.model, self.optimizer
         model.train()
         loss_sum, correct, seen = sums or (0.0, 0, 0)
         check_every = 1 if model.device == "cpu" else 50  # on the GPU, reading the loss is a sync: do it rarely
         pending = []  # (step, loss array, batch size) not yet checked for NaN
+        batch_callbacks = [callback for callback in callbacks if hasattr(callback, "on_batch_end")]
         bar = _progress_bar(len(loader), start_step, f"epoch {epoch + 1}/{epochs}", verbose in ("auto", 1, True))
         started, images = time.perf_counter(), 0
         try:
@@ -230,6 +237,8 @@ class Trainer:
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+                for callback in batch_callbacks:
+                    callback.on_batch_end(self, epoch, step)
                 pending.append((step, loss.data, y.shape[0]))
                 correct += (logits.data.argmax(axis=1) == y.data).sum()
                 seen += y.shape[0]
