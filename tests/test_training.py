@@ -213,3 +213,20 @@ def test_ctrl_c_saves_mid_epoch_and_resume_matches_an_uninterrupted_run(bars, tm
         np.testing.assert_array_equal(_weights(resumed.model)[name], array, err_msg=name)
     assert resumed.history["loss"] == pytest.approx(uninterrupted.history["loss"])
     assert sorted(path.name for path in tmp_path.iterdir()) == ["best.npz", "last.npz"]  # no temporary files
+
+
+def test_callbacks_hear_every_batch_and_epoch(bars):
+    images, labels = bars
+    seen = []
+
+    class Recorder:
+        def on_batch_end(self, trainer, epoch, step):
+            assert all(parameter.grad is not None for parameter in trainer.model.parameters())
+            seen.append((epoch, step))
+
+        def on_epoch_end(self, trainer, epoch, logs):
+            seen.append((epoch, "end", round(logs["loss"], 6)))
+
+    history = Trainer(_small_cnn()).fit(images, labels, epochs=2, batch_size=50, callbacks=[Recorder()], verbose=0)
+    assert seen == [(0, 0), (0, 1), (0, 2), (0, "end", round(history["loss"][0], 6)),
+                    (1, 0), (1, 1), (1, 2), (1, "end", round(history["loss"][1], 6))]
