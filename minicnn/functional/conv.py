@@ -1,10 +1,17 @@
-"""2-d convolution by im2col: every receptive field becomes one row of a matrix.
+"""2-d convolution by im2col: every receptive field becomes one column of a matrix.
 
-With x: (N, C, H, W) and weight: (F, C, KH, KW), im2col lays out the windows as
-col: (N*OH*OW, C*KH*KW), so the convolution is one matrix product
-col @ weight.reshape(F, -1).T. Its backward is two matrix products and col2im,
-which adds each window's gradient back into the image, looping over the KH*KW
-kernel offsets (each offset writes a non-overlapping strided slice).
+With x: (N, C, H, W) and weight: (F, C, KH, KW), `columns` lays out the windows
+as col: (C*KH*KW, N*OH*OW), so the convolution is one matrix product
+weight.reshape(F, -1) @ col. Its backward is two matrix products and
+`add_columns` (col2im), which adds each window's gradient back into the image,
+looping over the KH*KW kernel offsets (each offset writes a non-overlapping
+strided slice).
+
+Why channel-and-offset-major columns rather than one row per window: the copy
+that builds them then reads whole image rows, and col2im reads contiguous
+(N, OH, OW) blocks; with one row per window both walk memory KW elements at a
+time (3.5x slower for the `cnn` model's second layer). The public `im2col` gives
+the textbook one-row-per-window matrix as a transposed view of the same array.
 """
 
 from ..backend import as_strided, get_array_module
@@ -82,23 +89,41 @@ def crop_padding(x_padded, padding):
     return x_padded[:, :, ph : H - ph, pw : W - pw]
 
 
-def im2col(x, kernel_size, stride=1, padding=0):
-    """x: (N, C, H, W) -> col: (N*OH*OW, C*KH*KW), one row per window (one strided view, one copy)."""
-    kernel_size, stride, padding = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(padding, "padding")
-    windows = sliding_windows(pad_image(x, padding), kernel_size, stride)
+def columns(x, kernel_size, stride, padding):
+    """x: (N, C, H, W) -> col: (C*KH*KW, N*OH*OW), one column per window (one strided view, one copy)."""
+    windows = sliding_windows(pad_image(x, padding), kernel_size, stride)  # (N, C, OH, OW, KH, KW) view
     N, C, out_height, out_width, KH, KW = windows.shape
-    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(N * out_height * out_width, C * KH * KW)
+    col = get_array_module(x).ascontiguousarray(windows.transpose(1, 4, 5, 0, 2, 3))  # (C, KH, KW, N, OH, OW)
+    return col.reshape(C * KH * KW, N * out_height * out_width)
+
+
+def add_columns(col, x_shape, kernel_size, stride, padding):
+    """col: (C*KH*KW, N*OH*OW) -> (N, C, H, W): the adjoint of `columns` (overlaps are summed).
+
+    One pass per kernel offset (i, j): the slice it writes holds each pixel at most
+    once, so `+=` is exact there.
+    """
+    N, C, H, W = x_shape
+    (KH, KW), (ph, pw) = kernel_size, padding
+    out_height, out_width = output_size(H, KH, stride[0], ph), output_size(W, KW, stride[1], pw)
+    col = col.reshape(C, KH, KW, N, out_height, out_width)
+    image = get_array_module(col).zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=col.dtype)
+    for i in range(KH):
+        for j in range(KW):
+            image[offset_slices(i, j, stride, out_height, out_width)] += col[:, i, j].transpose(1, 0, 2, 3)
+    return crop_padding(image, padding)
+
+
+def im2col(x, kernel_size, stride=1, padding=0):
+    """x: (N, C, H, W) -> col: (N*OH*OW, C*KH*KW), one row per window (a transposed view of `columns`)."""
+    kernel_size, stride, padding = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(padding, "padding")
+    return columns(x, kernel_size, stride, padding).T
 
 
 def col2im(col, x_shape, kernel_size, stride=1, padding=0):
     """col: (N*OH*OW, C*KH*KW) -> (N, C, H, W): the adjoint of im2col (overlaps are summed)."""
     kernel_size, stride, padding = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(padding, "padding")
-    N, C, H, W = x_shape
-    (KH, KW), (SH, SW), (ph, pw) = kernel_size, stride, padding
-    out_height, out_width = output_size(H, KH, SH, ph), output_size(W, KW, SW, pw)
-    window_grads = col.reshape(N, out_height, out_width, C, KH, KW).transpose(0, 3, 1, 2, 4, 5)
-    image = add_windows(window_grads, (N, C, H + 2 * ph, W + 2 * pw), stride)
-    return crop_padding(image, padding)
+    return add_columns(col.T, x_shape, kernel_size, stride, padding)
 
 
 class Conv2d(Operation):
@@ -120,27 +145,27 @@ class Conv2d(Operation):
         F, _, KH, KW = weight.shape
         out_height = output_size(H, KH, self.stride[0], self.padding[0])
         out_width = output_size(W, KW, self.stride[1], self.padding[1])
-        col = im2col(x, (KH, KW), self.stride, self.padding)
+        col = columns(x, (KH, KW), self.stride, self.padding)
         weight_matrix = weight.reshape(F, -1)
-        out = col @ weight_matrix.T  # (N*OH*OW, F)
+        out = weight_matrix @ col  # (F, N*OH*OW)
         if bias is not None:
-            out += bias
+            out += bias[:, None]
         self.x_shape, self.kernel_size, self.weight_matrix = x.shape, (KH, KW), weight_matrix
         self.col = col if self.needs_input_grad[1] else None
-        out = out.reshape(N, out_height, out_width, F).transpose(0, 3, 1, 2)
+        out = out.reshape(F, N, out_height, out_width).transpose(1, 0, 2, 3)
         return get_array_module(out).ascontiguousarray(out)
 
     def backward(self, grad):
         F = grad.shape[1]
-        grad_matrix = grad.transpose(0, 2, 3, 1).reshape(-1, F)  # (N*OH*OW, F)
+        grad_matrix = grad.transpose(1, 0, 2, 3).reshape(F, -1)  # (F, N*OH*OW)
         grad_x = grad_weight = grad_bias = None
         if self.needs_input_grad[0]:
-            grad_col = grad_matrix @ self.weight_matrix  # (N*OH*OW, C*KH*KW)
-            grad_x = col2im(grad_col, self.x_shape, self.kernel_size, self.stride, self.padding)
+            grad_col = self.weight_matrix.T @ grad_matrix  # (C*KH*KW, N*OH*OW)
+            grad_x = add_columns(grad_col, self.x_shape, self.kernel_size, self.stride, self.padding)
         if self.needs_input_grad[1]:
-            grad_weight = (grad_matrix.T @ self.col).reshape((F, self.x_shape[1]) + self.kernel_size)
+            grad_weight = (grad_matrix @ self.col.T).reshape((F, self.x_shape[1]) + self.kernel_size)
         if len(self.needs_input_grad) == 3 and self.needs_input_grad[2]:
-            grad_bias = grad_matrix.sum(axis=0)
+            grad_bias = grad_matrix.sum(axis=1)
         return grad_x, grad_weight, grad_bias
 
 
