@@ -1,7 +1,5 @@
-"""What every benchmark script shares: arguments, timing, the machine's description, results files."""
+"""What the benchmarks share: timing, the machine's description, results files."""
 
-import argparse
-import datetime
 import json
 import os
 import pathlib
@@ -12,17 +10,8 @@ import time
 import numpy as np
 
 import minicnn
-from minicnn import backend
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-
-
-def parse_args(description, repeat):
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--device", default="cpu", choices=backend.DEVICES)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeat", type=int, default=repeat)
-    return parser.parse_args()
 
 
 def synchronizer(xp):
@@ -70,9 +59,10 @@ def machine_description(xp):
     return info
 
 
-def write_results(name, device, payload):
-    """Save payload as results/<name>-<device>-<date>.json and return the path."""
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}-{device}-{datetime.date.today().isoformat()}.json"
+def write_json(folder, name, payload):
+    """Save payload as <folder or benchmarks/results>/<name> and return the path."""
+    folder = pathlib.Path(folder) if folder else RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
     path.write_text(json.dumps(payload, indent=2))
     return path

@@ -1,0 +1,140 @@
+"""python -m benchmarks --device cpu|gpu|all: time every row of benchmarks/suite.py, print, save JSON.
+
+    python -m benchmarks --device cpu              # kernels at batch 64 and 256, training steps, throughput sweep
+    python -m benchmarks --device all --plot       # CPU and GPU, then the plots (needs matplotlib)
+    python -m benchmarks --quick                   # a smoke run: tiny batch, two repeats, no sweep
+"""
+
+import argparse
+import datetime
+
+import numpy as np
+
+from minicnn import backend
+
+from .common import machine_description, synchronizer, time_call, write_json
+from .suite import conv_rows, other_rows, training_step
+
+SWEEP_BATCHES = (32, 64, 128, 256, 512, 1024)
+
+
+def _parse_args():
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["cpu", "gpu", "all"], default="cpu")
+    parser.add_argument("--repeat", type=int, default=10, help="timed calls per row (after 3 warm-up calls)")
+    parser.add_argument("--batches", default="64,256", help="batch sizes of the kernel and training-step rows")
+    parser.add_argument("--quick", action="store_true", help="batch 8, 2 repeats, no sweep: checks that it runs")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    parser.add_argument("--plot", action="store_true", help="write PNG plots next to the JSON (matplotlib)")
+    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    return parser.parse_args()
+
+
+def _import_torch(skip):
+    if skip:
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _measure(row, synchronize, torch_synchronize, repeat, warmup):
+    median, fastest, slowest = time_call(row.run, synchronize, repeat, warmup)
+    result = {"group": row.group, "name": row.name, "shape": row.shape, "median_ms": median * 1e3,
+              "min_ms": fastest * 1e3, "max_ms": slowest * 1e3}
+    if row.flops:
+        result["flops"] = row.flops
+        result["gflops_per_s"] = row.flops / median / 1e9
+    if row.bytes_moved:
+        result["bytes"] = row.bytes_moved
+        result["gb_per_s"] = row.bytes_moved / median / 1e9
+    if row.torch_run is not None:
+        torch_median, _, _ = time_call(row.torch_run, torch_synchronize, repeat, warmup)
+        result["torch_median_ms"] = torch_median * 1e3
+        result["torch_over_minicnn"] = torch_median / median
+    return result
+
+
+def _print_row(result):
+    rate = (f"{result['gflops_per_s']:8.1f} GFLOP/s" if "gflops_per_s" in result
+            else f"{result['gb_per_s']:8.2f} GB/s   " if "gb_per_s" in result
+            else f"{result.get('images_per_s', 0):8.0f} img/s  ")
+    versus = (f"{result['torch_median_ms']:9.2f} {result['torch_over_minicnn']:6.2f}" if "torch_median_ms" in result
+              else f"{'-':>9} {'-':>6}")
+    spread = result["max_ms"] - result["min_ms"]
+    print(f"{result['group']:<22} {result['name']:<13} {result['shape']:<30} {result['median_ms']:9.2f} "
+          f"{spread:7.2f} {rate} {versus}", flush=True)
+
+
+def run_device(device, args, torch):
+    xp = backend.array_module_for(device)
+    backend.set_default_device(device)
+    synchronize = synchronizer(xp)
+    torch_device = "cuda" if device == "gpu" else "cpu"
+    torch_synchronize = torch.cuda.synchronize if (torch is not None and device == "gpu") else (lambda: None)
+    batches = [8] if args.quick else [int(text) for text in args.batches.split(",")]
+    repeat, warmup = (2, 1) if args.quick else (args.repeat, 3)
+
+    print(f"\n{device.upper()}: median of {repeat} calls after {warmup} warm-up; torch/minicnn > 1 means minicnn is faster")
+    print(f"{'operation':<22} {'layer':<13} {'shape':<30} {'ms':>9} {'spread':>7} {'rate':>16} {'torch ms':>9} {'ratio':>6}")
+    results = []
+
+    def measure(row, images=None):
+        result = _measure(row, synchronize, torch_synchronize, repeat, warmup)
+        if images:
+            result["images_per_s"] = images / (result["median_ms"] / 1e3)
+            if "torch_median_ms" in result:
+                result["torch_images_per_s"] = images / (result["torch_median_ms"] / 1e3)
+        _print_row(result)
+        results.append(result)
+
+    for batch in batches:
+        for row in conv_rows(xp, torch, torch_device, batch):
+            if row.name == "cifar.wide" and device == "cpu" and batch > 64:
+                continue  # 230 GFLOP per fwd+bwd at batch 256: minutes on a small CPU
+            measure(row)
+        for row in other_rows(xp, torch, torch_device, batch):
+            measure(row)
+        for model in ("cnn", "lenet"):
+            measure(training_step(xp, torch, torch_device, model, batch), images=batch)
+    if not args.quick:
+        for batch in SWEEP_BATCHES:
+            for model in ("cnn", "lenet"):
+                row = training_step(xp, torch, torch_device, model, batch)
+                row.group = "throughput sweep"
+                measure(row, images=batch)
+
+    machine = machine_description(xp)
+    if torch is not None:
+        machine["torch"] = torch.__version__
+        machine["torch_threads"] = torch.get_num_threads()
+    payload = {"device": device, "date": datetime.date.today().isoformat(), "machine": machine,
+               "repeat": repeat, "warmup": warmup, "rows": results}
+    path = write_json(args.out, f"{device}-{payload['date']}.json", payload)
+    print(f"wrote {path}")
+    return path
+
+
+def main():
+    args = _parse_args()
+    torch = _import_torch(args.no_torch)
+    devices = ["cpu", "gpu"] if args.device == "all" else [args.device]
+    if "gpu" in devices and not backend.gpu_available():
+        if args.device == "gpu":
+            backend.array_module_for("gpu")  # raises BackendUnavailableError, which says how to fix it
+        print("no GPU here: measuring the CPU only")
+        devices = ["cpu"]
+    paths = [run_device(device, args, torch) for device in devices]
+    if args.plot:
+        from .plots import plot_results
+
+        for path in plot_results(paths):
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")  # random benchmark inputs may overflow exp(); only time matters here
+    raise SystemExit(main())
