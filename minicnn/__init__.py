@@ -7,6 +7,7 @@ from .errors import (
     ShapeError, TrainingDivergedError,
 )
 from .gradcheck import gradcheck
+from .profiler import profile
 from .tensor import Operation, Tensor, is_grad_enabled, no_grad, tensor
 
 __version__ = "0.1.0"
@@ -14,5 +15,5 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendUnavailableError", "CheckpointError", "ChecksumError", "DataError", "DeviceMismatchError", "GradcheckError", "Operation", "ShapeError",
     "Tensor", "checkpoint", "data", "functional", "metrics", "models", "training", "gpu_available", "gradcheck", "is_grad_enabled", "manual_seed", "nn",
-    "no_grad", "optim", "set_default_device", "tensor", "TrainingDivergedError",
+    "no_grad", "optim", "profile", "set_default_device", "tensor", "TrainingDivergedError",
 ]

@@ -9,6 +9,10 @@ a chain of any length works, and calls each operation's `backward`.
 Tensor's arithmetic operators (`+`, `@`, `sum`, indexing, ...) are attached by
 `minicnn.functional`, next to the operations they call, so that this module
 imports nothing above it.
+
+Two small inspection points live here too: `Tensor.register_hook` (see or
+replace a gradient as backward passes it on) and `_op_timer`, which
+`minicnn.profiler` sets to time every operation's forward and backward.
 """
 
 import contextlib
@@ -18,6 +22,34 @@ import numpy as np
 from . import backend
 
 _grad_enabled = True
+
+# Set by minicnn.profiler while a profile() block is active: an object called as
+# timer(operation, phase, method, arguments) that runs method(*arguments) and times it.
+# None otherwise, so the hot path pays one `is None` test per operation.
+_op_timer = None
+
+
+def _set_op_timer(timer):
+    """Install `timer` as the operation timer (None removes it); returns the previous one."""
+    global _op_timer
+    previous, _op_timer = _op_timer, timer
+    return previous
+
+
+class RemovableHandle:
+    """Returned by register_hook and the Module hook methods: `handle.remove()` unregisters the hook.
+
+    Removing twice is harmless.
+    """
+
+    def __init__(self, hooks, hook):
+        self._hooks = hooks
+        self._hook = hook
+
+    def remove(self):
+        if self._hooks is not None and self._hook in self._hooks:
+            self._hooks.remove(self._hook)
+        self._hooks = None  # a second remove() must not take out the same function registered again
 
 
 @contextlib.contextmanager
@@ -84,6 +116,7 @@ class Tensor:
         self.requires_grad = requires_grad
         self.creator = None
         self._retains_grad = False
+        self._hooks = None  # a list once register_hook is called
 
     # ----- description -------------------------------------------------------------------
     @property
@@ -147,6 +180,35 @@ class Tensor:
         self._retains_grad = True
         return self
 
+    def register_hook(self, fn):
+        """Call fn(grad) during backward with this tensor's complete gradient (a raw array of
+        the tensor's shape), just before it is passed on to its creator's backward (or, for a
+        leaf, accumulated into .grad). If fn returns an array, that array replaces the gradient.
+
+        Returns a RemovableHandle; handle.remove() unregisters fn.
+        """
+        if not self.requires_grad:
+            raise RuntimeError(
+                "register_hook: this tensor does not require grad, so backward never reaches it"
+            )
+        if self._hooks is None:
+            self._hooks = []
+        self._hooks.append(fn)
+        return RemovableHandle(self._hooks, fn)
+
+    def _run_hooks(self, grad):
+        for hook in list(self._hooks):  # a copy: a hook may remove itself
+            replacement = hook(grad)
+            if replacement is not None:
+                replacement = replacement.data if isinstance(replacement, Tensor) else replacement
+                if replacement.shape != self.shape:
+                    raise RuntimeError(
+                        f"a gradient hook on a tensor of shape {self.shape} returned an array of "
+                        f"shape {replacement.shape}; it must return None or an array of the same shape"
+                    )
+                grad = replacement
+        return grad
+
     # ----- differentiation -----------------------------------------------------------------
     def backward(self, grad=None, retain_graph=False):
         """Accumulate d(self)/d(leaf) into the `.grad` of every leaf that requires grad.
@@ -183,6 +245,8 @@ class Tensor:
             grad = grads.pop(id(tensor), None)
             if grad is None:  # every path to this tensor was cut (a None gradient)
                 continue
+            if tensor._hooks:
+                grad = tensor._run_hooks(grad)
             operation = tensor.creator
             if operation is None or tensor._retains_grad:
                 _accumulate_into_grad(tensor, grad)
@@ -193,7 +257,10 @@ class Tensor:
                     f"backward() reached {type(operation).__name__} whose graph was already "
                     "released by an earlier backward(); pass retain_graph=True to the first call"
                 )
-            input_grads = operation.backward(grad)
+            if _op_timer is None:
+                input_grads = operation.backward(grad)
+            else:
+                input_grads = _op_timer(operation, "backward", operation.backward, (grad,))
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             for parent, parent_grad in zip(operation.inputs, input_grads):
@@ -266,7 +333,10 @@ class Operation:
             backend.check_same_device(self.name, zip(self.input_names, arrays))
         record = _grad_enabled and any(tensor.requires_grad for tensor in tensors)
         self.needs_input_grad = tuple(record and tensor.requires_grad for tensor in tensors)
-        output = self.forward(*arrays)
+        if _op_timer is None:
+            output = self.forward(*arrays)
+        else:
+            output = _op_timer(self, "forward", self.forward, arrays)
         if not _is_array(output):  # NumPy reductions return scalars, not 0-d arrays
             output = np.asarray(output)
         result = Tensor(output)

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import backend
 from ..errors import DeviceMismatchError, ShapeError
-from ..tensor import Tensor, _is_array
+from ..tensor import RemovableHandle, Tensor, _is_array
 
 
 class Parameter(Tensor):
@@ -39,12 +39,58 @@ class Module:
 
     # Names of the attributes that are buffers; register_buffer gives an instance its own set.
     _buffer_names = frozenset()
+    # Hook lists: None until a register_*_hook call gives the instance its own list.
+    _forward_hooks = None
+    _backward_hooks = None
 
     def __init__(self):
         self.training = True
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        if not (self._forward_hooks or self._backward_hooks):
+            return self.forward(*args, **kwargs)
+        return self._call_with_hooks(args, kwargs)
+
+    def _call_with_hooks(self, args, kwargs):
+        output = self.forward(*args, **kwargs)
+        for hook in list(self._forward_hooks or ()):
+            replacement = hook(self, args, output)
+            if replacement is not None:
+                output = replacement
+        if self._backward_hooks and isinstance(output, Tensor) and output.requires_grad:
+            hooks = self._backward_hooks
+
+            def call_backward_hooks(grad_output):
+                # Read the list when backward arrives, so a hook removed after forward is not called.
+                for hook in list(hooks):
+                    hook(self, grad_output)
+
+            output.register_hook(call_backward_hooks)
+        return output
+
+    # ----- hooks ------------------------------------------------------------------------------
+    def register_forward_hook(self, fn):
+        """Call fn(module, inputs, output) after each forward: inputs is the tuple of positional
+        arguments, output the result. If fn returns something other than None, it replaces the output.
+
+        Returns a RemovableHandle; handle.remove() unregisters fn.
+        """
+        if self._forward_hooks is None:
+            self._forward_hooks = []
+        self._forward_hooks.append(fn)
+        return RemovableHandle(self._forward_hooks, fn)
+
+    def register_backward_hook(self, fn):
+        """Call fn(module, grad_output) during backward, where grad_output is the gradient (a raw
+        array) with respect to this module's output. Its return value is ignored.
+
+        Only outputs that require grad are watched (not under no_grad()). Returns a
+        RemovableHandle; handle.remove() unregisters fn.
+        """
+        if self._backward_hooks is None:
+            self._backward_hooks = []
+        self._backward_hooks.append(fn)
+        return RemovableHandle(self._backward_hooks, fn)
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
