@@ -1,12 +1,16 @@
-"""The `minicnn` command: train, evaluate and fetch.
+"""The `minicnn` command: train, evaluate, fetch, and look inside a model (graph, show).
 
     minicnn train --model cnn --dataset mnist --epochs 5 --out runs/cnn
     minicnn train --resume runs/cnn            # continue an interrupted run
+    minicnn train --profile --health           # time each operation in epoch 1; write health.png
     minicnn evaluate runs/cnn/best.npz
     minicnn fetch mnist
+    minicnn graph --model cnn --out graph.svg  # the computation graph of one training step
+    minicnn show runs/cnn/best.npz --image-index 7 --out runs/cnn/show
 """
 
 import argparse
+import contextlib
 import json
 import resource
 import sys
@@ -15,11 +19,20 @@ from pathlib import Path
 import numpy as np
 
 from . import backend, data, metrics, models, optim
+from . import functional as F
 from .checkpoint import load_checkpoint
 from .errors import (
     BackendUnavailableError, CheckpointError, DataError, ShapeError, TrainingDivergedError,
 )
+from .profiler import profile
+from .tensor import Tensor
 from .training import EarlyStopping, Trainer
+from .viz.graph import export_graph
+from .viz.health import HealthMonitor
+from .viz.plots import (
+    require_matplotlib, save_confusion_matrix, save_feature_maps, save_filters, save_health, save_saliency,
+    save_training_curves,
+)
 
 LOADERS = {"mnist": data.load_mnist, "fashion-mnist": data.load_fashion_mnist}
 DEFAULT_OPTIMIZER = {"cnn": "adam", "lenet": "sgd"}  # as in the two seed examples
@@ -54,6 +67,11 @@ def _parser():
     train.add_argument("--resume", type=Path, default=None, metavar="DIR",
                        help="continue the run saved in DIR (its settings are reused; --epochs may extend it)")
     train.add_argument("--quiet", action="store_true", help="no progress bar (still one line per epoch)")
+    train.add_argument("--profile", action="store_true",
+                       help="time every operation during the first epoch's batches and print the table")
+    train.add_argument("--health", action="store_true",
+                       help="record per-layer activation and gradient statistics; write health.png to --out "
+                            "(needs matplotlib)")
 
     evaluate = commands.add_parser("evaluate", help="evaluate a checkpoint on a test set",
                                    description="Accuracy, per-class precision/recall/F1 and the confusion matrix.")
@@ -67,6 +85,26 @@ def _parser():
     fetch = commands.add_parser("fetch", help="download and verify a dataset into the cache",
                                 description="Fetch a dataset into $MINICNN_DATA or ~/.cache/minicnn.")
     fetch.add_argument("dataset", choices=sorted(LOADERS))
+
+    graph = commands.add_parser("graph", help="draw the computation graph of one training step",
+                                description="Build the model, a random batch and its loss, and write the graph "
+                                            "of operations behind the loss (.svg, .png and .pdf need Graphviz's "
+                                            "`dot`; .dot needs nothing).")
+    graph.add_argument("--model", choices=sorted(models.MODELS), default="cnn")
+    graph.add_argument("--out", type=Path, default=Path("graph.svg"), help="a .svg, .png, .pdf or .dot file")
+    graph.add_argument("--batch-size", type=int, default=8)
+
+    show = commands.add_parser("show", help="write pictures of a trained model: feature maps, filters, saliency",
+                               description="For one image of the dataset, write PNGs of every Conv2D layer's "
+                                           "feature maps and filters and the image's saliency and Grad-CAM maps; "
+                                           "and, when the checkpoint's folder holds metrics.json, the training "
+                                           "curves and the confusion matrix. Needs matplotlib.")
+    show.add_argument("checkpoint", type=Path, help="a .npz checkpoint, or a run folder (uses best.npz)")
+    show.add_argument("--image-index", type=int, default=0, help="which image of the split (default 0)")
+    show.add_argument("--out", type=Path, default=None, help="folder for the PNGs (default: CHECKPOINT's folder/show)")
+    show.add_argument("--dataset", choices=sorted(LOADERS), default=None,
+                      help="default: the dataset the checkpoint was trained on")
+    show.add_argument("--split", choices=["train", "test"], default="test")
     return parser
 
 
@@ -112,7 +150,33 @@ def _settings_of_checkpoint(folder):
     return load_checkpoint(path).state.get("run") or {}
 
 
+class _ProfileFirstEpoch:
+    """A Trainer callback that profiles the batches of the first epoch it sees, then prints the table.
+
+    The profile starts when this object is made (just before fit) and ends after
+    that epoch's last optimizer step, so the validation pass is not part of it.
+    """
+
+    def __init__(self, batches_per_epoch):
+        self.batches_per_epoch = batches_per_epoch
+        self.recording = contextlib.ExitStack()
+        self.profile = self.recording.enter_context(profile())
+
+    def on_batch_end(self, trainer, epoch, step):
+        if step == self.batches_per_epoch - 1:
+            self.recording.close()
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        self.recording.close()  # already closed after the last batch; a no-op then
+        if self.profile is not None:
+            print(f"operations during the training batches of epoch {epoch + 1}:")
+            print(self.profile.table(), flush=True)
+            self.profile = None
+
+
 def train(args):
+    if args.health:
+        require_matplotlib()  # fail before training, not after it
     settings = _run_settings(args)
     if args.resume is not None:
         saved = _settings_of_checkpoint(args.resume)
@@ -142,8 +206,15 @@ def train(args):
           f"{len(validation[0]) if validation else 0} held out) on the {args.device.upper()} with "
           f"{settings['optimizer']} lr {settings['lr']:g}, batch {settings['batch_size']}; checkpoints in {args.out}",
           flush=True)
-    history = trainer.fit(loader, epochs=settings["epochs"], validation_data=validation, callbacks=callbacks,
-                          checkpoint_dir=args.out, verbose=2 if args.quiet else "auto")
+    monitor = HealthMonitor(model) if args.health else None
+    profiler = _ProfileFirstEpoch(len(loader)) if args.profile else None
+    callbacks += [callback for callback in (monitor, profiler) if callback is not None]
+    try:
+        history = trainer.fit(loader, epochs=settings["epochs"], validation_data=validation, callbacks=callbacks,
+                              checkpoint_dir=args.out, verbose=2 if args.quiet else "auto")
+    finally:
+        if profiler is not None:
+            profiler.recording.close()  # ends the profile if the first epoch was interrupted
 
     result = trainer.evaluate(test_images, test_labels, batch_size=256)
     seconds = history.get("seconds", [])
@@ -156,11 +227,19 @@ def train(args):
     print(f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}  "
           f"mean epoch {np.mean(seconds) if seconds else 0:.1f} s  peak memory {summary['peak_memory_mib']:.0f} MiB")
     print(f"wrote {args.out / 'metrics.json'}")
+    if monitor is not None:
+        monitor.remove()
+        print(f"wrote {save_health(monitor.history, args.out / 'health.png')}")
     return 0
 
 
+def _checkpoint_path(path):
+    """A run folder means its best.npz."""
+    return path / "best.npz" if path.is_dir() else path
+
+
 def evaluate(args):
-    path = args.checkpoint / "best.npz" if args.checkpoint.is_dir() else args.checkpoint
+    path = _checkpoint_path(args.checkpoint)
     backend.set_default_device(args.device)
     loaded = load_checkpoint(path)
     model = loaded.model.to(args.device)
@@ -184,16 +263,67 @@ def fetch(args):
     return 0
 
 
+def graph(args):
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    backend.manual_seed(0)
+    model = models.build(args.model)
+    rng = np.random.default_rng(0)
+    images = Tensor(rng.random((args.batch_size, *model.input_shape), dtype=np.float32))
+    labels = Tensor(rng.integers(0, 10, size=args.batch_size))
+    loss = F.cross_entropy(model(images), labels)
+    title = f"minicnn {args.model}: one training step's graph, batch of {args.batch_size}"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        written = export_graph(loss, args.out, model=model, title=title)
+    except RuntimeError as error:  # Graphviz's `dot` is missing or failed; render kept the .dot text
+        print(f"minicnn graph: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {written}")
+    return 0
+
+
+def show(args):
+    require_matplotlib()
+    path = _checkpoint_path(args.checkpoint)
+    loaded = load_checkpoint(path)
+    model = loaded.model
+    dataset = args.dataset or (loaded.state.get("run") or {}).get("dataset")
+    if dataset is None:
+        raise ValueError(f"{path} does not say which dataset it was trained on; pass --dataset")
+    images, labels = LOADERS[dataset](args.split)
+    if not 0 <= args.image_index < len(images):
+        raise ValueError(f"--image-index must lie in [0, {len(images)}) for {dataset} {args.split}, "
+                         f"got {args.image_index}")
+    image, label = images[args.image_index], int(labels[args.image_index])
+    names = data.FASHION_MNIST_CLASSES if dataset == "fashion-mnist" else data.MNIST_CLASSES
+    out = args.out or path.parent / "show"
+    print(f"{path}: {dataset} {args.split} image {args.image_index} (class {names[label]})")
+    written = save_feature_maps(model, image, out)
+    written += save_filters(model, out)
+    written.append(save_saliency(model, image, out / "saliency.png", label=label, class_names=names))
+    metrics_path = path.parent / "metrics.json"
+    if metrics_path.exists():
+        summary = json.loads(metrics_path.read_text())
+        if summary.get("history"):
+            written.append(save_training_curves(summary["history"], out / "training_curves.png"))
+        if summary.get("confusion_matrix"):
+            written.append(save_confusion_matrix(summary["confusion_matrix"], out / "confusion_matrix.png", names))
+    for written_path in written:
+        print(f"wrote {written_path}")
+    return 0
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
-    command = {"train": train, "evaluate": evaluate, "fetch": fetch}[args.command]
+    command = {"train": train, "evaluate": evaluate, "fetch": fetch, "graph": graph, "show": show}[args.command]
     try:
         return command(args)
     except KeyboardInterrupt:
         print("stopped.", file=sys.stderr)
         return 130
     except (BackendUnavailableError, CheckpointError, DataError, ShapeError, TrainingDivergedError,
-            FileNotFoundError, ValueError) as error:
+            FileNotFoundError, ImportError, ValueError) as error:  # ImportError: matplotlib is missing
         print(f"minicnn {args.command}: {error}", file=sys.stderr)
         return 1
 

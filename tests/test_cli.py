@@ -112,3 +112,80 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run(tmp_path):
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
     summary = json.loads((out / "metrics.json").read_text())
     assert len(summary["history"]["loss"]) == 2
+
+
+# ----- looking inside: graph, show, train --profile and --health ------------------------------------------
+
+def _read_picture(path):
+    """A PNG written by the command, checked to be a real picture that is not blank."""
+    from matplotlib.image import imread
+
+    pixels = imread(path)
+    assert pixels.shape[0] >= 100 and pixels.shape[1] >= 300, (path, pixels.shape)
+    assert pixels[..., :3].std() > 0.01, f"{path} is a single colour"
+    return pixels
+
+
+@pytest.mark.parametrize("command", ["graph", "show"])
+def test_the_look_inside_commands_have_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: minicnn " + command in capsys.readouterr().out
+
+
+def test_graph_writes_the_training_step_graph(tmp_path, capsys, monkeypatch):
+    assert main(["graph", "--model", "lenet", "--batch-size", "2", "--out", str(tmp_path / "graph.dot")]) == 0
+    dot_text = (tmp_path / "graph.dot").read_text()
+    assert dot_text.startswith("digraph") and "Conv2d" in dot_text and "CrossEntropy" in dot_text
+    assert "(2, 1, 28, 28)" in dot_text and "0.weight" in dot_text
+    assert str(tmp_path / "graph.dot") in capsys.readouterr().out
+
+    # Without Graphviz's `dot` an .svg cannot be drawn: a one-line error, exit 1, the .dot text kept.
+    monkeypatch.setattr("minicnn.viz.graph.shutil.which", lambda name: None)
+    assert main(["graph", "--out", str(tmp_path / "cnn" / "graph.svg")]) == 1
+    assert "dot" in capsys.readouterr().err
+    assert not (tmp_path / "cnn" / "graph.svg").exists()
+    assert (tmp_path / "cnn" / "graph.dot").read_text().count("Conv2d") == 3  # the cnn model's three convolutions
+
+
+def test_show_writes_every_picture_of_a_trained_run(trained_run, tmp_path, capsys):
+    out = tmp_path / "pictures"
+    assert main(["show", str(trained_run / "best.npz"), "--image-index", "7", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    expected = [f"feature_maps_{layer}_Conv2D.png" for layer in (0, 3, 6)]
+    expected += [f"filters_{layer}_Conv2D.png" for layer in (0, 3, 6)]
+    expected += ["saliency.png", "training_curves.png", "confusion_matrix.png"]
+    assert sorted(path.name for path in out.iterdir()) == sorted(expected)
+    for name in expected:
+        assert str(out / name) in printed
+        _read_picture(out / name)
+    assert "test image 7 (class 9)" in printed  # the seventh MNIST test digit is a 9
+
+
+def test_show_without_metrics_and_with_a_bad_index(trained_run, tmp_path, capsys):
+    (tmp_path / "best.npz").write_bytes((trained_run / "best.npz").read_bytes())
+    assert main(["show", str(tmp_path), "--image-index", "0"]) == 0  # a folder means its best.npz; out: folder/show
+    assert len(list((tmp_path / "show").glob("*.png"))) == 7  # no metrics.json: no curves, no confusion matrix
+    assert main(["show", str(tmp_path), "--image-index", "10000"]) == 1
+    assert "--image-index must lie in [0, 10000)" in capsys.readouterr().err
+
+
+def test_train_profile_prints_the_first_epochs_operations_and_health_draws(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "2", "--profile", "--health", "--out", str(out), *QUICK]) == 0
+    printed = capsys.readouterr().out
+    table = printed[printed.index("operations during the training batches of epoch 1"):printed.index("epoch 1/2")]
+    calls = {line.split()[0]: (int(line.split()[1]), int(line.split()[4])) for line in table.splitlines()[3:]
+             if line and not line.startswith("time in")}
+    batches = 512 // 32  # QUICK: 640 images, 128 held out, batches of 32; validation is not profiled
+    # The cnn model per batch: 3 convolutions, 2 poolings, 4 ReLUs, 2 dense layers, 1 flatten, 1 loss;
+    # each forward has its backward (even the first convolution's, for its weight).
+    assert calls["Conv2d"] == (3 * batches, 3 * batches)
+    assert calls["MaxPool2d"] == (2 * batches, 2 * batches)
+    assert calls["ReLU"] == (4 * batches, 4 * batches)
+    assert calls["Linear"] == (2 * batches, 2 * batches)
+    assert calls["CrossEntropy"] == (batches, batches)
+    assert printed.count("operations during") == 1  # only the first epoch
+    assert f"wrote {out / 'health.png'}" in printed
+    _read_picture(out / "health.png")
