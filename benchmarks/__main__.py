@@ -25,6 +25,7 @@ def _parse_args():
     parser.add_argument("--batches", default="64,256", help="batch sizes of the kernel and training-step rows")
     parser.add_argument("--quick", action="store_true", help="batch 8, 2 repeats, no sweep: checks that it runs")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the throughput sweep over batch sizes")
     parser.add_argument("--plot", action="store_true", help="write PNG plots next to the JSON (matplotlib)")
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     return parser.parse_args()
@@ -99,7 +100,7 @@ def run_device(device, args, torch):
             measure(row)
         for model in ("cnn", "lenet"):
             measure(training_step(xp, torch, torch_device, model, batch), images=batch)
-    if not args.quick:
+    if not (args.quick or args.no_sweep):
         for batch in SWEEP_BATCHES:
             for model in ("cnn", "lenet"):
                 row = training_step(xp, torch, torch_device, model, batch)

@@ -38,10 +38,23 @@ def time_call(run, synchronize, repeat, warmup=3):
     return statistics.median(times), min(times), max(times)
 
 
+def _cpu_model_and_flags():
+    """The CPU's model name and whether it offers AVX-512 (read from /proc/cpuinfo on Linux)."""
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine(), None
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), None)
+    return model, "avx512f" in text
+
+
 def machine_description(xp):
+    cpu_model, avx512 = _cpu_model_and_flags()
     info = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model,
+        "avx512": avx512,
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,

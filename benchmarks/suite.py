@@ -90,8 +90,16 @@ def conv_rows(xp, torch, torch_device, batch):
                 "im2col": lambda tx=tx, K=K, p=padding: torch.nn.functional.unfold(tx.detach(), K, padding=p),
                 "col2im": lambda c=tcol, H=H, K=K, p=padding: torch.nn.functional.fold(c, (H, H), K, padding=p),
             }
+        weight_matrix = w.data.reshape(Fo, -1)
+        grad_matrix = xp.ascontiguousarray(grad.transpose(1, 0, 2, 3).reshape(Fo, -1))
+        col_matrix = F.im2col(x.data, K, 1, padding).T
+
+        def bare_matmuls(w=weight_matrix, g=grad_matrix, c=col_matrix):
+            w @ c, g @ c.T, w.T @ g  # forward, weight gradient, column gradient: the BLAS work of fwd+bwd
+
         # backward = the forward again plus two matrix products (weight and input gradients)
         yield Row("conv2d forward", name, shape, forward, flops=matmul_flops, torch_run=twins.get("forward"))
+        yield Row("conv matmuls only", name, shape, bare_matmuls, flops=3 * matmul_flops)
         yield Row("conv2d fwd+bwd", name, shape, backward, flops=3 * matmul_flops, torch_run=twins.get("backward"))
         yield Row("im2col", name, shape, unfold, bytes_moved=col_bytes, torch_run=twins.get("im2col"))
         yield Row("col2im", name, shape, fold, bytes_moved=col_bytes, torch_run=twins.get("col2im"))

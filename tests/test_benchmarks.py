@@ -19,7 +19,7 @@ def test_quick_benchmark_run_writes_every_row(tmp_path):
     assert payload["device"] == "cpu" and payload["machine"]["cpu_count"] >= 1
     assert "OPENBLAS_CORETYPE" in payload["machine"]
     groups = {row["group"] for row in payload["rows"]}
-    assert groups == {"conv2d forward", "conv2d fwd+bwd", "im2col", "col2im", "max_pool2d forward",
+    assert groups == {"conv2d forward", "conv matmuls only", "conv2d fwd+bwd", "im2col", "col2im", "max_pool2d forward",
                       "max_pool2d fwd+bwd", "linear forward", "linear fwd+bwd", "cross_entropy fwd+bwd",
                       "adam step", "training step"}
     for row in payload["rows"]:
