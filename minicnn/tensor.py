@@ -284,30 +284,39 @@ def _accumulate_into_grad(tensor, grad):
     tensor.grad = grad.copy() if tensor.grad is None else tensor.grad + grad
 
 
-def _reverse_topological_order(root):
-    """Tensors that require grad, each before every tensor it was computed from.
+def post_order(root, inputs_of):
+    """Every tensor reachable from root through inputs_of(tensor), each after the tensors it
+    was computed from, inputs visited left to right.
 
-    Iterative depth-first post-order (no recursion, so a chain of 100,000
-    operations works), reversed.
+    Iterative depth-first post-order: no recursion, so a chain of 100,000 operations works.
     """
     order, visited = [], set()
     stack = [(root, False)]
     while stack:
-        tensor, children_done = stack.pop()
-        if children_done:
+        tensor, inputs_done = stack.pop()
+        if inputs_done:
             order.append(tensor)
             continue
         if id(tensor) in visited:
             continue
         visited.add(id(tensor))
         stack.append((tensor, True))
-        operation = tensor.creator
-        if operation is not None and operation.inputs is not None:
-            for parent in operation.inputs:
-                if parent.requires_grad and id(parent) not in visited:
-                    stack.append((parent, False))
-    order.reverse()
+        for parent in reversed(inputs_of(tensor)):  # reversed: the first input is popped first
+            if id(parent) not in visited:
+                stack.append((parent, False))
     return order
+
+
+def _inputs_needing_grad(tensor):
+    operation = tensor.creator
+    if operation is None or operation.inputs is None:
+        return ()
+    return [parent for parent in operation.inputs if parent.requires_grad]
+
+
+def _reverse_topological_order(root):
+    """Tensors that require grad, each before every tensor it was computed from."""
+    return post_order(root, _inputs_needing_grad)[::-1]
 
 
 class Operation:

@@ -15,7 +15,7 @@ import pathlib
 import shutil
 import subprocess
 
-from ..tensor import Operation, Tensor
+from ..tensor import Operation, Tensor, post_order
 
 RENDERED_FORMATS = (".svg", ".png", ".pdf")
 DOT_TIMEOUT_SECONDS = 60
@@ -52,35 +52,16 @@ def _role_names(order):
     return roles
 
 
-def _graph_in_inputs_first_order(root):
-    """Every tensor of root's graph, each after the tensors it was computed from.
-
-    Iterative depth-first post-order with inputs visited left to right, so the order
-    (and the node numbering built on it) is the same on every run.
-    """
-    order, visited = [], set()
-    stack = [(root, False)]
-    while stack:
-        tensor, inputs_done = stack.pop()
-        if inputs_done:
-            order.append(tensor)
-            continue
-        if id(tensor) in visited:
-            continue
-        visited.add(id(tensor))
-        stack.append((tensor, True))
-        operation = tensor.creator
-        if operation is None:
-            continue
-        if operation.inputs is None:
-            raise RuntimeError(
-                f"to_dot: the graph was already released by backward() (reached {type(operation).__name__}); "
-                "export the graph before calling backward(), or call backward(retain_graph=True)"
-            )
-        for parent in reversed(operation.inputs):  # reversed: the first input is popped first
-            if id(parent) not in visited:
-                stack.append((parent, False))
-    return order
+def _inputs_of(tensor):
+    operation = tensor.creator
+    if operation is None:
+        return ()
+    if operation.inputs is None:
+        raise RuntimeError(
+            f"to_dot: the graph was already released by backward() (reached {type(operation).__name__}); "
+            "export the graph before calling backward(), or call backward(retain_graph=True)"
+        )
+    return operation.inputs
 
 
 def to_dot(tensor, title=None, names=None, model=None):
@@ -101,7 +82,7 @@ def to_dot(tensor, title=None, names=None, model=None):
     leaf_names = {id(parameter): name for name, parameter in model.named_parameters()} if model is not None else {}
     leaf_names.update(names or {})
 
-    order = _graph_in_inputs_first_order(tensor)
+    order = post_order(tensor, _inputs_of)  # the same order on every run
     node_ids = {id(t): f"n{position}" for position, t in enumerate(order)}
     role_names = _role_names(order)
     lines = ["digraph minicnn {", "  rankdir=TB;", '  node [fontname="Helvetica", fontsize=10];']
