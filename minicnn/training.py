@@ -294,18 +294,13 @@ class Trainer:
         """
         loader = self._loader(x, y, batch_size)
         loss_sum, labels, predictions, classes = 0.0, [], [], None
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with no_grad():
-                for images, targets in loader:
-                    logits = self.model(images)
-                    classes = logits.shape[1]
-                    loss_sum += float(self.loss_fn(logits, targets).item()) * targets.shape[0]
-                    predictions.append(backend.to_numpy(logits.data.argmax(axis=1)))
-                    labels.append(backend.to_numpy(targets.data))
-        finally:
-            self.model.train(was_training)
+        with self.model.evaluating(), no_grad():
+            for images, targets in loader:
+                logits = self.model(images)
+                classes = logits.shape[1]
+                loss_sum += float(self.loss_fn(logits, targets).item()) * targets.shape[0]
+                predictions.append(backend.to_numpy(logits.data.argmax(axis=1)))
+                labels.append(backend.to_numpy(targets.data))
         labels, predictions = np.concatenate(labels), np.concatenate(predictions)
         confusion = metrics.confusion_matrix(labels, predictions, classes)
         precision, recall, f1 = metrics.precision_recall_f1(confusion)
@@ -316,15 +311,10 @@ class Trainer:
         """The model's outputs (logits) for x, as a NumPy array (N, classes), in eval mode."""
         loader = self._loader(x, None, batch_size)
         outputs = []
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with no_grad():
-                for batch in loader:
-                    images = batch[0] if isinstance(batch, tuple) else batch  # a loader with labels
-                    outputs.append(backend.to_numpy(self.model(images).data))
-        finally:
-            self.model.train(was_training)
+        with self.model.evaluating(), no_grad():
+            for batch in loader:
+                images = batch[0] if isinstance(batch, tuple) else batch  # a loader with labels
+                outputs.append(backend.to_numpy(self.model(images).data))
         return np.concatenate(outputs)
 
     # ----- checkpoints ------------------------------------------------------------------------------

@@ -458,3 +458,16 @@ def test_module_to_dtype_casts_parameters_and_buffers(device):
     assert model(x).dtype == np.float64
     with pytest.raises(TypeError, match="floating"):
         model.to(dtype=np.int32)
+
+
+def test_evaluating_switches_to_eval_and_restores_the_previous_mode():
+    model = nn.Sequential(nn.Dense(2, 2), nn.Dropout(0.5))
+    with model.evaluating() as inside:
+        assert inside is model and not model.training and not model[1].training
+    assert model.training and model[1].training
+    model.eval()
+    with pytest.raises(RuntimeError):
+        with model.evaluating():
+            model.train()
+            raise RuntimeError("boom")
+    assert not model.training  # the mode from before the block, even after an error

@@ -5,6 +5,8 @@ such as batch norm's running statistics: saved, loaded and moved with the
 parameters, but not returned by parameters(), so no optimizer touches it.
 """
 
+import contextlib
+
 import numpy as np
 
 from .. import backend
@@ -152,6 +154,16 @@ class Module:
     def eval(self):
         """Evaluation mode (dropout off); returns self."""
         return self.train(False)
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        """Evaluation mode for the block; the mode it had before comes back afterwards."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was_training)
 
     def to(self, device=None, dtype=None):
         """Move every parameter (and its gradient) and every buffer to `device`, and/or cast

@@ -181,18 +181,15 @@ class Sequential(Module):
                              "batch axis, or build the model with Sequential(..., input_shape=...)")
         x = Tensor(backend.to_device(np.zeros((1, *input_shape), backend.DEFAULT_FLOAT), self.device))
         rows = [("input", "(N, " + ", ".join(map(str, input_shape)) + ")", 0)]
-        was_training = self.training
-        self.eval()  # a dummy batch must not move batch norm's running statistics
-        try:
-            with no_grad():
-                for position, layer in enumerate(self.layers):
+        # eval mode: a dummy batch must not move batch norm's running statistics
+        with self.evaluating(), no_grad():
+            for position, layer in enumerate(self.layers):
+                try:
                     x = layer(x)
-                    count = sum(parameter.size for parameter in layer.parameters())
-                    rows.append((f"{position}: {layer!r}", "(N, " + ", ".join(map(str, x.shape[1:])) + ")", count))
-        except ShapeError as error:
-            raise ShapeError(f"Sequential layer {position}: {error}") from None
-        finally:
-            self.train(was_training)
+                except ShapeError as error:
+                    raise ShapeError(f"Sequential layer {position}: {error}") from None
+                count = sum(parameter.size for parameter in layer.parameters())
+                rows.append((f"{position}: {layer!r}", "(N, " + ", ".join(map(str, x.shape[1:])) + ")", count))
         width = max(len(name) for name, _, _ in rows)
         lines = [f"{'layer':<{width}}  {'output shape':<20}  {'parameters':>10}"]
         lines += [f"{name:<{width}}  {shape:<20}  {count:>10,}" for name, shape, count in rows]

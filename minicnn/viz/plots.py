@@ -136,13 +136,10 @@ def feature_maps(model, image):
         outputs[id(module)] = output.data
 
     handles = [module.register_forward_hook(keep_output) for _, module in layers]
-    was_training = model.training
-    model.eval()
     try:
-        with no_grad():
+        with model.evaluating(), no_grad():
             model(image_batch(model, image))
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
     return [(name, backend.to_numpy(outputs[id(module)][0])) for name, module in layers if id(module) in outputs]

@@ -77,18 +77,16 @@ def image_batch(model, image):
 @contextlib.contextmanager
 def _inspecting(model):
     """Eval mode and frozen parameters for the block; the model's mode and flags come back after."""
-    was_training = model.training
     parameters = model.parameters()
     flags = [parameter.requires_grad for parameter in parameters]
-    model.eval()
     for parameter in parameters:
         parameter.requires_grad = False
     try:
-        yield
+        with model.evaluating():
+            yield
     finally:
         for parameter, flag in zip(parameters, flags):
             parameter.requires_grad = flag
-        model.train(was_training)
 
 
 def _backward_from_class(logits, where):
