@@ -43,13 +43,16 @@ class MaxPool2d(Operation):
         windows = sliding_windows(padded, self.kernel_size, self.stride)  # (N, C, OH, OW, KH, KW) view
         # One pass per kernel offset over (N, C, OH, OW), instead of copying every window out.
         out = windows[..., 0, 0].copy()
-        self.first_max = xp.zeros(out.shape, dtype=xp.int32)  # row-major offset of each window's maximum
-        for offset in range(1, self.kernel_size[0] * self.kernel_size[1]):
-            candidate = windows[..., offset // self.kernel_size[1], offset % self.kernel_size[1]]
+        KH, KW = self.kernel_size
+        # Row-major offset of each window's maximum; one byte each when it fits (half the step's traffic).
+        self.first_max = xp.zeros(out.shape, dtype=xp.uint8 if KH * KW <= 256 else xp.int32)
+        for offset in range(1, KH * KW):
+            candidate = windows[..., offset // KW, offset % KW]
             better = candidate > out  # strict, so a later equal value never displaces the first maximum
             # Arithmetic rather than masked writes: a random mask makes those several times slower.
-            self.first_max += better * (offset - self.first_max)
-            out = xp.maximum(out, candidate)
+            # offset > first_max here, so the difference never wraps around.
+            self.first_max += better * (self.first_max.dtype.type(offset) - self.first_max)
+            xp.maximum(out, candidate, out=out)
         self.padded_shape = padded.shape
         return out
 
@@ -58,10 +61,15 @@ class MaxPool2d(Operation):
         KH, KW = self.kernel_size
         out_height, out_width = grad.shape[2:]
         image = xp.zeros(self.padded_shape, dtype=grad.dtype)
+        overlapping = any(s < k for s, k in zip(self.stride, self.kernel_size))
         for offset in range(KH * KW):
-            pixels = offset_slices(*divmod(offset, KW), self.stride, out_height, out_width)
-            # Each offset's slice holds every pixel at most once, so += is exact even for overlapping windows.
-            image[pixels] += grad * (self.first_max == offset)
+            pixels = image[offset_slices(*divmod(offset, KW), self.stride, out_height, out_width)]
+            # Each offset's slice holds every pixel at most once, so += is exact even for overlapping windows;
+            # when windows do not overlap no other offset touches these pixels, and the product is written in place.
+            if overlapping:
+                pixels += grad * (self.first_max == offset)
+            else:
+                xp.multiply(grad, self.first_max == offset, out=pixels)
         return crop_padding(image, self.padding)
 
 
