@@ -3,9 +3,9 @@
 With x: (N, C, H, W) and weight: (F, C, KH, KW), `columns` lays out the windows
 as col: (C*KH*KW, N*OH*OW), so the convolution is one matrix product
 weight.reshape(F, -1) @ col. Its backward is two matrix products and
-`add_columns` (col2im), which adds each window's gradient back into the image,
-looping over the KH*KW kernel offsets (each offset writes a non-overlapping
-strided slice).
+col2im, which adds each window's gradient back into the image, looping over the
+KH*KW kernel offsets (each offset writes a non-overlapping strided slice); the
+layout that makes those writes long runs is explained in `add_wide_columns`.
 
 Why channel-and-offset-major columns rather than one row per window: the copy
 that builds them then reads whole image rows, and col2im reads contiguous
@@ -97,21 +97,58 @@ def columns(x, kernel_size, stride, padding):
     return col.reshape(C * KH * KW, N * out_height * out_width)
 
 
-def add_columns(col, x_shape, kernel_size, stride, padding):
-    """col: (C*KH*KW, N*OH*OW) -> (N, C, H, W): the adjoint of `columns` (overlaps are summed).
+def phase_grid(x_shape, kernel_size, stride, padding):
+    """Shapes for `add_wide_columns`: (OH, OW, HQ, WQ).
 
-    One pass per kernel offset (i, j): the slice it writes holds each pixel at most
-    once, so `+=` is exact there.
+    A stride (SH, SW) splits the padded image into SH*SW phases, the pixels
+    (SH*r + a, SW*c + b) for fixed (a, b); each phase is an HQ x WQ grid. Kernel
+    offset (i, j) only ever touches phase (i % SH, j % SW), as a stride-1 shift.
+    """
+    _, _, H, W = x_shape
+    (KH, KW), (SH, SW), (ph, pw) = kernel_size, stride, padding
+    out_height, out_width = output_size(H, KH, SH, ph), output_size(W, KW, SW, pw)
+    return out_height, out_width, -(-(H + 2 * ph) // SH), -(-(W + 2 * pw) // SW)
+
+
+def widen(a, width):
+    """(..., OH, OW) -> (..., OH, width), padded on the right with zeros (width >= OW)."""
+    wide = get_array_module(a).zeros(a.shape[:-1] + (width,), dtype=a.dtype)
+    wide[..., : a.shape[-1]] = a
+    return wide
+
+
+def add_wide_columns(wide_col, x_shape, kernel_size, stride, padding):
+    """wide_col: (C*KH*KW, N*OH*WQ), column gradients whose rows are widened to WQ -> (N, C, H, W).
+
+    The adjoint of `columns`, given its gradient in rows padded with zeros from
+    OW to the phase grid's width WQ (`phase_grid`, `widen`). In that layout one
+    kernel offset's windows cover a phase as a single run of OH*WQ consecutive
+    pixels per image, so each of the KH*KW passes is one `+=` over long
+    contiguous rows instead of N*C*OH rows of OW elements (NumPy's cost is per
+    row). The padding zeros land on pixels of the same phase, adding nothing; a
+    spare grid row past the end catches those of the last rows. Each pass holds
+    every pixel at most once, so `+=` is exact.
     """
     N, C, H, W = x_shape
-    (KH, KW), (ph, pw) = kernel_size, padding
-    out_height, out_width = output_size(H, KH, stride[0], ph), output_size(W, KW, stride[1], pw)
-    col = col.reshape(C, KH, KW, N, out_height, out_width)
-    image = get_array_module(col).zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=col.dtype)
+    (KH, KW), (SH, SW), (ph, pw) = kernel_size, stride, padding
+    out_height, _, grid_height, grid_width = phase_grid(x_shape, kernel_size, stride, padding)
+    run = out_height * grid_width
+    wide_col = wide_col.reshape(C, KH, KW, N, run)
+    phases = get_array_module(wide_col).zeros((C, N, SH, SW, (grid_height + 1) * grid_width), dtype=wide_col.dtype)
     for i in range(KH):
         for j in range(KW):
-            image[offset_slices(i, j, stride, out_height, out_width)] += col[:, i, j].transpose(1, 0, 2, 3)
-    return crop_padding(image, padding)
+            start = (i // SH) * grid_width + j // SW
+            phases[:, :, i % SH, j % SW, start : start + run] += wide_col[:, i, j]
+    phases = phases[..., : grid_height * grid_width].reshape(C, N, SH, SW, grid_height, grid_width)
+    image = phases.transpose(1, 0, 4, 2, 5, 3).reshape(N, C, grid_height * SH, grid_width * SW)
+    return get_array_module(image).ascontiguousarray(image[:, :, ph : ph + H, pw : pw + W])
+
+
+def add_columns(col, x_shape, kernel_size, stride, padding):
+    """col: (C*KH*KW, N*OH*OW) -> (N, C, H, W): the adjoint of `columns` (overlaps are summed)."""
+    out_height, out_width, _, grid_width = phase_grid(x_shape, kernel_size, stride, padding)
+    wide_col = widen(col.reshape(-1, out_height, out_width), grid_width)
+    return add_wide_columns(wide_col, x_shape, kernel_size, stride, padding)
 
 
 def im2col(x, kernel_size, stride=1, padding=0):
@@ -157,11 +194,15 @@ class Conv2d(Operation):
 
     def backward(self, grad):
         F = grad.shape[1]
-        grad_matrix = grad.transpose(1, 0, 2, 3).reshape(F, -1)  # (F, N*OH*OW)
+        grad_by_filter = grad.transpose(1, 0, 2, 3)  # (F, N, OH, OW) view
+        grad_matrix = grad_by_filter.reshape(F, -1)  # (F, N*OH*OW)
         grad_x = grad_weight = grad_bias = None
         if self.needs_input_grad[0]:
-            grad_col = self.weight_matrix.T @ grad_matrix  # (C*KH*KW, N*OH*OW)
-            grad_x = add_columns(grad_col, self.x_shape, self.kernel_size, self.stride, self.padding)
+            # Widening the gradient before the product gives col2im long rows (see `add_wide_columns`);
+            # widening (F, ...) costs far less than widening the product's (C*KH*KW, ...).
+            settings = self.x_shape, self.kernel_size, self.stride, self.padding
+            grad_wide = widen(grad_by_filter, phase_grid(*settings)[3]).reshape(F, -1)  # (F, N*OH*WQ)
+            grad_x = add_wide_columns(self.weight_matrix.T @ grad_wide, *settings)
         if self.needs_input_grad[1]:
             grad_weight = (grad_matrix @ self.col.T).reshape((F, self.x_shape[1]) + self.kernel_size)
         if len(self.needs_input_grad) == 3 and self.needs_input_grad[2]:
