@@ -12,7 +12,7 @@ import numpy as np
 
 from minicnn import backend
 
-from .common import machine_description, synchronizer, time_call, write_json
+from .common import machine_description, synchronizer, time_alternating, write_json
 from .suite import conv_rows, other_rows, training_step
 
 SWEEP_BATCHES = (32, 64, 128, 256, 512, 1024)
@@ -42,7 +42,15 @@ def _import_torch(skip):
 
 
 def _measure(row, synchronize, torch_synchronize, repeat, warmup):
-    median, fastest, slowest = time_call(row.run, synchronize, repeat, warmup)
+    """Time a row; PyTorch's twin and the bare matrix products, when the row has them, alternate with it."""
+    runs = {"minicnn": (row.run, synchronize)}
+    if row.torch_run is not None:
+        runs["torch"] = (row.torch_run, torch_synchronize)
+    if row.matmul_run is not None:
+        runs["matmuls"] = (row.matmul_run, synchronize)
+    summaries, ratios = time_alternating(list(runs.values()), repeat, warmup)
+    summaries, ratios = dict(zip(runs, summaries)), dict(zip(runs, ratios))
+    median, fastest, slowest = summaries["minicnn"]
     result = {"group": row.group, "name": row.name, "shape": row.shape, "median_ms": median * 1e3,
               "min_ms": fastest * 1e3, "max_ms": slowest * 1e3}
     if row.flops:
@@ -51,10 +59,14 @@ def _measure(row, synchronize, torch_synchronize, repeat, warmup):
     if row.bytes_moved:
         result["bytes"] = row.bytes_moved
         result["gb_per_s"] = row.bytes_moved / median / 1e9
-    if row.torch_run is not None:
-        torch_median, _, _ = time_call(row.torch_run, torch_synchronize, repeat, warmup)
-        result["torch_median_ms"] = torch_median * 1e3
-        result["torch_over_minicnn"] = torch_median / median
+    if "torch" in runs:
+        result["torch_median_ms"] = summaries["torch"][0] * 1e3
+        result["torch_over_minicnn"] = ratios["torch"]
+    if "matmuls" in runs:
+        # The same FLOPs as bare BLAS calls: their time over ours is the share of the BLAS rate we reach.
+        result["matmul_median_ms"] = summaries["matmuls"][0] * 1e3
+        result["matmul_gflops_per_s"] = row.flops / summaries["matmuls"][0] / 1e9
+        result["share_of_matmul_rate"] = ratios["matmuls"]
     return result
 
 
@@ -65,8 +77,9 @@ def _print_row(result):
     versus = (f"{result['torch_median_ms']:9.2f} {result['torch_over_minicnn']:6.2f}" if "torch_median_ms" in result
               else f"{'-':>9} {'-':>6}")
     spread = result["max_ms"] - result["min_ms"]
+    blas = f"  {result['share_of_matmul_rate']:.2f} of BLAS rate" if "share_of_matmul_rate" in result else ""
     print(f"{result['group']:<22} {result['name']:<13} {result['shape']:<30} {result['median_ms']:9.2f} "
-          f"{spread:7.2f} {rate} {versus}", flush=True)
+          f"{spread:7.2f} {rate} {versus}{blas}", flush=True)
 
 
 def run_device(device, args, torch):
@@ -78,7 +91,8 @@ def run_device(device, args, torch):
     batches = [8] if args.quick else [int(text) for text in args.batches.split(",")]
     repeat, warmup = (2, 1) if args.quick else (args.repeat, 3)
 
-    print(f"\n{device.upper()}: median of {repeat} calls after {warmup} warm-up; torch/minicnn > 1 means minicnn is faster")
+    print(f"\n{device.upper()}: median of {repeat} calls after {warmup} warm-up, minicnn and PyTorch alternating; "
+          "ratio = median of torch/minicnn over the pairs, > 1 means minicnn is faster")
     print(f"{'operation':<22} {'layer':<13} {'shape':<30} {'ms':>9} {'spread':>7} {'rate':>16} {'torch ms':>9} {'ratio':>6}")
     results = []
 

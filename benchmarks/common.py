@@ -21,21 +21,29 @@ def synchronizer(xp):
     return lambda: xp.cuda.get_current_stream().synchronize()
 
 
-def time_call(run, synchronize, repeat, warmup=3):
-    """(median, fastest, slowest) seconds of run() over `repeat` calls after `warmup` uncounted ones.
+def time_alternating(runs, repeat, warmup=3):
+    """Time several (run, synchronize) pairs in turn, call by call, after `warmup` rounds.
 
-    The warm-up keeps first-call allocation and kernel compilation out of the numbers.
+    Returns one (median, fastest, slowest) in seconds per run, and for each run the
+    median over the rounds of its time divided by the first run's. On a shared
+    machine the speed drifts by tens of per cent within seconds: alternating puts
+    every run under the same conditions, and the per-round ratio cancels most of
+    the drift. Warm-up keeps first-call allocation and kernel compilation out.
     """
     for _ in range(warmup):
-        run()
-    synchronize()
-    times = []
+        for run, synchronize in runs:
+            run()
+            synchronize()
+    times = [[] for _ in runs]
     for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), min(times), max(times)
+        for (run, synchronize), samples in zip(runs, times):
+            start = time.perf_counter()
+            run()
+            synchronize()
+            samples.append(time.perf_counter() - start)
+    summaries = [(statistics.median(samples), min(samples), max(samples)) for samples in times]
+    ratios = [statistics.median(mine / first for first, mine in zip(times[0], samples)) for samples in times]
+    return summaries, ratios
 
 
 def _cpu_model_and_flags():

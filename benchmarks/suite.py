@@ -33,9 +33,10 @@ DENSE_LAYERS = [("cnn.dense1", 576, 64), ("lenet.dense1", 400, 120)]
 class Row:
     """One measured operation: minicnn's callable, its work, and optionally PyTorch's twin."""
 
-    def __init__(self, group, name, shape, run, flops=None, bytes_moved=None, torch_run=None):
+    def __init__(self, group, name, shape, run, flops=None, bytes_moved=None, torch_run=None, matmul_run=None):
         self.group, self.name, self.shape, self.run, self.torch_run = group, name, shape, run, torch_run
         self.flops, self.bytes_moved = flops, bytes_moved
+        self.matmul_run = matmul_run  # the row's matrix products alone, to compare with the BLAS rate
 
 
 def inference(function, *args):
@@ -99,8 +100,8 @@ def conv_rows(xp, torch, torch_device, batch):
 
         # backward = the forward again plus two matrix products (weight and input gradients)
         yield Row("conv2d forward", name, shape, forward, flops=matmul_flops, torch_run=twins.get("forward"))
-        yield Row("conv matmuls only", name, shape, bare_matmuls, flops=3 * matmul_flops)
-        yield Row("conv2d fwd+bwd", name, shape, backward, flops=3 * matmul_flops, torch_run=twins.get("backward"))
+        yield Row("conv2d fwd+bwd", name, shape, backward, flops=3 * matmul_flops, torch_run=twins.get("backward"),
+                  matmul_run=bare_matmuls)
         yield Row("im2col", name, shape, unfold, bytes_moved=col_bytes, torch_run=twins.get("im2col"))
         yield Row("col2im", name, shape, fold, bytes_moved=col_bytes, torch_run=twins.get("col2im"))
 

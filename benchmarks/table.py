@@ -16,6 +16,8 @@ def markdown(payload, batch=None):
             continue
         rate = (f"{row['gflops_per_s']:.1f} GFLOP/s" if "gflops_per_s" in row
                 else f"{row['gb_per_s']:.2f} GB/s" if "gb_per_s" in row else f"{row['images_per_s']:.0f} img/s")
+        if "share_of_matmul_rate" in row:
+            rate += f" ({row['share_of_matmul_rate']:.2f} of BLAS)"
         torch = (f"{row['torch_median_ms']:.2f} | {row['torch_over_minicnn']:.2f}" if "torch_median_ms" in row
                  else "- | -")
         lines.append(f"| {row['group']} | {row['name']} | {row['shape']} | {row['median_ms']:.2f} | {rate} | {torch} |")

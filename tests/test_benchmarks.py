@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks import common
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -19,11 +21,30 @@ def test_quick_benchmark_run_writes_every_row(tmp_path):
     assert payload["device"] == "cpu" and payload["machine"]["cpu_count"] >= 1
     assert "OPENBLAS_CORETYPE" in payload["machine"]
     groups = {row["group"] for row in payload["rows"]}
-    assert groups == {"conv2d forward", "conv matmuls only", "conv2d fwd+bwd", "im2col", "col2im", "max_pool2d forward",
+    assert groups == {"conv2d forward", "conv2d fwd+bwd", "im2col", "col2im", "max_pool2d forward",
                       "max_pool2d fwd+bwd", "linear forward", "linear fwd+bwd", "cross_entropy fwd+bwd",
                       "adam step", "training step"}
     for row in payload["rows"]:
         assert row["min_ms"] <= row["median_ms"] <= row["max_ms"]
         assert ("gflops_per_s" in row) or ("gb_per_s" in row) or ("images_per_s" in row), row
     assert {row["name"] for row in payload["rows"] if row["group"] == "training step"} == {"cnn", "lenet"}
+    assert all(0 < row["share_of_matmul_rate"] for row in payload["rows"] if row["group"] == "conv2d fwd+bwd")
     assert "conv2d forward" in completed.stdout and "img/s" in completed.stdout
+
+
+def test_time_alternating_reports_each_run_and_its_ratio_to_the_first(monkeypatch):
+    """A fake clock that each run advances by a fixed amount: the summaries and ratios follow exactly."""
+    clock, calls = [0.0], []
+
+    def advancing(seconds, name):
+        def run():
+            calls.append(name)
+            clock[0] += seconds
+        return run
+
+    monkeypatch.setattr(common.time, "perf_counter", lambda: clock[0])
+    runs = [(advancing(2.0, "a"), lambda: None), (advancing(6.0, "b"), lambda: None), (advancing(1.0, "c"), lambda: None)]
+    summaries, ratios = common.time_alternating(runs, repeat=4, warmup=1)
+    assert calls == ["a", "b", "c"] * 5  # alternating, call by call, warm-up included
+    assert summaries == [(2.0, 2.0, 2.0), (6.0, 6.0, 6.0), (1.0, 1.0, 1.0)]
+    assert ratios == [1.0, 3.0, 0.5]
