@@ -21,28 +21,45 @@ def synchronizer(xp):
     return lambda: xp.cuda.get_current_stream().synchronize()
 
 
-def time_alternating(runs, repeat, warmup=3):
-    """Time several (run, synchronize) pairs in turn, call by call, after `warmup` rounds.
+def time_alternating(runs, repeat, warmup=3, rounds=3, settle=0.0):
+    """Time several (run, synchronize) pairs in alternating blocks.
 
-    Returns one (median, fastest, slowest) in seconds per run, and for each run the
-    median over the rounds of its time divided by the first run's. On a shared
-    machine the speed drifts by tens of per cent within seconds: alternating puts
-    every run under the same conditions, and the per-round ratio cancels most of
-    the drift. Warm-up keeps first-call allocation and kernel compilation out.
+    Each of `rounds` rounds gives every run in turn a pause of `settle` seconds,
+    `warmup` uncounted calls, then its share of the `repeat` timed calls.
+    Returns one (median, fastest, slowest) in seconds per run, and for each run
+    the median over rounds of its block's median time divided by the first run's.
+
+    Why blocks and a pause: on a shared machine the speed drifts by tens of per
+    cent within seconds, so each library is timed several times, close to the
+    other. But a CPU thread pool keeps spinning after its last call (OpenBLAS for
+    about 100 ms, PyTorch's OpenMP too), and a library called while the other's
+    threads still spin runs several times slower on a 2-core machine; the pause
+    lets them go to sleep. Warm-up keeps first-call allocation and kernel
+    compilation out of the numbers.
     """
-    for _ in range(warmup):
-        for run, synchronize in runs:
-            run()
-            synchronize()
     times = [[] for _ in runs]
-    for _ in range(repeat):
-        for (run, synchronize), samples in zip(runs, times):
-            start = time.perf_counter()
-            run()
+    block_medians = [[] for _ in runs]
+    per_round = -(-repeat // rounds)
+    for round_index in range(rounds):
+        calls = min(per_round, repeat - round_index * per_round)
+        if calls <= 0:
+            break
+        for (run, synchronize), samples, medians in zip(runs, times, block_medians):
+            time.sleep(settle)
+            for _ in range(warmup):
+                run()
             synchronize()
-            samples.append(time.perf_counter() - start)
+            block = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                run()
+                synchronize()
+                block.append(time.perf_counter() - start)
+            samples.extend(block)
+            medians.append(statistics.median(block))
     summaries = [(statistics.median(samples), min(samples), max(samples)) for samples in times]
-    ratios = [statistics.median(mine / first for first, mine in zip(times[0], samples)) for samples in times]
+    ratios = [statistics.median(mine / first for first, mine in zip(block_medians[0], medians))
+              for medians in block_medians]
     return summaries, ratios
 
 

@@ -32,9 +32,9 @@ def test_quick_benchmark_run_writes_every_row(tmp_path):
     assert "conv2d forward" in completed.stdout and "img/s" in completed.stdout
 
 
-def test_time_alternating_reports_each_run_and_its_ratio_to_the_first(monkeypatch):
-    """A fake clock that each run advances by a fixed amount: the summaries and ratios follow exactly."""
-    clock, calls = [0.0], []
+def test_time_alternating_times_each_run_in_blocks_and_reports_its_ratio_to_the_first(monkeypatch):
+    """A fake clock that each run advances by a fixed amount: the order, summaries and ratios follow exactly."""
+    clock, calls, pauses = [0.0], [], []
 
     def advancing(seconds, name):
         def run():
@@ -43,8 +43,11 @@ def test_time_alternating_reports_each_run_and_its_ratio_to_the_first(monkeypatc
         return run
 
     monkeypatch.setattr(common.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(common.time, "sleep", pauses.append)
     runs = [(advancing(2.0, "a"), lambda: None), (advancing(6.0, "b"), lambda: None), (advancing(1.0, "c"), lambda: None)]
-    summaries, ratios = common.time_alternating(runs, repeat=4, warmup=1)
-    assert calls == ["a", "b", "c"] * 5  # alternating, call by call, warm-up included
+    summaries, ratios = common.time_alternating(runs, repeat=5, warmup=1, rounds=2, settle=0.3)
+    # Round one: each run gets 1 warm-up and 3 timed calls; round two the remaining 2.
+    assert calls == ["a"] * 4 + ["b"] * 4 + ["c"] * 4 + ["a"] * 3 + ["b"] * 3 + ["c"] * 3
+    assert pauses == [0.3] * 6
     assert summaries == [(2.0, 2.0, 2.0), (6.0, 6.0, 6.0), (1.0, 1.0, 1.0)]
     assert ratios == [1.0, 3.0, 0.5]
