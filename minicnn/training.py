@@ -233,7 +233,7 @@ class Trainer:
         try:
             for step, (x, y) in enumerate(loader.batches(epoch, start_step), start=start_step):
                 logits = model(x)
-                loss = self.loss_fn(logits, y)
+                loss = self._training_loss(logits, y)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -257,6 +257,13 @@ class Trainer:
         seconds = time.perf_counter() - started
         return {"loss": loss_sum / max(seen, 1), "accuracy": int(correct) / max(seen, 1), "seconds": seconds}
 
+    def _training_loss(self, logits, y):
+        if self.loss_fn is F.cross_entropy and self.model.device != "cpu":
+            # Checking the label range on the host would sync with the GPU every step; unchecked, a bad
+            # label makes the loss NaN, which _check_finite reports.
+            return F.cross_entropy(logits, y, check_labels=False)
+        return self.loss_fn(logits, y)
+
     def _check_finite(self, pending, epoch):
         """Sum over `pending` (step, batch-mean loss, batch size) of loss * size; raises on NaN or inf."""
         losses = backend.to_numpy(backend.get_array_module(pending[0][1]).stack([loss for _, loss, _ in pending]))
@@ -266,6 +273,7 @@ class Trainer:
             raise TrainingDivergedError(
                 f"training stopped: the loss became {losses[bad[0]]} (NaN or infinite) at epoch {epoch + 1}, "
                 f"step {step + 1}; lower the learning rate (now {self.optimizer.lr:g}) or check the inputs"
+                + ("" if self.model.device == "cpu" else " (on the GPU a label outside [0, classes) also gives NaN)")
             )
         return float(sum(float(loss) * count for loss, (_, _, count) in zip(losses, pending)))
 

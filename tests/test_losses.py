@@ -188,6 +188,26 @@ def test_cross_entropy_labels_out_of_range_raise_value_error_naming_the_range(de
         F.cross_entropy(logits, labels_tensor(labels, device))
 
 
+@pytest.mark.parametrize("labels", [[0, 3], [-1, 0], [5, 1]])
+def test_cross_entropy_without_the_label_check_gives_nan_for_labels_out_of_range(device, labels):
+    """check_labels=False (the GPU training path, no host sync) turns a bad label into a NaN loss."""
+    logits = minicnn.tensor(np.zeros((2, 3)), device=device)
+    loss = F.cross_entropy(logits, labels_tensor(labels, device), check_labels=False)
+    assert np.isnan(float(loss.item()))
+
+
+def test_cross_entropy_without_the_label_check_is_unchanged_for_valid_labels(device):
+    logits_array = np.random.default_rng(3).standard_normal((4, 5))
+    results = []
+    for check in (True, False):
+        logits = minicnn.tensor(logits_array, device=device, requires_grad=True)
+        loss = F.cross_entropy(logits, labels_tensor([0, 4, 2, 2], device), check_labels=check)
+        loss.backward()
+        results.append((float(loss.item()), to_host(logits.grad)))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
 def test_cross_entropy_float_labels_raise_type_error(device):
     logits = minicnn.tensor(np.zeros((2, 3)), device=device)
     with pytest.raises(TypeError, match="cross_entropy"):

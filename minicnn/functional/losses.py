@@ -45,9 +45,14 @@ class CrossEntropy(Operation):
     """Mean softmax cross-entropy.  logits: (N, C) float, labels: (N,) int in [0, C) -> ().
 
     Fused with log-softmax, so the gradient is simply (softmax - one_hot) / N.
+    check_labels=False skips the range check on the host (on the GPU it reads two
+    numbers back, a sync each step); any label outside [0, C) then makes the loss NaN.
     """
 
     input_names = ("logits", "labels")
+
+    def __init__(self, check_labels=True):
+        self.check_labels = check_labels
 
     def forward(self, logits, labels):
         xp = get_array_module(logits)
@@ -58,15 +63,20 @@ class CrossEntropy(Operation):
             raise ShapeError(f"cross_entropy: labels must have shape ({count},) to match logits {logits.shape}, got {labels.shape}")
         if labels.dtype.kind not in "iu":
             raise TypeError(f"cross_entropy: labels must be integer class indices, got dtype {labels.dtype}")
-        if count and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        if self.check_labels and count and (int(labels.min()) < 0 or int(labels.max()) >= classes):
             raise ValueError(
                 f"cross_entropy: labels must lie in [0, {classes}), got values from "
                 f"{int(labels.min())} to {int(labels.max())}"
             )
+        outside = None
+        if not self.check_labels:
+            outside = ((labels < 0) | (labels >= classes)).any()  # stays on the device
+            labels = labels.clip(0, classes - 1)
         self.log_probs = _log_softmax(logits, axis=1)
         self.labels = labels
         picked = self.log_probs[xp.arange(count), labels]
-        return -picked.mean()
+        loss = -picked.mean()
+        return loss if outside is None else xp.where(outside, xp.nan, loss).astype(loss.dtype)
 
     def backward(self, grad):
         xp = get_array_module(grad)
@@ -84,11 +94,12 @@ def log_softmax(x, axis=-1):
     return LogSoftmax(axis)(x)
 
 
-def cross_entropy(logits, labels):
+def cross_entropy(logits, labels, check_labels=True):
     """Mean softmax cross-entropy of logits (N, C) against integer labels (N,).
 
-    labels: a Tensor, an array or a list of class indices.
+    labels: a Tensor, an array or a list of class indices. check_labels=False
+    trades the ValueError for out-of-range labels for a NaN loss and no host sync.
     """
     if not isinstance(labels, Tensor) and not hasattr(labels, "dtype"):
         labels = get_array_module(logits.data).asarray(labels)
-    return CrossEntropy()(logits, labels)
+    return CrossEntropy(check_labels)(logits, labels)
