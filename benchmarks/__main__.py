@@ -10,12 +10,13 @@ import datetime
 
 import numpy as np
 
-from minicnn import backend
+from minicnn import backend, kernels
 
 from .common import machine_description, synchronizer, time_alternating, write_json
 from .suite import conv_rows, other_rows, training_step
 
 SWEEP_BATCHES = (32, 64, 128, 256, 512, 1024)
+KERNEL_GROUPS = ("conv2d forward", "conv2d fwd+bwd", "im2col", "col2im", "max_pool2d forward", "max_pool2d fwd+bwd")
 
 
 def _parse_args():
@@ -117,6 +118,13 @@ def run_device(device, args, torch):
             measure(row)
         for model in ("cnn", "lenet"):
             measure(training_step(xp, torch, torch_device, model, batch), images=batch)
+        if device == "gpu":
+            # The CuPy kernels' reference twins, the array-module code NumPy runs too: the kernels must beat them.
+            with kernels.reference_only():
+                for row in [*conv_rows(xp, None, torch_device, batch), *other_rows(xp, None, torch_device, batch)]:
+                    if row.group in KERNEL_GROUPS and row.name != "cifar.wide":
+                        row.group += " [twin]"
+                        measure(row)
     if not (args.quick or args.no_sweep):
         for batch in SWEEP_BATCHES:
             for model in ("cnn", "lenet"):

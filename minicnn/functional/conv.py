@@ -14,8 +14,10 @@ time (3.5x slower for the `cnn` model's second layer). The public `im2col` gives
 the textbook one-row-per-window matrix as a transposed view of the same array.
 """
 
+from .. import kernels
 from ..backend import as_strided, get_array_module
 from ..errors import ShapeError
+from ..kernels import cupy_windows
 from ..tensor import Operation
 
 
@@ -91,6 +93,8 @@ def crop_padding(x_padded, padding):
 
 def columns(x, kernel_size, stride, padding):
     """x: (N, C, H, W) -> col: (C*KH*KW, N*OH*OW), one column per window (one strided view, one copy)."""
+    if kernels.active_for(x):
+        return cupy_windows.im2col(x, kernel_size, stride, padding)
     windows = sliding_windows(pad_image(x, padding), kernel_size, stride)  # (N, C, OH, OW, KH, KW) view
     N, C, out_height, out_width, KH, KW = windows.shape
     col = get_array_module(x).ascontiguousarray(windows.transpose(1, 4, 5, 0, 2, 3))  # (C, KH, KW, N, OH, OW)
@@ -146,6 +150,8 @@ def add_wide_columns(wide_col, x_shape, kernel_size, stride, padding):
 
 def add_columns(col, x_shape, kernel_size, stride, padding):
     """col: (C*KH*KW, N*OH*OW) -> (N, C, H, W): the adjoint of `columns` (overlaps are summed)."""
+    if kernels.active_for(col):
+        return cupy_windows.col2im(col, x_shape, kernel_size, stride, padding)
     out_height, out_width, _, grid_width = phase_grid(x_shape, kernel_size, stride, padding)
     wide_col = widen(col.reshape(-1, out_height, out_width), grid_width)
     return add_wide_columns(wide_col, x_shape, kernel_size, stride, padding)
@@ -198,11 +204,14 @@ class Conv2d(Operation):
         grad_matrix = grad_by_filter.reshape(F, -1)  # (F, N*OH*OW)
         grad_x = grad_weight = grad_bias = None
         if self.needs_input_grad[0]:
-            # Widening the gradient before the product gives col2im long rows (see `add_wide_columns`);
-            # widening (F, ...) costs far less than widening the product's (C*KH*KW, ...).
             settings = self.x_shape, self.kernel_size, self.stride, self.padding
-            grad_wide = widen(grad_by_filter, phase_grid(*settings)[3]).reshape(F, -1)  # (F, N*OH*WQ)
-            grad_x = add_wide_columns(self.weight_matrix.T @ grad_wide, *settings)
+            if kernels.active_for(grad):
+                grad_x = cupy_windows.col2im(self.weight_matrix.T @ grad_matrix, *settings)
+            else:
+                # Widening the gradient before the product gives col2im long rows (see `add_wide_columns`);
+                # widening (F, ...) costs far less than widening the product's (C*KH*KW, ...).
+                grad_wide = widen(grad_by_filter, phase_grid(*settings)[3]).reshape(F, -1)  # (F, N*OH*WQ)
+                grad_x = add_wide_columns(self.weight_matrix.T @ grad_wide, *settings)
         if self.needs_input_grad[1]:
             grad_weight = (grad_matrix @ self.col.T).reshape((F, self.x_shape[1]) + self.kernel_size)
         if len(self.needs_input_grad) == 3 and self.needs_input_grad[2]:

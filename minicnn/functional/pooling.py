@@ -1,7 +1,9 @@
 """Max and average pooling over (N, C, H, W), built on conv's window view and its adjoint."""
 
+from .. import kernels
 from ..backend import get_array_module
 from ..errors import ShapeError
+from ..kernels import cupy_windows
 from ..tensor import Operation
 from .conv import add_windows, crop_padding, offset_slices, pad_image, pair, sliding_windows
 
@@ -39,6 +41,10 @@ class MaxPool2d(Operation):
     def forward(self, x):
         xp = get_array_module(x)
         _check_pool_input("max_pool2d", x, self.kernel_size, self.padding)
+        self.x_shape, self.with_kernel = x.shape, kernels.active_for(x)
+        if self.with_kernel:
+            out, self.first_max = cupy_windows.max_pool_forward(x, self.kernel_size, self.stride, self.padding)
+            return out
         padded = pad_image(x, self.padding, value=-xp.inf)
         windows = sliding_windows(padded, self.kernel_size, self.stride)  # (N, C, OH, OW, KH, KW) view
         # One pass per kernel offset over (N, C, OH, OW), instead of copying every window out.
@@ -57,6 +63,9 @@ class MaxPool2d(Operation):
         return out
 
     def backward(self, grad):
+        if self.with_kernel:
+            return cupy_windows.max_pool_backward(grad, self.first_max, self.x_shape, self.kernel_size, self.stride,
+                                                  self.padding)
         xp = get_array_module(grad)
         KH, KW = self.kernel_size
         out_height, out_width = grad.shape[2:]
