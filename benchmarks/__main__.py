@@ -138,6 +138,8 @@ def run_device(device, args, torch):
         machine["torch_threads"] = torch.get_num_threads()
     payload = {"device": device, "date": datetime.date.today().isoformat(), "machine": machine,
                "repeat": repeat, "warmup": warmup, "rounds": min(3, repeat), "settle_s": settle, "rows": results}
+    if device == "gpu":
+        payload["gpu_pool_mib"] = backend.gpu_pool_mib()  # CuPy's pool after every row: its high-water mark
     path = write_json(args.out, f"{device}-{payload['date']}.json", payload)
     print(f"wrote {path}")
     return path

@@ -168,6 +168,13 @@ def scatter_add(xp, target, index, values):
         cupyx.scatter_add(target, index, values)
 
 
+def gpu_pool_mib():
+    """MiB held by CuPy's default memory pool (its high-water mark: the pool keeps freed blocks), or None."""
+    if _cupy is None:
+        return None
+    return _cupy.get_default_memory_pool().total_bytes() / 2**20
+
+
 def keep_freed_memory():
     """Ask glibc's malloc to keep freed memory for reuse rather than hand it back to the OS.
 

@@ -221,6 +221,7 @@ def train(args):
     summary = {
         "run": settings, "device": args.device, "test_accuracy": result["accuracy"], "test_loss": result["loss"],
         "seconds_per_epoch": seconds, "peak_memory_mib": round(_peak_memory_mib(), 1),
+        "gpu_pool_mib_per_epoch": history.get("gpu_pool_mib"),
         "confusion_matrix": result["confusion_matrix"].tolist(), "history": dict(history),
     }
     (args.out / "metrics.json").write_text(json.dumps(summary, indent=1))

@@ -195,6 +195,8 @@ class Trainer:
                     result = self.evaluate(validation)
                     logs.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
                 logs["lr"] = self.optimizer.lr
+                if self.model.device == "gpu":
+                    logs["gpu_pool_mib"] = backend.gpu_pool_mib()  # stays flat across epochs if nothing leaks
                 self.history.append(logs)
                 if self.schedule is not None:
                     self.schedule.step()
@@ -288,7 +290,7 @@ class Trainer:
     @staticmethod
     def _epoch_line(epoch, epochs, logs):
         parts = [f"epoch {epoch + 1}/{epochs}"]
-        parts += [f"{key} {value:.4f}" for key, value in logs.items() if key not in ("seconds", "lr")]
+        parts += [f"{key} {value:.4f}" for key, value in logs.items() if key not in ("seconds", "lr", "gpu_pool_mib")]
         parts.append(f"lr {logs['lr']:.3g}")
         parts.append(f"{logs['seconds']:.1f} s")
         return "  ".join(parts)
