@@ -29,6 +29,8 @@ def _parse_args():
     parser.add_argument("--no-sweep", action="store_true", help="skip the throughput sweep over batch sizes")
     parser.add_argument("--plot", action="store_true", help="write PNG plots next to the JSON (matplotlib)")
     parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated operation groups to run, e.g. 'training step' (default: all)")
     return parser.parse_args()
 
 
@@ -100,7 +102,11 @@ def run_device(device, args, torch):
     print(f"{'operation':<22} {'layer':<13} {'shape':<30} {'ms':>9} {'spread':>7} {'rate':>16} {'torch ms':>9} {'ratio':>6}")
     results = []
 
+    wanted = None if args.only is None else {group.strip() for group in args.only.split(",")}
+
     def measure(row, images=None):
+        if wanted is not None and row.group.removesuffix(" [twin]") not in wanted:
+            return
         result = _measure(row, synchronize, torch_synchronize, repeat, warmup, settle)
         if images:
             result["images_per_s"] = images / (result["median_ms"] / 1e3)

@@ -16,6 +16,7 @@ import numpy as np
 import minicnn
 from minicnn import backend, models, optim
 from minicnn import functional as F
+from minicnn.functional import conv
 
 # (name, C, H, F, K, padding): the convolutions of the `cnn` and `lenet` models and a wide CIFAR-sized layer.
 CONV_LAYERS = [
@@ -71,13 +72,14 @@ def conv_rows(xp, torch, torch_device, batch):
         def backward(x=x, w=w, padding=padding, grad=grad):
             F.conv2d(x, w, padding=padding).backward(grad)
 
+        # im2col and col2im in the engine's layout, col: (C*K*K, N*OH*OW), as PyTorch's unfold/fold use (N, C*K*K, L).
         def unfold(x=x, K=K, padding=padding):
-            F.im2col(x.data, K, 1, padding)
+            conv.columns(x.data, (K, K), (1, 1), (padding, padding))
 
-        col = F.im2col(x.data, K, 1, padding).copy()
+        col = conv.columns(x.data, (K, K), (1, 1), (padding, padding))
 
         def fold(col=col, shape=x.shape, K=K, padding=padding):
-            F.col2im(col, shape, K, 1, padding)
+            conv.add_columns(col, shape, (K, K), (1, 1), (padding, padding))
 
         twins = {}
         if torch is not None:

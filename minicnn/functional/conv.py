@@ -138,13 +138,15 @@ def add_wide_columns(wide_col, x_shape, kernel_size, stride, padding):
     out_height, _, grid_height, grid_width = phase_grid(x_shape, kernel_size, stride, padding)
     run = out_height * grid_width
     wide_col = wide_col.reshape(C, KH, KW, N, run)
-    phases = get_array_module(wide_col).zeros((C, N, SH, SW, (grid_height + 1) * grid_width), dtype=wide_col.dtype)
+    # Rows of phase a, in order, then those of phase a + 1: within phase (a, b) grid pixel (r, c) sits
+    # SW * (r * WQ + c) elements after its first, so a run of the grid is a slice with step SW.
+    bands = get_array_module(wide_col).zeros((C, N, SH, (grid_height + 1) * grid_width * SW), dtype=wide_col.dtype)
     for i in range(KH):
         for j in range(KW):
-            start = (i // SH) * grid_width + j // SW
-            phases[:, :, i % SH, j % SW, start : start + run] += wide_col[:, i, j]
-    phases = phases[..., : grid_height * grid_width].reshape(C, N, SH, SW, grid_height, grid_width)
-    image = phases.transpose(1, 0, 4, 2, 5, 3).reshape(N, C, grid_height * SH, grid_width * SW)
+            start = ((i // SH) * grid_width + j // SW) * SW + j % SW
+            bands[:, :, i % SH, start : start + SW * run : SW] += wide_col[:, i, j]
+    bands = bands[..., : grid_height * grid_width * SW].reshape(C, N, SH, grid_height, grid_width * SW)
+    image = bands.transpose(1, 0, 3, 2, 4).reshape(N, C, grid_height * SH, grid_width * SW)  # interleave the bands
     return get_array_module(image).ascontiguousarray(image[:, :, ph : ph + H, pw : pw + W])
 
 
