@@ -50,7 +50,7 @@ class MaxPool2d(Operation):
         # One pass per kernel offset over (N, C, OH, OW), instead of copying every window out.
         out = windows[..., 0, 0].copy()
         KH, KW = self.kernel_size
-        # Row-major offset of each window's maximum; one byte each when it fits (half the step's traffic).
+        # Row-major offset of each window's maximum; one byte each when it fits (a quarter of int32's traffic).
         self.first_max = xp.zeros(out.shape, dtype=xp.uint8 if KH * KW <= 256 else xp.int32)
         for offset in range(1, KH * KW):
             candidate = windows[..., offset // KW, offset % KW]
