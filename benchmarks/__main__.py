@@ -44,14 +44,14 @@ def _import_torch(skip):
     return torch
 
 
-def _measure(row, synchronize, torch_synchronize, repeat, warmup, settle):
+def _measure(row, synchronize, torch_synchronize, repeat, warmup, rounds, settle):
     """Time a row; PyTorch's twin and the bare matrix products, when the row has them, alternate with it."""
     runs = {"minicnn": (row.run, synchronize)}
     if row.torch_run is not None:
         runs["torch"] = (row.torch_run, torch_synchronize)
     if row.matmul_run is not None:
         runs["matmuls"] = (row.matmul_run, synchronize)
-    summaries, ratios = time_alternating(list(runs.values()), repeat, warmup, rounds=min(3, repeat), settle=settle)
+    summaries, ratios = time_alternating(list(runs.values()), repeat, warmup, rounds, settle)
     summaries, ratios = dict(zip(runs, summaries)), dict(zip(runs, ratios))
     median, fastest, slowest = summaries["minicnn"]
     result = {"group": row.group, "name": row.name, "shape": row.shape, "median_ms": median * 1e3,
@@ -93,10 +93,11 @@ def run_device(device, args, torch):
     torch_synchronize = torch.cuda.synchronize if (torch is not None and device == "gpu") else (lambda: None)
     batches = [8] if args.quick else [int(text) for text in args.batches.split(",")]
     repeat, warmup = (2, 1) if args.quick else (args.repeat, 3)
+    rounds = min(3, repeat)
     # Let the other library's CPU threads stop spinning before each block (see time_alternating).
     settle = 0.3 if (device == "cpu" and torch is not None and not args.quick) else 0.0
 
-    print(f"\n{device.upper()}: median of {repeat} calls in {min(3, repeat)} rounds, each after {warmup} warm-up calls "
+    print(f"\n{device.upper()}: median of {repeat} calls in {rounds} rounds, each after {warmup} warm-up calls "
           "and alternating with PyTorch;\nratio = torch / minicnn time, the median over the rounds: > 1 means minicnn "
           "is faster")
     print(f"{'operation':<22} {'layer':<13} {'shape':<30} {'ms':>9} {'spread':>7} {'rate':>16} {'torch ms':>9} {'ratio':>6}")
@@ -107,7 +108,7 @@ def run_device(device, args, torch):
     def measure(row, images=None):
         if wanted is not None and row.group.removesuffix(" [twin]") not in wanted:
             return
-        result = _measure(row, synchronize, torch_synchronize, repeat, warmup, settle)
+        result = _measure(row, synchronize, torch_synchronize, repeat, warmup, rounds, settle)
         if images:
             result["images_per_s"] = images / (result["median_ms"] / 1e3)
             if "torch_median_ms" in result:
@@ -143,7 +144,7 @@ def run_device(device, args, torch):
         machine["torch"] = torch.__version__
         machine["torch_threads"] = torch.get_num_threads()
     payload = {"device": device, "date": datetime.date.today().isoformat(), "machine": machine,
-               "repeat": repeat, "warmup": warmup, "rounds": min(3, repeat), "settle_s": settle, "rows": results}
+               "repeat": repeat, "warmup": warmup, "rounds": rounds, "settle_s": settle, "rows": results}
     if device == "gpu":
         payload["gpu_pool_mib"] = backend.gpu_pool_mib()  # CuPy's pool after every row: its high-water mark
     path = write_json(args.out, f"{device}-{payload['date']}.json", payload)
