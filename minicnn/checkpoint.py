@@ -5,7 +5,7 @@ Entries of the file (np.load(path, allow_pickle=False) reads every one):
 
     format          "minicnn-checkpoint"            0-d string array
     version         1                               0-d int array
-    architecture    JSON of model.config()          only when the model describes itself
+    architecture    JSON of nn.describe(model)      only when the model describes itself
     model/<name>    each parameter and buffer       e.g. model/0.weight, model/1.running_mean
     optimizer       JSON: type, hyperparameters, step counts; null where an array is stored
     optimizer/<slot>/<index>                        e.g. optimizer/velocities/0
@@ -26,7 +26,7 @@ import numpy as np
 
 from . import backend
 from .errors import CheckpointError, ShapeError
-from .nn import Sequential
+from .nn import build, describe
 
 FORMAT = "minicnn-checkpoint"
 VERSION = 1
@@ -41,7 +41,7 @@ class Checkpoint:
     """What load_checkpoint read.
 
     model: the model the weights were loaded into (the one passed, or one rebuilt from
-    the architecture); architecture: the saved model.config(), or None; state: the
+    the architecture); architecture: the saved nn.describe(model), or None; state: the
     training state dict ({} when none was saved); optimizer_state, schedule_state: the
     saved state dicts, or None; path: the file read.
     """
@@ -68,7 +68,7 @@ def save_checkpoint(path, model, optimizer=None, schedule=None, state=None):
     path = Path(path)
     entries = {"format": np.array(FORMAT), "version": np.array(VERSION)}
     try:
-        entries["architecture"] = np.array(_to_json(model.config(), "the model's config()"))
+        entries["architecture"] = np.array(_to_json(describe(model), "the model's config()"))
     except NotImplementedError:
         pass  # a custom Module: its weights are saved, its architecture cannot be
     for name, array in model.state_dict().items():
@@ -252,17 +252,24 @@ def _rebuild(path, architecture):
             "build the model and pass it: load_checkpoint(path, model=...)"
         )
     try:
-        return Sequential.from_config(architecture)
+        return build(_as_description(architecture))
     except ValueError as error:
         raise CheckpointError(f"checkpoint '{path}': cannot rebuild the model: {error}") from None
 
 
+def _as_description(architecture):
+    """Checkpoints written before the registry stored a Sequential's config at the top level."""
+    if isinstance(architecture, dict) and architecture.get("type") == "Sequential" and "layers" in architecture:
+        return {"type": "Sequential", "config": architecture}
+    return architecture
+
+
 def _check_architecture(path, architecture, model):
     try:
-        expected = model.config()
+        expected = describe(model)
     except NotImplementedError:
         return  # the model cannot describe itself; names and shapes are still checked on loading
-    difference = _first_difference(architecture, expected)
+    difference = _first_difference(_as_description(architecture), expected)
     if difference is not None:
         raise CheckpointError(
             f"checkpoint '{path}' was saved from a different architecture: {difference}; "
@@ -270,21 +277,33 @@ def _check_architecture(path, architecture, model):
         )
 
 
+def _layers(description):
+    """The layer list of a Sequential's description, or None for anything else."""
+    if isinstance(description, dict) and description.get("type") == "Sequential":
+        config = description.get("config")
+        if isinstance(config, dict) and isinstance(config.get("layers"), list):
+            return config["layers"]
+    return None
+
+
 def _first_difference(saved, current, where="layer "):
-    """A sentence naming the first layer where two Sequential configs differ, or None if they are equal."""
+    """A sentence naming the first layer where two architecture descriptions differ, or None if they are equal."""
     if saved == current:
         return None
-    if not all(isinstance(c, dict) and c.get("type") == "Sequential" and isinstance(c.get("layers"), list)
-               for c in (saved, current)):
-        return f"checkpoint has {saved}, model has {current}"
-    for position in range(max(len(saved["layers"]), len(current["layers"]))):
-        ours = saved["layers"][position] if position < len(saved["layers"]) else None
-        theirs = current["layers"][position] if position < len(current["layers"]) else None
+    saved_layers, current_layers = _layers(saved), _layers(current)
+    if saved_layers is None or current_layers is None:
+        return f"checkpoint has {_describe(saved)}, model has {_describe(current)}"
+    for position in range(max(len(saved_layers), len(current_layers))):
+        ours = saved_layers[position] if position < len(saved_layers) else None
+        theirs = current_layers[position] if position < len(current_layers) else None
         if ours == theirs:
             continue
-        if all(isinstance(e, dict) and e.get("type") == "Sequential" for e in (ours, theirs)):
-            return _first_difference(ours.get("config"), theirs.get("config"), f"{where}{position}.")
+        if _layers(ours) is not None and _layers(theirs) is not None:
+            return _first_difference(ours, theirs, f"{where}{position}.")
         return f"{where}{position}: checkpoint has {_describe(ours)}, model has {_describe(theirs)}"
+    if saved.get("config", {}).get("input_shape") != current.get("config", {}).get("input_shape"):
+        return (f"input_shape: checkpoint has {saved['config'].get('input_shape')}, "
+                f"model has {current['config'].get('input_shape')}")
     return None
 
 

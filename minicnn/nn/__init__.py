@@ -1,16 +1,23 @@
-"""Layers and models: Module, Parameter, Sequential and thin layer wrappers over minicnn.functional."""
+"""Layers and models: Module, Parameter, Sequential and thin layer wrappers over minicnn.functional.
+
+nn knows nothing of training: minicnn.training (and the Keras-style minicnn.keras) sit above it.
+PyTorch's spellings (Conv2d, MaxPool2d, Linear, BatchNorm2d, CrossEntropyLoss) stand beside minicnn's own.
+"""
 
 from . import init
 from .layers import (
-    LAYER_TYPES, AvgPool2D, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sigmoid, Tanh,
+    AvgPool2d, AvgPool2D, BatchNorm1d, BatchNorm1D, BatchNorm2d, BatchNorm2D, Conv2d, Conv2D, Dense, Dropout, Flatten,
+    Linear, MaxPool2d, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh,
 )
+from .losses import CrossEntropyLoss
 from .module import Module, Parameter
+from .registry import ARCHITECTURES, build, describe, register
 from .sequential import Sequential
 
-# Registered here rather than in layers.py, which Sequential's module imports (not the other way round).
-LAYER_TYPES["Sequential"] = Sequential
+LAYER_TYPES = ARCHITECTURES  # the name earlier versions documented
 
 __all__ = [
-    "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Conv2D", "Dense", "Dropout", "Flatten", "LAYER_TYPES", "MaxPool2D",
-    "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Tanh", "init",
+    "ARCHITECTURES", "AvgPool2D", "AvgPool2d", "BatchNorm1D", "BatchNorm1d", "BatchNorm2D", "BatchNorm2d", "Conv2D",
+    "Conv2d", "CrossEntropyLoss", "Dense", "Dropout", "Flatten", "LAYER_TYPES", "Linear", "MaxPool2D", "MaxPool2d",
+    "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "build", "describe", "init", "register",
 ]

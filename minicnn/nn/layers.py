@@ -1,8 +1,11 @@
 """Layers: thin Modules over minicnn.functional that own their parameters and check their input.
 
 Each layer's config() returns its constructor arguments as JSON-able data, and
-LAYER_TYPES maps each layer's class name to its class, so that an architecture
+every layer is registered by class name (nn.registry), so that an architecture
 can be written to a checkpoint as text and built again without pickle or eval.
+
+PyTorch's spellings stand beside minicnn's own: Conv2d, MaxPool2d, AvgPool2d,
+Linear (weight (out_features, in_features), as in PyTorch), BatchNorm1d, BatchNorm2d.
 """
 
 import numpy as np
@@ -12,6 +15,7 @@ from .. import functional as F
 from ..functional.conv import pair
 from .init import initializer
 from .module import Module, Parameter
+from .registry import register
 
 
 def _new_parameter(array):
@@ -34,8 +38,12 @@ class _Affine(Module):
             initializer(init)  # reject unknown names now
         self.init, self.weight_shape = init, weight_shape
         self.init_used = self.default_init if init == "auto" else init
-        self.weight = _new_parameter(initializer(self.init_used)(weight_shape))
+        self.weight = _new_parameter(self.draw_weight(self.init_used))
         self.bias = _new_parameter(np.zeros(bias_size, dtype=backend.DEFAULT_FLOAT)) if bias else None
+
+    def draw_weight(self, init):
+        """A new weight array from the initialiser called `init`."""
+        return initializer(init)(self.weight_shape)
 
     def reset_parameters(self, init=None):
         """Draw the weight again with `init` (default: this layer's choice) and zero the bias.
@@ -43,11 +51,12 @@ class _Affine(Module):
         The Parameter objects stay the same, so an optimizer holding them keeps working.
         """
         self.init_used = init or (self.default_init if self.init == "auto" else self.init)
-        self.weight.data = backend.to_device(initializer(self.init_used)(self.weight_shape), self.weight.device)
+        self.weight.data = backend.to_device(self.draw_weight(self.init_used), self.weight.device)
         if self.bias is not None:
             self.bias.data = self.bias.data * 0
 
 
+@register
 class Conv2D(_Affine):
     """2-d convolution layer.  (N, in_channels, H, W) -> (N, out_channels, OH, OW).
 
@@ -82,6 +91,7 @@ class Conv2D(_Affine):
                 f"stride={self.stride}, padding={self.padding}")
 
 
+@register
 class Dense(_Affine):
     """Fully connected layer x @ weight + bias.  (N, in_features) -> (N, out_features).
 
@@ -107,6 +117,7 @@ class Dense(_Affine):
         return f"{self.in_features} -> {self.out_features}"
 
 
+@register
 class MaxPool2D(Module):
     """Max pooling.  (N, C, H, W) -> (N, C, OH, OW); stride defaults to pool_size."""
 
@@ -130,6 +141,7 @@ class MaxPool2D(Module):
         return f"pool_size={self.pool_size}, stride={self.stride or self.pool_size}, padding={self.padding}"
 
 
+@register
 class AvgPool2D(MaxPool2D):
     """Average pooling.  (N, C, H, W) -> (N, C, OH, OW); stride defaults to pool_size."""
 
@@ -145,6 +157,7 @@ class _WithoutArguments(Module):
         return {}
 
 
+@register
 class Flatten(_WithoutArguments):
     """(N, d1, d2, ...) -> (N, d1 * d2 * ...)."""
 
@@ -152,6 +165,7 @@ class Flatten(_WithoutArguments):
         return F.flatten(x)
 
 
+@register
 class ReLU(_WithoutArguments):
     """max(x, 0), elementwise."""
 
@@ -159,6 +173,7 @@ class ReLU(_WithoutArguments):
         return F.relu(x)
 
 
+@register
 class Sigmoid(_WithoutArguments):
     """1 / (1 + exp(-x)), elementwise."""
 
@@ -166,6 +181,7 @@ class Sigmoid(_WithoutArguments):
         return F.sigmoid(x)
 
 
+@register
 class Tanh(_WithoutArguments):
     """tanh(x), elementwise."""
 
@@ -173,6 +189,7 @@ class Tanh(_WithoutArguments):
         return F.tanh(x)
 
 
+@register
 class Dropout(Module):
     """Zero each element with probability p while training; the identity in eval()."""
 
@@ -225,6 +242,7 @@ class _BatchNorm(Module):
         return f"{self.num_features}, momentum={self.momentum}, eps={self.eps}"
 
 
+@register
 class BatchNorm1D(_BatchNorm):
     """Batch normalisation of features.  (N, num_features) -> (N, num_features)."""
 
@@ -233,6 +251,7 @@ class BatchNorm1D(_BatchNorm):
         return (None, self.num_features)
 
 
+@register
 class BatchNorm2D(_BatchNorm):
     """Batch normalisation of image channels, statistics over batch and pixels.  (N, C, H, W) -> same."""
 
@@ -241,10 +260,71 @@ class BatchNorm2D(_BatchNorm):
         return (None, self.num_features, None, None)
 
 
-# Every built-in layer by class name, for rebuilding an architecture from its config
-# (Sequential.from_config). nn registers Sequential here too. A custom layer whose config()
-# returns its constructor arguments can be added: LAYER_TYPES["MyLayer"] = MyLayer.
-LAYER_TYPES = {
-    layer.__name__: layer
-    for layer in (Conv2D, Dense, MaxPool2D, AvgPool2D, Flatten, ReLU, Sigmoid, Tanh, Dropout, BatchNorm1D, BatchNorm2D)
-}
+@register
+class Softmax(Module):
+    """exp(x) / sum(exp(x)) along `axis` (stable: computed from x - max(x)).  Shape unchanged."""
+
+    def __init__(self, axis=-1):
+        super().__init__()
+        self.axis = axis
+
+    def config(self):
+        return {"axis": int(self.axis)}
+
+    def forward(self, x):
+        return F.softmax(x, self.axis)
+
+    def extra_repr(self):
+        return f"axis={self.axis}"
+
+
+# ----- PyTorch's spellings -----------------------------------------------------------------------
+Conv2d = Conv2D
+BatchNorm1d = BatchNorm1D
+BatchNorm2d = BatchNorm2D
+
+
+@register
+class Linear(Dense):
+    """PyTorch's fully connected layer x @ weight.T + bias.  (N, in_features) -> (N, out_features).
+
+    weight: (out_features, in_features), PyTorch's layout, so that a PyTorch state dict
+    loads name by name; bias: (out_features,). Initialised as Dense is (drawn in the
+    (in, out) layout, then transposed, so the fans are the same).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, init="auto"):
+        self.in_features, self.out_features = in_features, out_features
+        _Affine.__init__(self, (out_features, in_features), out_features, bias, init)
+
+    def draw_weight(self, init):
+        return initializer(init)((self.in_features, self.out_features)).T.copy()
+
+    def forward(self, x):
+        self.check_input(x, (None, self.in_features))
+        return F.linear(x, self.weight.T, self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+@register
+class MaxPool2d(MaxPool2D):
+    """PyTorch's spelling of MaxPool2D: MaxPool2d(kernel_size, stride=None, padding=0)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__(kernel_size, stride, padding)
+
+    def config(self):
+        config = super().config()
+        return {"kernel_size": config.pop("pool_size"), **config}
+
+
+@register
+class AvgPool2d(AvgPool2D):
+    """PyTorch's spelling of AvgPool2D: AvgPool2d(kernel_size, stride=None, padding=0)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__(kernel_size, stride, padding)
+
+    config = MaxPool2d.config
