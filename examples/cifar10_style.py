@@ -12,6 +12,7 @@ import sys
 import minicnn
 from minicnn import metrics, models
 from minicnn.data import CIFAR10_CLASSES, load_cifar10
+from minicnn.training import Trainer
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--data", required=True, help="cifar-10-python.tar.gz or its extracted cifar-10-batches-py folder")
@@ -28,10 +29,12 @@ try:
 except (FileNotFoundError, minicnn.DataError) as error:
     sys.exit(f"{error}\n{__doc__}")
 
+x_train, y_train = x_train[: args.limit], y_train[: args.limit]
+held_out = max(1, len(x_train) // 10)  # validate on the last tenth of the training images; test once, at the end
 model = models.cnn(in_channels=3, image_size=32)  # Flatten gives 64 * 4 * 4 = 1024 features
-model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 model.summary()
-model.fit(x_train[: args.limit], y_train[: args.limit], epochs=args.epochs, batch_size=64, shift=2,
-          validation_data=(x_test, y_test))
-result = model.evaluate(x_test, y_test)
+trainer = Trainer(model, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+trainer.fit(x_train[:-held_out], y_train[:-held_out], epochs=args.epochs, batch_size=64, shift=2,
+            validation_data=(x_train[-held_out:], y_train[-held_out:]))
+result = trainer.evaluate(x_test, y_test)
 print(metrics.classification_report(result["confusion_matrix"], CIFAR10_CLASSES))

@@ -1,4 +1,7 @@
-"""The example scripts run end to end (on small slices), and the `cnn` model learns real MNIST."""
+"""The example scripts run end to end (on small slices), and the `cnn` model learns real MNIST.
+
+Each starts a Python process and trains: slow tests, run with `python3 -m pytest -m slow`.
+"""
 
 import os
 import subprocess
@@ -6,10 +9,15 @@ import sys
 from pathlib import Path
 
 
+import pytest
+
 import minicnn
 from minicnn import models
 from minicnn.data import load_mnist
+from minicnn.training import Trainer
 from test_cifar import _all_files, _python3_pickle, _write_archive
+
+pytestmark = pytest.mark.slow
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -28,26 +36,25 @@ def test_cnn_learns_a_real_mnist_subset():
     train_images, train_labels = load_mnist("train")
     test_images, test_labels = load_mnist("test")
     minicnn.manual_seed(0)
-    model = models.cnn()
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    history = model.fit(train_images[:4000], train_labels[:4000], epochs=2, batch_size=64, verbose=0)
-    result = model.evaluate(test_images[:2000], test_labels[:2000])
+    trainer = Trainer(models.cnn(), optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = trainer.fit(train_images[:4000], train_labels[:4000], epochs=2, batch_size=64, verbose=0)
+    result = trainer.evaluate(test_images[:2000], test_labels[:2000])
     assert history["loss"][1] < history["loss"][0] < 1.0
     assert result["accuracy"] >= 0.92
 
 
 def test_keras_style_example(tmp_path):
-    output = _run_example("keras_style_mnist.py", "--epochs", "1", "--limit", "512")
-    assert "total parameters: 93,322" in output
+    output = _run_example("keras_style_mnist.py", "--epochs", "1", "--limit", "2000")
+    assert "Total params: 93,322" in output
     accuracy = float(output.strip().splitlines()[-1].split()[-1])
-    assert 0.5 < accuracy <= 1.0
+    assert 0.7 < accuracy <= 1.0
 
 
 def test_pytorch_style_lenet_example():
     output = _run_example("pytorch_style_lenet.py", "--epochs", "1", "--limit", "512")
     line = output.strip().splitlines()[-1]
-    assert line.startswith("epoch 1: train loss")
-    assert float(line.split()[-1]) > 0.3
+    assert line.startswith("Accuracy of the network on the 10000 test images:")
+    assert int(line.split()[-2]) > 30
 
 
 def test_fashion_mnist_example():

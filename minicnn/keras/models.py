@@ -184,7 +184,7 @@ class Sequential:
                     shuffle=shuffle, seed=self.epochs_trained, initial_epoch=initial_epoch,
                     callbacks=callbacks or (), verbose=verbose)
         history = {key: list(values[already.get(key, 0):]) for key, values in trainer.history.items()
-                   if key in self._history_keys()}
+                   if key in self._history_keys() and len(values) > already.get(key, 0)}
         done = len(history.get("loss", []))
         self.epochs_trained += done
         return History(history, list(range(initial_epoch, initial_epoch + done)),
