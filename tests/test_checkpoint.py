@@ -32,13 +32,17 @@ LAYERS = {
     "dropout": lambda: nn.Dropout(0.3),
     "batch_norm_1d": lambda: nn.BatchNorm1D(6, momentum=0.2, eps=1e-3),
     "batch_norm_2d": lambda: nn.BatchNorm2D(4),
+    "softmax": lambda: nn.Softmax(axis=1),
+    "linear": lambda: nn.Linear(5, 3, bias=False),
+    "max_pool_pytorch": lambda: nn.MaxPool2d(3, 2, 1),
+    "avg_pool_pytorch": lambda: nn.AvgPool2d(2),
 }
 
 
 def test_every_built_in_layer_is_registered_and_tested():
     assert set(nn.LAYER_TYPES) == {
         "Conv2D", "Dense", "MaxPool2D", "AvgPool2D", "Flatten", "ReLU", "Sigmoid", "Tanh", "Dropout",
-        "BatchNorm1D", "BatchNorm2D", "Sequential",
+        "BatchNorm1D", "BatchNorm2D", "Sequential", "Softmax", "Linear", "MaxPool2d", "AvgPool2d",
     }
     tested = {type(make()).__name__ for make in LAYERS.values()}
     assert tested == set(nn.LAYER_TYPES) - {"Sequential"}
@@ -83,7 +87,7 @@ def _nested_model():
 def test_sequential_config_round_trip_with_nesting():
     model = _nested_model()
     config = model.config()
-    assert config["type"] == "Sequential"
+    assert nn.describe(model) == {"type": "Sequential", "config": config}
     assert [entry["type"] for entry in config["layers"]][:4] == ["Conv2D", "BatchNorm2D", "ReLU", "Sequential"]
     assert config["layers"][3]["config"]["layers"][1] == {
         "type": "AvgPool2D", "config": {"pool_size": [2, 2], "stride": [1, 1], "padding": [1, 1]},
@@ -99,27 +103,27 @@ def test_sequential_config_round_trip_with_nesting():
 def test_from_config_rejects_unknown_layer_types():
     config = nn.Sequential(nn.Dense(3, 2), nn.ReLU()).config()
     config["layers"][1]["type"] = "os.system"
-    with pytest.raises(ValueError, match=r"layer 1 has unknown type 'os.system'; known types: AvgPool2D, BatchNorm1D, .*Tanh"):
+    with pytest.raises(ValueError, match=r"layer 1: unknown type 'os.system'; known types: AvgPool2D, AvgPool2d, .*Tanh"):
         nn.Sequential.from_config(config)
 
 
 def test_from_config_rejects_an_unknown_type_inside_a_nested_sequential():
     config = nn.Sequential(nn.Flatten(), nn.Sequential(nn.ReLU(), nn.Dense(2, 2))).config()
     config["layers"][1]["config"]["layers"][0]["type"] = "Swish"
-    with pytest.raises(ValueError, match=r"layer 1 \(Sequential\).*layer 0 has unknown type 'Swish'"):
+    with pytest.raises(ValueError, match=r"layer 1: Sequential cannot be built.*layer 0: unknown type 'Swish'"):
         nn.Sequential.from_config(config)
 
 
 @pytest.mark.parametrize(
     "config, message",
     [
-        ({"type": "Dense", "layers": []}, r"expected \{'type': 'Sequential', 'layers'"),
-        ({"type": "Sequential"}, r"expected \{'type': 'Sequential', 'layers'"),
-        ({"type": "Sequential", "layers": ["ReLU"]}, r"layer 0 should be \{'type': name, 'config'"),
-        ({"type": "Sequential", "layers": [{"type": "Dropout", "config": {"p": 2.0}}]}, r"layer 0 \(Dropout\).*p must lie in"),
-        ({"type": "Sequential", "layers": [{"type": "ReLU", "config": {"size": 3}}]}, r"layer 0 \(ReLU\) cannot be built.*size"),
+        ({"layer": []}, r"expected \{'layers': \[...\]\}"),
+        ([], r"expected \{'layers': \[...\]\}"),
+        ({"layers": ["ReLU"]}, r"layer 0: expected \{'type': name, 'config'"),
+        ({"layers": [{"type": "Dropout", "config": {"p": 2.0}}]}, r"layer 0: Dropout cannot be built.*p must lie in"),
+        ({"layers": [{"type": "ReLU", "config": {"size": 3}}]}, r"layer 0: ReLU cannot be built.*size"),
     ],
-    ids=["wrong_type", "no_layers", "bare_name", "bad_value", "unknown_argument"],
+    ids=["no_layers", "not_a_dict", "bare_name", "bad_value", "unknown_argument"],
 )
 def test_from_config_rejects_malformed_configs(config, message):
     with pytest.raises(ValueError, match=message):
@@ -148,7 +152,7 @@ def test_sequential_with_an_unregistered_layer_has_no_config():
         pass
 
     for layer in (_Custom(), MyReLU()):
-        with pytest.raises(NotImplementedError, match="layer 1 is a .*not one of the layer types"):
+        with pytest.raises(NotImplementedError, match="layer 1: .* is not one of the registered architecture types"):
             nn.Sequential(nn.Dense(4, 4), layer).config()
 
 
@@ -205,7 +209,7 @@ def test_checkpoint_round_trip_continues_training_bitwise(tmp_path, device, make
     loaded = load_checkpoint(path, twin, twin_optimizer, twin_schedule)
     assert isinstance(loaded, Checkpoint) and loaded.model is twin and loaded.path == path
     _assert_same_state(twin.state_dict(), model.state_dict())  # batch norm buffers included
-    assert loaded.architecture == model.config()
+    assert loaded.architecture == nn.describe(model)
     assert math.isnan(loaded.state["history"]["loss"][2])
     assert {k: v for k, v in loaded.state.items() if k != "history"} == {k: v for k, v in TRAINING_STATE.items() if k != "history"}
     assert loaded.optimizer_state["type"] == type(optimizer).__name__
@@ -238,7 +242,7 @@ def test_file_loads_with_plain_numpy_without_pickle(tmp_path):
     with np.load(path, allow_pickle=False) as archive:
         entries = {key: archive[key] for key in archive.files}
     assert str(entries["format"]) == "minicnn-checkpoint" and int(entries["version"]) == 1
-    assert json.loads(str(entries["architecture"])) == model.config()
+    assert json.loads(str(entries["architecture"])) == nn.describe(model)
     assert json.loads(str(entries["state"])) == {"epoch": 3}
     assert json.loads(str(entries["schedule"]))["type"] == "StepLR"
     assert json.loads(str(entries["optimizer"]))["velocities"] == [None] * len(model.parameters())

@@ -308,9 +308,8 @@ class Linear(Dense):
         return f"in_features={self.in_features}, out_features={self.out_features}"
 
 
-@register
-class MaxPool2d(MaxPool2D):
-    """PyTorch's spelling of MaxPool2D: MaxPool2d(kernel_size, stride=None, padding=0)."""
+class _KernelSizeSpelling:
+    """PyTorch calls the pooling window kernel_size where minicnn says pool_size."""
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__(kernel_size, stride, padding)
@@ -319,12 +318,15 @@ class MaxPool2d(MaxPool2D):
         config = super().config()
         return {"kernel_size": config.pop("pool_size"), **config}
 
+    def extra_repr(self):
+        return f"kernel_size={self.pool_size}, stride={self.stride or self.pool_size}, padding={self.padding}"
+
 
 @register
-class AvgPool2d(AvgPool2D):
+class MaxPool2d(_KernelSizeSpelling, MaxPool2D):
+    """PyTorch's spelling of MaxPool2D: MaxPool2d(kernel_size, stride=None, padding=0)."""
+
+
+@register
+class AvgPool2d(_KernelSizeSpelling, AvgPool2D):
     """PyTorch's spelling of AvgPool2D: AvgPool2d(kernel_size, stride=None, padding=0)."""
-
-    def __init__(self, kernel_size, stride=None, padding=0):
-        super().__init__(kernel_size, stride, padding)
-
-    config = MaxPool2d.config
