@@ -471,3 +471,45 @@ def test_evaluating_switches_to_eval_and_restores_the_previous_mode():
             model.train()
             raise RuntimeError("boom")
     assert not model.training  # the mode from before the block, even after an error
+
+
+# ----- PyTorch's spellings ---------------------------------------------------------------------------
+
+def test_pytorch_spellings_are_the_layers_they_name():
+    assert nn.Conv2d is nn.Conv2D and nn.BatchNorm2d is nn.BatchNorm2D and nn.BatchNorm1d is nn.BatchNorm1D
+    pool = nn.MaxPool2d(2, 2)  # kernel_size, stride, positionally, as PyTorch takes them
+    assert isinstance(pool, nn.MaxPool2D) and pool.config() == {"kernel_size": [2, 2], "stride": [2, 2],
+                                                                "padding": [0, 0]}
+    assert isinstance(nn.AvgPool2d(3, 1, 1), nn.AvgPool2D)
+
+
+def test_linear_holds_its_weight_as_pytorch_does_and_computes_x_at_weight_transposed(device):
+    layer = nn.Linear(4, 3).to(device)
+    assert layer.weight.shape == (3, 4) and layer.bias.shape == (3,)
+    rng = np.random.default_rng(0)
+    layer.weight.data = backend.to_device(rng.standard_normal((3, 4)).astype(np.float32), device)
+    layer.bias.data = backend.to_device(rng.standard_normal(3).astype(np.float32), device)
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    out = layer(minicnn.tensor(x, device=device))
+    expected = x @ to_host(layer.weight).T + to_host(layer.bias)
+    np.testing.assert_allclose(to_host(out), expected, rtol=1e-5)
+    out.sum().backward()
+    np.testing.assert_allclose(to_host(layer.weight.grad), np.tile(x.sum(axis=0), (3, 1)), rtol=1e-5)
+
+
+def test_linear_draws_with_the_fans_of_its_features():
+    # He normal over fan_in = in_features: the spread must follow 400 inputs, not 10 outputs.
+    layer = nn.Linear(400, 10, init="he")
+    assert np.std(layer.weight.numpy()) == pytest.approx(np.sqrt(2 / 400), rel=0.1)
+
+
+def test_cross_entropy_loss_module_is_the_fused_function():
+    rng = np.random.default_rng(1)
+    logits = minicnn.tensor(rng.standard_normal((6, 4)), dtype="float64")
+    labels = minicnn.tensor(rng.integers(0, 4, size=6))
+    assert nn.CrossEntropyLoss()(logits, labels).item() == F.cross_entropy(logits, labels).item()
+
+
+def test_softmax_layer_rows_sum_to_one():
+    out = nn.Softmax(axis=1)(minicnn.tensor(np.array([[1000.0, 0.0], [1.0, 1.0]])))
+    np.testing.assert_allclose(out.numpy(), [[1.0, 0.0], [0.5, 0.5]])
