@@ -2,7 +2,7 @@
 
     predicted, saliency = saliency_map(model, image)   # (H, W) >= 0
     predicted, cam = grad_cam(model, image)            # (H, W) in [0, 1], last Conv2D layer after its ReLU
-    predicted, cam = grad_cam(model, image, layer="4 ReLU")   # an earlier, finer map (13x13 for cnn)
+    predicted, cam = grad_cam(model, image, layer="4 ReLU")   # an earlier, finer map (11x11 for cnn)
 
 Both run one forward and one backward pass of a single image in eval mode and
 put the model back in the mode it was in. The model's parameters are left
@@ -199,7 +199,7 @@ def grad_cam(model, image, layer=None, details=False):
     22.8, putting the hot region off the digit. Outside the outermost centres the
     border cells' values carry on. Models that are no plain chain are stretched.
     The map is coarse all the same (each of cnn's 3x3 cells sees 18x18 pixels); an
-    earlier layer, such as cnn's '4 ReLU' (13x13), gives a finer one.
+    earlier layer, such as cnn's '4 ReLU' (11x11), gives a finer one.
 
     Returns (predicted class, map (H, W) float64 in [0, 1]); with details=True also a dict
     with the layer's name, the map's (h, w) and how it was placed ('receptive fields' or 'stretched').
