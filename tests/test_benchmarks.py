@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,9 @@ from benchmarks.__main__ import parse_args
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_quick_benchmark_run_writes_every_row_and_draws_only_what_it_measured(tmp_path):
-    pytest.importorskip("matplotlib", reason="--plot needs matplotlib")
+def test_quick_benchmark_run_writes_every_row(tmp_path):
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--no-torch", "--plot", "--no-keep-freed-memory",
-         "--out", str(tmp_path)],
+        [sys.executable, "-m", "benchmarks", "--quick", "--no-torch", "--no-keep-freed-memory", "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -36,10 +35,6 @@ def test_quick_benchmark_run_writes_every_row_and_draws_only_what_it_measured(tm
     assert all(0 < row["share_of_matmul_rate"] for row in payload["rows"] if row["group"] == "conv2d fwd+bwd")
     assert "conv2d forward" in completed.stdout and "img/s" in completed.stdout
     assert payload["machine"]["keep_freed_memory"] is False
-    # A quick run has no throughput sweep: no throughput chart (not an empty one) and no legend warning.
-    assert sorted(path.name for path in tmp_path.glob("*.png")) == ["ops.png"]
-    assert "throughput.png not drawn" in completed.stdout
-    assert "Warning" not in completed.stderr and "No artists" not in completed.stderr, completed.stderr
 
 
 def test_quick_runs_write_to_the_scratch_folder_unless_told_otherwise(tmp_path):
@@ -66,6 +61,20 @@ def test_plots_draw_every_series_present_and_align_rows_across_devices(tmp_path)
     written = plot_results(paths)
     assert [path.name for path in written] == ["ops.png", "throughput.png"]
     assert all(path.stat().st_size > 1000 for path in written)
+
+
+def test_results_without_a_sweep_get_no_throughput_chart_and_no_warning(tmp_path, capsys):
+    """As a --quick run: its rows, no sweep. Not an empty chart, and no matplotlib legend warning."""
+    pytest.importorskip("matplotlib", reason="plotting needs matplotlib")
+    from benchmarks.plots import plot_results
+
+    quick = {"device": "cpu", "rows": [{"group": "training step", "name": "cnn", "shape": "batch 8",
+                                        "median_ms": 5.0, "images_per_s": 1600.0}]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        written = plot_results([common.write_json(tmp_path, "cpu.json", quick)])
+    assert [path.name for path in written] == ["ops.png"] and not (tmp_path / "throughput.png").exists()
+    assert "throughput.png not drawn" in capsys.readouterr().out
 
 
 def test_time_alternating_times_each_run_in_blocks_and_reports_its_ratio_to_the_first(monkeypatch):
