@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import datetime
 import json
+import os
 import resource
 import shutil
 import sys
@@ -194,13 +195,19 @@ def _settings_of_checkpoint(folder):
 
 
 def _follow_latest(path):
-    """`path` with a `latest` file (written where symlinks are not allowed) replaced by the run it names."""
+    """`path` with runs/latest replaced by the run folder it names, so that messages name the real folder.
+
+    runs/latest is a symlink, or a text file holding the folder's name where symlinks are not allowed.
+    """
     path = Path(path)
     for depth in range(1, len(path.parts) + 1):
         prefix = Path(*path.parts[:depth])
-        if prefix.name == "latest" and prefix.is_file() and not prefix.is_symlink():
-            target = prefix.parent / prefix.read_text().strip()
-            return target.joinpath(*path.parts[depth:])
+        if prefix.name != "latest":
+            continue
+        if prefix.is_symlink():
+            return (prefix.parent / os.readlink(prefix)).joinpath(*path.parts[depth:])
+        if prefix.is_file():
+            return (prefix.parent / prefix.read_text().strip()).joinpath(*path.parts[depth:])
     return path
 
 
