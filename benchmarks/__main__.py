@@ -2,36 +2,51 @@
 
     python -m benchmarks --device cpu              # kernels at batch 64 and 256, training steps, throughput sweep
     python -m benchmarks --device all --plot       # CPU and GPU, then the plots (needs matplotlib)
-    python -m benchmarks --quick                   # a smoke run: tiny batch, two repeats, no sweep
+    python -m benchmarks --quick                   # a smoke run: tiny batch, two repeats, no sweep,
+                                                   # written to benchmarks/results/scratch/ (not committed)
+
+An entry point, so it makes the process-wide setting the engine leaves alone:
+minicnn.backend.keep_freed_memory() at start (--no-keep-freed-memory to measure without it).
 """
 
 import argparse
 import datetime
+import itertools
+import pathlib
 
 import numpy as np
 
 from minicnn import backend, kernels
 
-from .common import machine_description, synchronizer, time_alternating, write_json
+from .common import RESULTS, SCRATCH, machine_description, synchronizer, time_alternating, write_json
 from .suite import conv_rows, other_rows, training_step
 
 SWEEP_BATCHES = (32, 64, 128, 256, 512, 1024)
 KERNEL_GROUPS = ("conv2d forward", "conv2d fwd+bwd", "im2col", "col2im", "max_pool2d forward", "max_pool2d fwd+bwd")
 
 
-def _parse_args():
+def parse_args(argv=None):
+    """The command line's options; --out defaults to the scratch folder for --quick runs."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "gpu", "all"], default="cpu")
     parser.add_argument("--repeat", type=int, default=10, help="timed calls per row (after 3 warm-up calls)")
     parser.add_argument("--batches", default="64,256", help="batch sizes of the kernel and training-step rows")
-    parser.add_argument("--quick", action="store_true", help="batch 8, 2 repeats, no sweep: checks that it runs")
+    parser.add_argument("--quick", action="store_true",
+                        help="batch 8, 2 repeats, no sweep: checks that it runs; results go to "
+                             "benchmarks/results/scratch/ unless --out says otherwise")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument("--no-sweep", action="store_true", help="skip the throughput sweep over batch sizes")
     parser.add_argument("--plot", action="store_true", help="write PNG plots next to the JSON (matplotlib)")
-    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    parser.add_argument("--out", default=None,
+                        help="results folder (default benchmarks/results, or benchmarks/results/scratch with --quick)")
+    parser.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",
+                        help="leave glibc's malloc settings alone (minicnn.backend.keep_freed_memory)")
     parser.add_argument("--only", default=None,
                         help="comma-separated operation groups to run, e.g. 'training step' (default: all)")
-    return parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = SCRATCH if args.quick else RESULTS  # a smoke run never replaces the committed results
+    return args
 
 
 def _import_torch(skip):
@@ -85,6 +100,25 @@ def _print_row(result):
           f"{spread:7.2f} {rate} {versus}{blas}", flush=True)
 
 
+def _warm_up(xp, torch, torch_device, batch, synchronize, torch_synchronize, calls):
+    """Call the rows of the first layer `calls` times each, minicnn's and PyTorch's, untimed, before timing.
+
+    A row's own warm-up calls keep its first-call costs out of its numbers, but the first
+    rows of a run also pay for the process starting up: BLAS and PyTorch thread pools,
+    page faults of a fresh heap, CuPy's kernel cache. Without this the first row's ratio
+    came out at 92 in a --quick run, from a cold start.
+    """
+    rows = conv_rows(xp, torch, torch_device, batch)
+    first = next(rows)
+    for row in itertools.chain([first], itertools.takewhile(lambda row: row.name == first.name, rows)):
+        for _ in range(calls):
+            row.run()
+            synchronize()
+            if row.torch_run is not None:
+                row.torch_run()
+                torch_synchronize()
+
+
 def run_device(device, args, torch):
     xp = backend.array_module_for(device)
     backend.set_default_device(device)
@@ -92,7 +126,7 @@ def run_device(device, args, torch):
     torch_device = "cuda" if device == "gpu" else "cpu"
     torch_synchronize = torch.cuda.synchronize if (torch is not None and device == "gpu") else (lambda: None)
     batches = [8] if args.quick else [int(text) for text in args.batches.split(",")]
-    repeat, warmup = (2, 1) if args.quick else (args.repeat, 3)
+    repeat, warmup = (2, 2) if args.quick else (args.repeat, 3)
     rounds = min(3, repeat)
     # Let the other library's CPU threads stop spinning before each block (see time_alternating).
     settle = 0.3 if (device == "cpu" and torch is not None and not args.quick) else 0.0
@@ -104,6 +138,7 @@ def run_device(device, args, torch):
     results = []
 
     wanted = None if args.only is None else {group.strip() for group in args.only.split(",")}
+    _warm_up(xp, torch, torch_device, batches[0], synchronize, torch_synchronize, calls=warmup)
 
     def measure(row, images=None):
         if wanted is not None and row.group.removesuffix(" [twin]") not in wanted:
@@ -140,6 +175,7 @@ def run_device(device, args, torch):
                 measure(row, images=batch)
 
     machine = machine_description(xp)
+    machine["keep_freed_memory"] = args.keeping_freed_memory
     if torch is not None:
         machine["torch"] = torch.__version__
         machine["torch_threads"] = torch.get_num_threads()
@@ -153,7 +189,9 @@ def run_device(device, args, torch):
 
 
 def main():
-    args = _parse_args()
+    args = parse_args()
+    # Process-wide, so made here at the entry point and not on import; recorded with the results.
+    args.keeping_freed_memory = bool(args.keep_freed_memory and backend.keep_freed_memory())
     torch = _import_torch(args.no_torch)
     devices = ["cpu", "gpu"] if args.device == "all" else [args.device]
     if "gpu" in devices and not backend.gpu_available():
@@ -167,6 +205,8 @@ def main():
 
         for path in plot_results(paths):
             print(f"wrote {path}")
+    if pathlib.Path(args.out).resolve() == SCRATCH.resolve():
+        print(f"(a --quick run: results in {SCRATCH}, not in {RESULTS}; --out chooses another folder)")
     return 0
 
 

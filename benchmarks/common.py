@@ -12,6 +12,7 @@ import numpy as np
 import minicnn
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+SCRATCH = RESULTS / "scratch"  # quick runs: ignored by git, so they never replace the committed results
 
 
 def synchronizer(xp):

@@ -1,42 +1,58 @@
 """Plots of benchmark results (matplotlib, the optional `viz` extra): per-op time CPU against GPU,
-and training throughput against batch size for minicnn and PyTorch."""
+and training throughput against batch size for minicnn and PyTorch.
+
+A chart is drawn only when the results hold its rows: a run without the throughput sweep
+(--quick, --no-sweep, --only) gets no throughput.png rather than an empty one.
+"""
 
 import json
 import pathlib
 
 
+def _row_label(row):
+    return f"{row['group']} {row['name']} ({row['shape']})"
+
+
 def plot_results(paths):
-    """Write ops.png and throughput.png beside the JSON results in `paths`; return the PNG paths."""
+    """Write ops.png and throughput.png beside the JSON results in `paths`; return the PNG paths written."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise SystemExit('plotting needs matplotlib: pip install "minicnn[viz]"') from None
-    results = {json.loads(pathlib.Path(p).read_text())["device"]: json.loads(pathlib.Path(p).read_text()) for p in paths}
+        raise SystemExit('plotting needs matplotlib; from the minicnn checkout: pip install -e ".[viz]"') from None
+    results = {}
+    for path in paths:
+        payload = json.loads(pathlib.Path(path).read_text())
+        results[payload["device"]] = payload
     folder = pathlib.Path(paths[0]).parent
     written = []
 
-    figure, axis = plt.subplots(figsize=(10, 8))
-    kernel_rows = {device: [row for row in payload["rows"] if row["group"] != "throughput sweep"]
+    kernel_rows = {device: {_row_label(row): row for row in payload["rows"] if row["group"] != "throughput sweep"}
                    for device, payload in results.items()}
-    labels = [f"{row['group']} {row['name']} ({row['shape']})" for row in next(iter(kernel_rows.values()))]
-    height = 0.8 / len(kernel_rows)
-    for index, (device, rows) in enumerate(kernel_rows.items()):
-        positions = [position + index * height for position in range(len(rows))]
-        axis.barh(positions, [row["median_ms"] for row in rows], height=height, label=f"minicnn {device}")
-    axis.set_yticks(range(len(labels)), labels, fontsize=5)
-    axis.set_xscale("log")
-    axis.set_xlabel("median time (ms, log scale)")
-    axis.set_title("time per operation: " + " against ".join(kernel_rows))
-    axis.legend()
-    figure.tight_layout()
-    written.append(folder / "ops.png")
-    figure.savefig(written[-1], dpi=150)
-    plt.close(figure)
+    labels = list(dict.fromkeys(label for rows in kernel_rows.values() for label in rows))  # every row, in order
+    if labels:
+        figure, axis = plt.subplots(figsize=(10, max(4, 0.12 * len(labels) * len(kernel_rows) + 1.5)))
+        height = 0.8 / len(kernel_rows)
+        for index, (device, rows) in enumerate(kernel_rows.items()):
+            present = [position for position, label in enumerate(labels) if label in rows]  # GPU-only twins
+            axis.barh([position + index * height for position in present],
+                      [rows[labels[position]]["median_ms"] for position in present], height=height,
+                      label=f"minicnn {device}")
+        axis.set_yticks(range(len(labels)), labels, fontsize=5)
+        axis.set_xscale("log")
+        axis.set_xlabel("median time (ms, log scale)")
+        axis.set_title("time per operation: " + " against ".join(kernel_rows))
+        axis.legend()
+        figure.tight_layout()
+        written.append(folder / "ops.png")
+        figure.savefig(written[-1], dpi=150)
+        plt.close(figure)
+    else:
+        print("no operation rows in these results: ops.png not drawn")
 
-    figure, axis = plt.subplots(figsize=(7, 5))
+    series = []  # (batches, images per second, style, label)
     for device, payload in results.items():
         sweep = [row for row in payload["rows"] if row["group"] == "throughput sweep"]
         for model in ("cnn", "lenet"):
@@ -44,10 +60,17 @@ def plot_results(paths):
             if not rows:
                 continue
             batches = [int(row["shape"].split()[-1]) for row in rows]
-            axis.plot(batches, [row["images_per_s"] for row in rows], marker="o", label=f"minicnn {model} {device}")
+            series.append((batches, [row["images_per_s"] for row in rows], dict(marker="o"),
+                           f"minicnn {model} {device}"))
             if all("torch_images_per_s" in row for row in rows):
-                axis.plot(batches, [row["torch_images_per_s"] for row in rows], marker="x", linestyle="--",
-                          label=f"PyTorch {model} {device}")
+                series.append((batches, [row["torch_images_per_s"] for row in rows],
+                               dict(marker="x", linestyle="--"), f"PyTorch {model} {device}"))
+    if not series:
+        print("no throughput sweep in these results (--quick, --no-sweep or --only): throughput.png not drawn")
+        return written
+    figure, axis = plt.subplots(figsize=(7, 5))
+    for batches, rates, style, label in series:
+        axis.plot(batches, rates, label=label, **style)
     axis.set_xscale("log", base=2)
     axis.set_yscale("log")
     axis.set_xlabel("batch size")

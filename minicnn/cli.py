@@ -1,24 +1,31 @@
 """The `minicnn` command: train, evaluate, fetch, and look inside a model (graph, show).
 
-    minicnn train --model cnn --dataset mnist --epochs 5 --out runs/cnn
-    minicnn train --resume runs/cnn            # continue an interrupted run
+    minicnn train --model cnn --epochs 5       # a fresh folder runs/cnn-YYYYmmdd-N; runs/latest points at it
+    minicnn train --out runs/cnn               # a folder of your choice (refused if it holds a run)
+    minicnn train --resume runs/latest         # continue an interrupted run
     minicnn train --profile --health           # time each operation in epoch 1; write health.png
-    minicnn evaluate runs/cnn/best.npz
+    minicnn evaluate runs/latest/best.npz
     minicnn fetch mnist
     minicnn graph --model cnn --out graph.svg  # the computation graph of one training step
-    minicnn show runs/cnn/best.npz --image-index 7 --out runs/cnn/show
+    minicnn show runs/latest/best.npz --image-index 7 --layer 3
+
+This module is an entry point, so it is where process-wide settings are made: `train` and
+`evaluate` call backend.keep_freed_memory() first (--no-keep-freed-memory leaves malloc alone).
 """
 
 import argparse
 import contextlib
+import datetime
 import json
+import os
 import resource
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from . import backend, data, metrics, models, optim
+from . import __version__, backend, data, metrics, models, optim
 from . import functional as F
 from .checkpoint import load_checkpoint
 from .errors import (
@@ -29,6 +36,7 @@ from .tensor import Tensor
 from .training import EarlyStopping, Trainer
 from .viz.graph import export_graph
 from .viz.health import HealthMonitor
+from .viz.saliency import named_layers
 from .viz.plots import (
     require_matplotlib, save_confusion_matrix, save_feature_maps, save_filters, save_health, save_saliency,
     save_training_curves,
@@ -38,14 +46,18 @@ LOADERS = {"mnist": data.load_mnist, "fashion-mnist": data.load_fashion_mnist}
 DEFAULT_OPTIMIZER = {"cnn": "adam", "lenet": "sgd"}  # as in the two seed examples
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.01}
 SCHEDULES = ("none", "step", "cosine")
+RUNS = Path("runs")  # where a run without --out gets its own folder
+RUN_FILES = ("last.npz", "best.npz", "metrics.json")  # a folder holding any of them holds a run
 
 
 def _parser():
     parser = argparse.ArgumentParser(prog="minicnn", description="Train and evaluate small CNNs with minicnn.")
+    parser.add_argument("--version", action="version", version=f"minicnn {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model (defaults: cnn on MNIST on the CPU)",
-                                description="Train a model, writing checkpoints and metrics to --out.")
+                                description="Train a model, writing checkpoints and metrics to a fresh folder "
+                                            "runs/MODEL-DATE-N (runs/latest points at the newest) or to --out.")
     train.add_argument("--model", choices=sorted(models.MODELS), default="cnn")
     train.add_argument("--dataset", choices=sorted(LOADERS), default="mnist")
     train.add_argument("--epochs", type=int, default=None, help="default 5 (with --resume: the run's own)")
@@ -57,13 +69,17 @@ def _parser():
                        help="learning-rate schedule per epoch: step (x0.1 every 2 epochs) or cosine to 0")
     train.add_argument("--patience", type=int, default=None,
                        help="stop early when validation accuracy has not improved for this many epochs")
-    train.add_argument("--validation", type=int, default=5000,
-                       help="training images held out for validation (default 5000; 0: none)")
+    train.add_argument("--validation", type=int, default=None,
+                       help="training images held out for validation (default: a tenth of the training images "
+                            "used, at most 5000; 0: none)")
     train.add_argument("--shift", type=int, default=0, help="augment by random shifts of up to this many pixels")
     train.add_argument("--limit", type=int, default=None, help="train on only the first N training images")
     train.add_argument("--device", choices=list(backend.DEVICES), default="cpu")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", type=Path, default=Path("runs/latest"), help="folder for checkpoints and metrics")
+    train.add_argument("--out", type=Path, default=None,
+                       help="folder for checkpoints and metrics (default: a fresh runs/MODEL-DATE-N); "
+                            "refused when it already holds a run, unless --overwrite")
+    train.add_argument("--overwrite", action="store_true", help="let --out replace the run already there")
     train.add_argument("--resume", type=Path, default=None, metavar="DIR",
                        help="continue the run saved in DIR (its settings are reused; --epochs may extend it)")
     train.add_argument("--quiet", action="store_true", help="no progress bar (still one line per epoch)")
@@ -72,6 +88,7 @@ def _parser():
     train.add_argument("--health", action="store_true",
                        help="record per-layer activation and gradient statistics; write health.png to --out "
                             "(needs matplotlib)")
+    _malloc_flag(train)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a checkpoint on a test set",
                                    description="Accuracy, per-class precision/recall/F1 and the confusion matrix.")
@@ -81,6 +98,7 @@ def _parser():
     evaluate.add_argument("--split", choices=["train", "test"], default="test")
     evaluate.add_argument("--device", choices=list(backend.DEVICES), default="cpu")
     evaluate.add_argument("--batch-size", type=int, default=256)
+    _malloc_flag(evaluate)
 
     fetch = commands.add_parser("fetch", help="download and verify a dataset into the cache",
                                 description="Fetch a dataset into $MINICNN_DATA or ~/.cache/minicnn.")
@@ -89,14 +107,16 @@ def _parser():
     graph = commands.add_parser("graph", help="draw the computation graph of one training step",
                                 description="Build the model, a random batch and its loss, and write the graph "
                                             "of operations behind the loss (.svg, .png and .pdf need Graphviz's "
-                                            "`dot`; .dot needs nothing).")
+                                            "`dot`; without it the .dot file is written, with the command that "
+                                            "draws it).")
     graph.add_argument("--model", choices=sorted(models.MODELS), default="cnn")
     graph.add_argument("--out", type=Path, default=Path("graph.svg"), help="a .svg, .png, .pdf or .dot file")
     graph.add_argument("--batch-size", type=int, default=8)
 
     show = commands.add_parser("show", help="write pictures of a trained model: feature maps, filters, saliency",
                                description="For one image of the dataset, write PNGs of every Conv2D layer's "
-                                           "feature maps and filters and the image's saliency and Grad-CAM maps; "
+                                           "feature maps and filters and the image's saliency and Grad-CAM maps "
+                                           "(Grad-CAM of --layer, default the last convolution's ReLU); "
                                            "and, when the checkpoint's folder holds metrics.json, the training "
                                            "curves and the confusion matrix. Needs matplotlib.")
     show.add_argument("checkpoint", type=Path, help="a .npz checkpoint, or a run folder (uses best.npz)")
@@ -105,7 +125,17 @@ def _parser():
     show.add_argument("--dataset", choices=sorted(LOADERS), default=None,
                       help="default: the dataset the checkpoint was trained on")
     show.add_argument("--split", choices=["train", "test"], default="test")
+    show.add_argument("--layer", default=None, metavar="NAME_OR_INDEX",
+                      help="the layer Grad-CAM explains: its position ('3') or name ('3 Conv2D'); default the "
+                           "output of the last convolution (after its ReLU), a 3x3 map for cnn. An earlier layer "
+                           "gives a finer map, e.g. --layer 4 (11x11, the second convolution's ReLU) for cnn")
     return parser
+
+
+def _malloc_flag(command):
+    command.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",
+                         help="leave glibc's malloc settings alone (by default freed memory is kept for reuse, "
+                              "which saves page faults each step; see minicnn.backend.keep_freed_memory)")
 
 
 def _peak_memory_mib():
@@ -113,12 +143,26 @@ def _peak_memory_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _validation_count(requested, available, limit):
+    """How many of `available` training images to hold out: `requested`, or by default a tenth, at most 5000.
+
+    Raises ValueError, saying what to pass, when the hold-out would leave no training image.
+    """
+    if requested is None:
+        return min(5000, available // 10)
+    if requested < 0:
+        raise ValueError(f"--validation must be 0 or more, got {requested}")
+    if requested >= available:
+        source = f"--limit {limit} keeps {available}" if limit else f"the dataset has {available}"
+        raise ValueError(f"--validation {requested} leaves no training images ({source}); pass a smaller "
+                         f"--validation (such as {available // 10}), or --validation 0 for none")
+    return requested
+
+
 def _split(images, labels, validation, seed):
     """Hold out `validation` training images, chosen by a fixed permutation of the seed."""
     if validation <= 0:
         return (images, labels), None
-    if validation >= len(images):
-        raise ValueError(f"--validation {validation} leaves no training images (the dataset has {len(images)})")
     order = np.random.default_rng([seed, 1_000_003]).permutation(len(images))
     kept, held_out = np.sort(order[validation:]), np.sort(order[:validation])
     return (images[kept], labels[kept]), (images[held_out], labels[held_out])
@@ -146,8 +190,86 @@ def _run_settings(args):
 def _settings_of_checkpoint(folder):
     path = Path(folder) / "last.npz"
     if not path.exists():
-        raise FileNotFoundError(f"--resume {folder}: no last.npz there (is it the --out folder of a run?)")
+        raise FileNotFoundError(f"--resume {folder}: no last.npz there (is it the folder of a run?)")
     return load_checkpoint(path).state.get("run") or {}
+
+
+def _follow_latest(path):
+    """`path` with runs/latest replaced by the run folder it names, so that messages name the real folder.
+
+    runs/latest is a symlink, or a text file holding the folder's name where symlinks are not allowed.
+    """
+    path = Path(path)
+    for depth in range(1, len(path.parts) + 1):
+        prefix = Path(*path.parts[:depth])
+        if prefix.name != "latest":
+            continue
+        if prefix.is_symlink():
+            return (prefix.parent / os.readlink(prefix)).joinpath(*path.parts[depth:])
+        if prefix.is_file():
+            return (prefix.parent / prefix.read_text().strip()).joinpath(*path.parts[depth:])
+    return path
+
+
+def _check_out_folder(out, overwrite):
+    """Refuse an --out folder that holds a run, unless --overwrite."""
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held and not overwrite:
+        raise ValueError(f"--out {out} already holds a run ({', '.join(held)}); choose another --out, leave --out "
+                         f"out for a fresh folder under {RUNS}/, add --overwrite to replace it, or continue it "
+                         f"with --resume {out}")
+
+
+def _fresh_run_folder(model, root=RUNS):
+    """Make and return root/<model>-<YYYYmmdd>-<n>, n the first number not yet taken; point root/latest at it.
+
+    root/latest is a relative symlink; where symlinks cannot be made it is a text file
+    holding the folder's name, which the commands follow too. A `latest` that is a real
+    folder (an earlier version's default) is left alone.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    stem = f"{model}-{datetime.date.today():%Y%m%d}"
+    number = 1
+    while True:
+        folder = root / f"{stem}-{number}"
+        try:
+            folder.mkdir()  # fails if it exists, so two runs started at once never share a folder
+            break
+        except FileExistsError:
+            number += 1
+    latest = root / "latest"
+    if latest.is_dir() and not latest.is_symlink():
+        print(f"note: {latest} is a folder of an earlier run, left as it is; it does not point at {folder}",
+              file=sys.stderr)
+        return folder
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    try:
+        latest.symlink_to(folder.name, target_is_directory=True)
+    except OSError:
+        latest.write_text(folder.name + "\n")
+    return folder
+
+
+def _resume_line(folder, state, steps_per_epoch, epochs):
+    epoch, step = int(state["epoch"]), int(state.get("step", 0))
+    if epoch >= epochs:
+        return f"{folder} has finished its {epoch} epochs; pass --epochs above {epoch} to train it further"
+    where = (f"epoch {epoch + 1}, step {step + 1} of {steps_per_epoch} ({step} steps of that epoch were done)"
+             if step else f"the start of epoch {epoch + 1}")
+    return f"resuming {folder} at {where}, to {epochs} epochs"
+
+
+def _mean_epoch_seconds(history, steps_per_epoch):
+    """(mean seconds over the whole epochs timed, how many partial epochs were left out).
+
+    An epoch resumed mid-way was timed over its remaining steps only, so it is left out.
+    """
+    seconds = list(history.get("seconds", []))
+    steps = list(history.get("steps", []))
+    steps = [steps_per_epoch] * (len(seconds) - len(steps)) + steps  # older checkpoints did not record steps
+    whole = [second for second, count in zip(seconds, steps) if count == steps_per_epoch]
+    return (float(np.mean(whole)) if whole else None), len(seconds) - len(whole)
 
 
 class _ProfileFirstEpoch:
@@ -179,9 +301,15 @@ def train(args):
         require_matplotlib()  # fail before training, not after it
     settings = _run_settings(args)
     if args.resume is not None:
+        args.resume = _follow_latest(args.resume)
+        if args.out is not None and args.out.resolve() != args.resume.resolve():
+            raise ValueError(f"--resume continues the run in its own folder ({args.resume}); leave out --out")
         saved = _settings_of_checkpoint(args.resume)
         settings = {**saved, "epochs": args.epochs or saved["epochs"]}
-        args.out = args.resume
+    elif args.out is not None:
+        _check_out_folder(args.out, args.overwrite)
+    if settings["limit"] is not None and settings["limit"] < 1:
+        raise ValueError(f"--limit must be at least 1, got {settings['limit']}")
     backend.array_module_for(args.device)  # a clear error now if the GPU is missing
     backend.set_default_device(args.device)
     backend.manual_seed(settings["seed"])
@@ -190,6 +318,7 @@ def train(args):
     test_images, test_labels = LOADERS[settings["dataset"]]("test")
     if settings["limit"]:
         train_images, train_labels = train_images[: settings["limit"]], train_labels[: settings["limit"]]
+    settings["validation"] = _validation_count(settings["validation"], len(train_images), settings["limit"])
     (train_images, train_labels), validation = _split(train_images, train_labels, settings["validation"],
                                                       settings["seed"])
 
@@ -197,45 +326,53 @@ def train(args):
     trainer = Trainer(model, settings["optimizer"], lr=settings["lr"])
     trainer.schedule = _schedule(settings["schedule"], trainer.optimizer, settings["epochs"])
     trainer.run_info = settings
-    if args.resume is not None:
-        trainer.resume(args.resume)
     callbacks = [EarlyStopping("val_accuracy", patience=settings["patience"])] if settings["patience"] else []
     loader = data.DataLoader(train_images, train_labels, batch_size=settings["batch_size"], shuffle=True,
                              seed=settings["seed"], shift=settings["shift"], device=args.device)
+    if args.resume is not None:
+        out = args.resume
+        loaded = trainer.resume(out)
+        print(_resume_line(out, loaded.state, len(loader), settings["epochs"]), flush=True)
+    else:
+        out = args.out or _fresh_run_folder(settings["model"])
     print(f"training {settings['model']} on {settings['dataset']} ({loader.num_samples} images, "
-          f"{len(validation[0]) if validation else 0} held out) on the {args.device.upper()} with "
-          f"{settings['optimizer']} lr {settings['lr']:g}, batch {settings['batch_size']}; checkpoints in {args.out}",
+          f"{settings['validation']} held out) on the {args.device.upper()} with "
+          f"{settings['optimizer']} lr {settings['lr']:g}, batch {settings['batch_size']}; checkpoints in {out}",
           flush=True)
     monitor = HealthMonitor(model) if args.health else None
     profiler = _ProfileFirstEpoch(len(loader)) if args.profile else None
     callbacks += [callback for callback in (monitor, profiler) if callback is not None]
     try:
         history = trainer.fit(loader, epochs=settings["epochs"], validation_data=validation, callbacks=callbacks,
-                              checkpoint_dir=args.out, verbose=2 if args.quiet else "auto")
+                              checkpoint_dir=out, verbose=2 if args.quiet else "auto")
     finally:
         if profiler is not None:
             profiler.recording.close()  # ends the profile if the first epoch was interrupted
 
     result = trainer.evaluate(test_images, test_labels, batch_size=256)
-    seconds = history.get("seconds", [])
+    mean_seconds, partial = _mean_epoch_seconds(history, len(loader))
     summary = {
         "run": settings, "device": args.device, "test_accuracy": result["accuracy"], "test_loss": result["loss"],
-        "seconds_per_epoch": seconds, "peak_memory_mib": round(_peak_memory_mib(), 1),
-        "gpu_pool_mib_per_epoch": history.get("gpu_pool_mib"),
+        "seconds_per_epoch": history.get("seconds", []), "mean_epoch_seconds": mean_seconds,
+        "peak_memory_mib": round(_peak_memory_mib(), 1), "gpu_pool_mib_per_epoch": history.get("gpu_pool_mib"),
         "confusion_matrix": result["confusion_matrix"].tolist(), "history": dict(history),
     }
-    (args.out / "metrics.json").write_text(json.dumps(summary, indent=1))
-    print(f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}  "
-          f"mean epoch {np.mean(seconds) if seconds else 0:.1f} s  peak memory {summary['peak_memory_mib']:.0f} MiB")
-    print(f"wrote {args.out / 'metrics.json'}")
+    Path(out).mkdir(parents=True, exist_ok=True)  # fit wrote nothing when there was no epoch left to train
+    (out / "metrics.json").write_text(json.dumps(summary, indent=1))
+    mean_text = "-" if mean_seconds is None else f"{mean_seconds:.1f} s"
+    left_out = f" (leaving out {partial} epoch{'s' if partial > 1 else ''} resumed mid-way)" if partial else ""
+    print(f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}  mean epoch {mean_text}{left_out}"
+          f"  peak memory {summary['peak_memory_mib']:.0f} MiB")
+    print(f"wrote {out / 'metrics.json'}")
     if monitor is not None:
         monitor.remove()
-        print(f"wrote {save_health(monitor.history, args.out / 'health.png')}")
+        print(f"wrote {save_health(monitor.history, out / 'health.png')}")
     return 0
 
 
 def _checkpoint_path(path):
-    """A run folder means its best.npz."""
+    """A run folder means its best.npz; runs/latest is followed even where it is a text file."""
+    path = _follow_latest(path)
     return path / "best.npz" if path.is_dir() else path
 
 
@@ -250,9 +387,8 @@ def evaluate(args):
     images, labels = LOADERS[dataset](args.split)
     result = Trainer(model).evaluate(images, labels, batch_size=args.batch_size)
     names = data.FASHION_MNIST_CLASSES if dataset == "fashion-mnist" else data.MNIST_CLASSES
-    print(f"{path}: {dataset} {args.split}, {len(labels)} images")
-    print(f"loss {result['loss']:.4f}  accuracy {result['accuracy']:.4f}")
-    print(metrics.classification_report(result["confusion_matrix"], names))
+    print(f"{path}: {dataset} {args.split}, {len(labels)} images, loss {result['loss']:.4f}")
+    print(metrics.classification_report(result["confusion_matrix"], names))  # ends with the accuracy
     print("confusion matrix (row: true class, column: predicted):")
     print(result["confusion_matrix"])
     return 0
@@ -275,9 +411,17 @@ def graph(args):
     loss = F.cross_entropy(model(images), labels)
     title = f"minicnn {args.model}: one training step's graph, batch of {args.batch_size}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.out.suffix.lower() != ".dot" and shutil.which("dot") is None:
+        # Drawing needs Graphviz; the DOT text is the graph all the same, and renders anywhere later.
+        dot_path = export_graph(loss, args.out.with_suffix(".dot"), model=model, title=title)
+        print(f"wrote {dot_path}")
+        print(f"Graphviz's `dot` is not installed, so {args.out} was not drawn; install Graphviz "
+              f"(apt-get install graphviz, brew install graphviz) and run:\n"
+              f"  dot -T{args.out.suffix[1:].lower()} {dot_path} -o {args.out}")
+        return 0
     try:
         written = export_graph(loss, args.out, model=model, title=title)
-    except RuntimeError as error:  # Graphviz's `dot` is missing or failed; render kept the .dot text
+    except RuntimeError as error:  # Graphviz's `dot` failed
         print(f"minicnn graph: {error}", file=sys.stderr)
         return 1
     print(f"wrote {written}")
@@ -297,12 +441,19 @@ def show(args):
         raise ValueError(f"--image-index must lie in [0, {len(images)}) for {dataset} {args.split}, "
                          f"got {args.image_index}")
     image, label = images[args.image_index], int(labels[args.image_index])
+    layer = None
+    if args.layer is not None:
+        layers = [name for name, _ in named_layers(model)]
+        layer = next((name for name in layers if args.layer in (name, name.split()[0])), None)
+        if layer is None:
+            raise ValueError(f"--layer {args.layer!r} is not a layer of the model; give a position or a name "
+                             f"from {layers}")
     names = data.FASHION_MNIST_CLASSES if dataset == "fashion-mnist" else data.MNIST_CLASSES
     out = args.out or path.parent / "show"
     print(f"{path}: {dataset} {args.split} image {args.image_index} (class {names[label]})")
     written = save_feature_maps(model, image, out)
     written += save_filters(model, out)
-    written.append(save_saliency(model, image, out / "saliency.png", label=label, class_names=names))
+    written.append(save_saliency(model, image, out / "saliency.png", label=label, class_names=names, layer=layer))
     metrics_path = path.parent / "metrics.json"
     if metrics_path.exists():
         summary = json.loads(metrics_path.read_text())
@@ -318,6 +469,8 @@ def show(args):
 def main(argv=None):
     args = _parser().parse_args(argv)
     command = {"train": train, "evaluate": evaluate, "fetch": fetch, "graph": graph, "show": show}[args.command]
+    if getattr(args, "keep_freed_memory", False):
+        backend.keep_freed_memory()  # process-wide, so made here at the entry point and not on import
     try:
         return command(args)
     except KeyboardInterrupt:

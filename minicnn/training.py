@@ -1,15 +1,28 @@
-"""The training loop behind `Sequential.fit` and `minicnn train`: epochs, validation, metrics,
+"""The training loop behind `minicnn train` (and the Keras-style API): epochs, validation, metrics,
 progress, early stopping, learning-rate schedules, checkpoints and resuming.
 
-A Trainer owns a model, an optimizer and a loss. `fit` runs epochs of
-forward / backward / step over a DataLoader and checks that every step's loss is
-finite (after each step on the CPU; every 50 steps on the GPU, where reading it is
-a sync). At the end of each epoch it evaluates, records the history, steps the
-schedule and writes `last.npz` (and `best.npz`) when given a checkpoint folder.
-Ctrl-C or SIGTERM lets the current step finish, saves a checkpoint and stops.
+A Trainer owns a model, an optimizer and a loss. The heart of it is five lines per batch,
+in `Trainer._train_epoch`:
+
+    logits = model(x)
+    loss = loss_fn(logits, y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+Everything else is a named helper called around those lines:
+- `_EpochMeter` (after each step) sums the loss and the correct predictions, checks that
+  the loss is finite (after each step on the CPU; every 50 steps on the GPU, where reading
+  it is a sync) and moves the progress bar;
+- `_StopRequests` turns Ctrl-C and SIGTERM into a flag that is looked at after each step:
+  the current step finishes, `last.npz` is saved (with the epoch, step and running sums,
+  so a resumed run continues bit for bit) and training stops;
+- `Trainer._end_epoch` evaluates, records the history, steps the schedule, asks the
+  callbacks whether to stop and writes `last.npz` (and `best.npz`) when given a folder.
 """
 
 import contextlib
+import functools
 import signal
 import sys
 import threading
@@ -112,12 +125,78 @@ class _StopRequests:
                 signal.signal(sig, handler)
 
 
-def _progress_bar(total, initial, description, enabled):
-    from tqdm.auto import tqdm
+class _EpochMeter:
+    """One epoch's running loss and accuracy over its training batches, checked for NaN, shown on a bar.
 
-    # disable=None lets tqdm stay quiet when stderr is not a terminal
-    return tqdm(total=total, initial=initial, desc=description, unit="batch", leave=True,
-                disable=None if enabled else True, dynamic_ncols=True)
+    `add` runs after every optimizer step. The batch's loss array waits in `pending`
+    until it is read: at once on the CPU, every `check_every` steps on the GPU (reading
+    a GPU value waits for the device), and always on the epoch's last step and before
+    a checkpoint (`flush`). Reading raises TrainingDivergedError on NaN or inf.
+    A run resumed mid-epoch starts from the saved `sums` (loss sum, correct, seen);
+    `seconds` then covers only the steps this process ran (`steps` says how many).
+    """
+
+    def __init__(self, trainer, epoch, epochs, total_steps, start_step, sums, progress):
+        from tqdm.auto import tqdm
+
+        self.trainer, self.epoch, self.total_steps, self.start_step = trainer, epoch, total_steps, start_step
+        self.loss_sum, self.correct, self.seen = sums or (0.0, 0, 0)
+        self.check_every = 1 if trainer.model.device == "cpu" else 50
+        self.pending = []  # (step, batch-mean loss array, batch size) not yet read
+        self.images, self.steps, self.started = 0, 0, time.perf_counter()
+        # disable=None lets tqdm stay quiet when stderr is not a terminal
+        self.bar = tqdm(total=total_steps, initial=start_step, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+                        leave=True, disable=None if progress else True, dynamic_ncols=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        self.bar.close()
+
+    def add(self, step, logits, y, loss):
+        self.pending.append((step, loss.data, y.shape[0]))
+        self.correct += (logits.data.argmax(axis=1) == y.data).sum()  # stays on the device until read
+        self.seen += y.shape[0]
+        self.images += y.shape[0]
+        self.steps += 1
+        if len(self.pending) >= self.check_every or step == self.total_steps - 1:
+            self.flush()
+
+    def flush(self):
+        """Read the pending losses (raising on NaN or inf), add them to the sum, move the bar."""
+        if not self.pending:
+            return
+        self.loss_sum += self._checked_loss_sum()
+        last_step = self.pending[-1][0]
+        self.pending = []
+        self.bar.update(last_step + 1 - self.bar.n)
+        self.bar.set_postfix(loss=f"{self.loss_sum / self.seen:.4f}", acc=f"{int(self.correct) / self.seen:.4f}",
+                             img_s=f"{self.images / (time.perf_counter() - self.started):.0f}", refresh=False)
+
+    def _checked_loss_sum(self):
+        """Sum over `pending` (step, batch-mean loss, batch size) of loss * size; raises on NaN or inf."""
+        xp = backend.get_array_module(self.pending[0][1])
+        losses = backend.to_numpy(xp.stack([loss for _, loss, _ in self.pending]))
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size:
+            step = self.pending[bad[0]][0]
+            on_gpu = self.trainer.model.device != "cpu"
+            raise TrainingDivergedError(
+                f"training stopped: the loss became {losses[bad[0]]} (NaN or infinite) at epoch {self.epoch + 1}, "
+                f"step {step + 1}; lower the learning rate (now {self.trainer.optimizer.lr:g}) or check the inputs"
+                + (" (on the GPU a label outside [0, classes) also gives NaN)" if on_gpu else "")
+            )
+        return float(sum(float(loss) * count for loss, (_, _, count) in zip(losses, self.pending)))
+
+    def sums(self):
+        """(loss sum, correct, seen) so far, as a checkpoint stores them; call after flush."""
+        return self.loss_sum, int(self.correct), self.seen
+
+    def logs(self):
+        seen = max(self.seen, 1)
+        return {"loss": self.loss_sum / seen, "accuracy": int(self.correct) / seen,
+                "seconds": time.perf_counter() - self.started, "steps": self.steps}
 
 
 def _make_optimizer(optimizer, parameters, lr):
@@ -173,7 +252,8 @@ class Trainer:
         each optimizer step, gradients still in place), on_epoch_end(trainer, epoch, logs) and
         should_stop(epoch, logs, model) -> bool, such as EarlyStopping. verbose: 0 silent, 2 one line
         per epoch, 'auto' / 1 a progress bar (on a terminal) and one line per epoch.
-        Returns the History (loss, accuracy, val_loss, val_accuracy, lr, seconds per epoch).
+        Returns the History (loss, accuracy, val_loss, val_accuracy, lr, seconds per epoch and
+        steps: the training batches those seconds cover, fewer than a whole epoch's when resumed mid-epoch).
         """
         loader = self._loader(x, y, batch_size, shuffle, seed, shift)
         validation = None
@@ -185,99 +265,79 @@ class Trainer:
         if self._resume_from is not None:
             start_epoch, start_step, sums = self._resume_from
             self._resume_from = None
-        monitor = "val_accuracy" if validation else "accuracy"  # what decides which epoch is best.npz
         self.stop_requests.requested = None
         with self.stop_requests.active():
             for epoch in range(start_epoch, epochs):
                 logs = self._train_epoch(loader, epoch, epochs, start_step, sums, checkpoint_dir, verbose, callbacks)
                 start_step, sums = 0, None
-                if validation is not None:
-                    result = self.evaluate(validation)
-                    logs.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
-                logs["lr"] = self.optimizer.lr
-                if self.model.device == "gpu":
-                    logs["gpu_pool_mib"] = backend.gpu_pool_mib()  # stays flat across epochs if nothing leaks
-                self.history.append(logs)
-                if self.schedule is not None:
-                    self.schedule.step()
-                for callback in callbacks:
-                    if hasattr(callback, "on_epoch_end"):
-                        callback.on_epoch_end(self, epoch, logs)
-                stop = any([callback.should_stop(epoch, logs, self.model)  # ask every one: each keeps count
-                            for callback in callbacks if hasattr(callback, "should_stop")])
-                improved = self.best_value is None or logs[monitor] > self.best_value
-                if improved:
-                    self.best_value = logs[monitor]
-                if checkpoint_dir is not None:
-                    self.save(checkpoint_dir / "last.npz", epoch + 1, 0)
-                    if improved:
-                        self.save(checkpoint_dir / "best.npz", epoch + 1, 0)
-                if verbose:
-                    print(self._epoch_line(epoch, epochs, logs), flush=True)
-                if self.stop_requests.requested:  # the request came during the epoch's last step
-                    self._stop(checkpoint_dir, epoch + 1, 0, None)
-                if stop:
-                    if verbose:
-                        print(f"early stopping after epoch {epoch + 1}", flush=True)
+                if self._end_epoch(epoch, epochs, logs, validation, checkpoint_dir, verbose, callbacks):
                     break
         return self.history
 
     def _train_epoch(self, loader, epoch, epochs, start_step, sums, checkpoint_dir, verbose, callbacks=()):
-        """One epoch from batch start_step; returns {'loss', 'accuracy', 'seconds'}."""
-        model, optimizer = self.model, self.optimizer
+        """One epoch from batch start_step; returns {'loss', 'accuracy', 'seconds', 'steps'}."""
+        model, loss_fn, optimizer = self.model, self._step_loss(), self.optimizer
         model.train()
-        loss_sum, correct, seen = sums or (0.0, 0, 0)
-        check_every = 1 if model.device == "cpu" else 50  # on the GPU, reading the loss is a sync: do it rarely
-        pending = []  # (step, loss array, batch size) not yet checked for NaN
-        batch_callbacks = [callback for callback in callbacks if hasattr(callback, "on_batch_end")]
-        bar = _progress_bar(len(loader), start_step, f"epoch {epoch + 1}/{epochs}", verbose in ("auto", 1, True))
-        started, images = time.perf_counter(), 0
-        try:
+        with _EpochMeter(self, epoch, epochs, len(loader), start_step, sums, verbose in ("auto", 1, True)) as meter:
             for step, (x, y) in enumerate(loader.batches(epoch, start_step), start=start_step):
                 logits = model(x)
-                loss = self._training_loss(logits, y)
+                loss = loss_fn(logits, y)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                for callback in batch_callbacks:
-                    callback.on_batch_end(self, epoch, step)
-                pending.append((step, loss.data, y.shape[0]))
-                correct += (logits.data.argmax(axis=1) == y.data).sum()
-                seen += y.shape[0]
-                images += y.shape[0]
-                last = step == len(loader) - 1
-                if len(pending) >= check_every or last or self.stop_requests.requested:
-                    loss_sum += self._check_finite(pending, epoch)
-                    pending = []
-                    bar.update(step + 1 - bar.n)
-                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{int(correct) / seen:.4f}",
-                                    img_s=f"{images / (time.perf_counter() - started):.0f}", refresh=False)
-                if self.stop_requests.requested and not last:
-                    self._stop(checkpoint_dir, epoch, step + 1, (loss_sum, int(correct), seen))
-        finally:
-            bar.close()
-        seconds = time.perf_counter() - started
-        return {"loss": loss_sum / max(seen, 1), "accuracy": int(correct) / max(seen, 1), "seconds": seconds}
+                self._after_step(epoch, step, logits, y, loss, meter, checkpoint_dir, callbacks)
+        return meter.logs()
 
-    def _training_loss(self, logits, y):
+    def _after_step(self, epoch, step, logits, y, loss, meter, checkpoint_dir, callbacks):
+        """The callbacks' on_batch_end, the running metrics (and NaN check), then a pending stop request."""
+        for callback in callbacks:
+            if hasattr(callback, "on_batch_end"):
+                callback.on_batch_end(self, epoch, step)
+        meter.add(step, logits, y, loss)
+        # A request during an epoch's last step waits for the epoch's end (see _end_epoch).
+        if self.stop_requests.requested and step < meter.total_steps - 1:
+            meter.flush()
+            self._stop(checkpoint_dir, epoch, step + 1, meter.sums())
+
+    def _end_epoch(self, epoch, epochs, logs, validation, checkpoint_dir, verbose, callbacks):
+        """Validate, record, step the schedule, ask the callbacks, save, print; True when training should stop."""
+        if validation is not None:
+            result = self.evaluate(validation)
+            logs.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
+        logs["lr"] = self.optimizer.lr
+        if self.model.device == "gpu":
+            logs["gpu_pool_mib"] = backend.gpu_pool_mib()  # stays flat across epochs if nothing leaks
+        self.history.append(logs)
+        if self.schedule is not None:
+            self.schedule.step()
+        for callback in callbacks:
+            if hasattr(callback, "on_epoch_end"):
+                callback.on_epoch_end(self, epoch, logs)
+        stop = any([callback.should_stop(epoch, logs, self.model)  # ask every one: each keeps count
+                    for callback in callbacks if hasattr(callback, "should_stop")])
+        monitor = "val_accuracy" if validation is not None else "accuracy"  # decides which epoch is best.npz
+        improved = self.best_value is None or logs[monitor] > self.best_value
+        if improved:
+            self.best_value = logs[monitor]
+        if checkpoint_dir is not None:
+            self.save(checkpoint_dir / "last.npz", epoch + 1, 0)
+            if improved:
+                self.save(checkpoint_dir / "best.npz", epoch + 1, 0)
+        if verbose:
+            print(self._epoch_line(epoch, epochs, logs), flush=True)
+        if self.stop_requests.requested:  # the request came during the epoch's last step
+            self._stop(checkpoint_dir, epoch + 1, 0, None)
+        if stop and verbose:
+            print(f"early stopping after epoch {epoch + 1}", flush=True)
+        return stop
+
+    def _step_loss(self):
+        """The loss function of a training step."""
         if self.loss_fn is F.cross_entropy and self.model.device != "cpu":
             # Checking the label range on the host would sync with the GPU every step; unchecked, a bad
-            # label makes the loss NaN, which _check_finite reports.
-            return F.cross_entropy(logits, y, check_labels=False)
-        return self.loss_fn(logits, y)
-
-    def _check_finite(self, pending, epoch):
-        """Sum over `pending` (step, batch-mean loss, batch size) of loss * size; raises on NaN or inf."""
-        losses = backend.to_numpy(backend.get_array_module(pending[0][1]).stack([loss for _, loss, _ in pending]))
-        bad = np.flatnonzero(~np.isfinite(losses))
-        if bad.size:
-            step = pending[bad[0]][0]
-            raise TrainingDivergedError(
-                f"training stopped: the loss became {losses[bad[0]]} (NaN or infinite) at epoch {epoch + 1}, "
-                f"step {step + 1}; lower the learning rate (now {self.optimizer.lr:g}) or check the inputs"
-                + ("" if self.model.device == "cpu" else " (on the GPU a label outside [0, classes) also gives NaN)")
-            )
-        return float(sum(float(loss) * count for loss, (_, _, count) in zip(losses, pending)))
+            # label makes the loss NaN, which the NaN check reports.
+            return functools.partial(F.cross_entropy, check_labels=False)
+        return self.loss_fn
 
     def _stop(self, checkpoint_dir, epoch, step, sums):
         reason = self.stop_requests.requested
@@ -290,7 +350,8 @@ class Trainer:
     @staticmethod
     def _epoch_line(epoch, epochs, logs):
         parts = [f"epoch {epoch + 1}/{epochs}"]
-        parts += [f"{key} {value:.4f}" for key, value in logs.items() if key not in ("seconds", "lr", "gpu_pool_mib")]
+        parts += [f"{key} {value:.4f}" for key, value in logs.items()
+                  if key not in ("seconds", "steps", "lr", "gpu_pool_mib")]
         parts.append(f"lr {logs['lr']:.3g}")
         parts.append(f"{logs['seconds']:.1f} s")
         return "  ".join(parts)

@@ -3,16 +3,20 @@
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
+import pytest
+
 from benchmarks import common
+from benchmarks.__main__ import parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_quick_benchmark_run_writes_every_row(tmp_path):
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--no-torch", "--out", str(tmp_path)],
+        [sys.executable, "-m", "benchmarks", "--quick", "--no-torch", "--no-keep-freed-memory", "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -30,6 +34,47 @@ def test_quick_benchmark_run_writes_every_row(tmp_path):
     assert {row["name"] for row in payload["rows"] if row["group"] == "training step"} == {"cnn", "lenet"}
     assert all(0 < row["share_of_matmul_rate"] for row in payload["rows"] if row["group"] == "conv2d fwd+bwd")
     assert "conv2d forward" in completed.stdout and "img/s" in completed.stdout
+    assert payload["machine"]["keep_freed_memory"] is False
+
+
+def test_quick_runs_write_to_the_scratch_folder_unless_told_otherwise(tmp_path):
+    assert parse_args(["--quick"]).out == common.SCRATCH
+    assert parse_args([]).out == common.RESULTS
+    assert parse_args(["--quick", "--out", str(tmp_path)]).out == str(tmp_path)
+    assert parse_args([]).keep_freed_memory and not parse_args(["--no-keep-freed-memory"]).keep_freed_memory
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(common.SCRATCH / "cpu-2026-01-01.json")], cwd=ROOT)
+    if ignored.returncode != 128:  # 128: not a git checkout
+        assert ignored.returncode == 0, "benchmarks/results/scratch/ should be in .gitignore"
+
+
+def test_plots_draw_every_series_present_and_align_rows_across_devices(tmp_path):
+    pytest.importorskip("matplotlib", reason="plotting needs matplotlib")
+    from benchmarks.plots import plot_results
+
+    def row(group, name, ms, batch=64, **extra):
+        return {"group": group, "name": name, "shape": f"batch {batch}", "median_ms": ms, **extra}
+
+    sweep = [row("throughput sweep", "cnn", 0.5 * batch, batch, images_per_s=2000.0) for batch in (32, 64)]
+    cpu = {"device": "cpu", "rows": [row("im2col", "cnn.conv1", 1.0), *sweep]}
+    gpu = {"device": "gpu", "rows": [row("im2col", "cnn.conv1", 0.1), row("im2col [twin]", "cnn.conv1", 0.2)]}
+    paths = [common.write_json(tmp_path, "cpu.json", cpu), common.write_json(tmp_path, "gpu.json", gpu)]
+    written = plot_results(paths)
+    assert [path.name for path in written] == ["ops.png", "throughput.png"]
+    assert all(path.stat().st_size > 1000 for path in written)
+
+
+def test_results_without_a_sweep_get_no_throughput_chart_and_no_warning(tmp_path, capsys):
+    """As a --quick run: its rows, no sweep. Not an empty chart, and no matplotlib legend warning."""
+    pytest.importorskip("matplotlib", reason="plotting needs matplotlib")
+    from benchmarks.plots import plot_results
+
+    quick = {"device": "cpu", "rows": [{"group": "training step", "name": "cnn", "shape": "batch 8",
+                                        "median_ms": 5.0, "images_per_s": 1600.0}]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        written = plot_results([common.write_json(tmp_path, "cpu.json", quick)])
+    assert [path.name for path in written] == ["ops.png"] and not (tmp_path / "throughput.png").exists()
+    assert "throughput.png not drawn" in capsys.readouterr().out
 
 
 def test_time_alternating_times_each_run_in_blocks_and_reports_its_ratio_to_the_first(monkeypatch):

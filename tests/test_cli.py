@@ -1,19 +1,46 @@
-"""The `minicnn` command line (minicnn/cli.py), on small slices of the real MNIST."""
+"""The `minicnn` command line (minicnn/cli.py), on small slices of the real MNIST.
 
+In this module the commands see the first 4000 training and 500 test images (see
+`small_mnist`), so that evaluating a run takes a moment; the tests marked slow run
+real processes on the whole test set.
+"""
+
+import contextlib
+import datetime
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from minicnn import backend
+import minicnn
+from minicnn import backend, cli, data
 from minicnn.cli import main
 
 QUICK = ["--limit", "640", "--validation", "128", "--batch-size", "32", "--quiet"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_mnist():
+    """The commands' MNIST loader returns the first 4000 training and 500 test images."""
+    sizes = {"train": 4000, "test": 500}
+    cache = {}
+
+    def load(split):
+        if split not in cache:
+            images, labels = data.load_mnist(split)
+            cache[split] = images[: sizes[split]], labels[: sizes[split]]
+        return cache[split]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(cli.LOADERS, "mnist", load)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -24,36 +51,114 @@ def trained_run(tmp_path_factory):
     return out
 
 
+def _copy_run(run, folder):
+    folder.mkdir()
+    for name in ("last.npz", "best.npz"):
+        (folder / name).write_bytes((run / name).read_bytes())
+    return folder
+
+
 def test_train_writes_checkpoints_and_metrics(trained_run):
     assert {"last.npz", "best.npz", "metrics.json"} <= {path.name for path in trained_run.iterdir()}
     summary = json.loads((trained_run / "metrics.json").read_text())
     assert summary["run"]["model"] == "cnn" and summary["run"]["optimizer"] == "adam"
     assert 0.5 < summary["test_accuracy"] <= 1.0  # 512 images, one epoch: well above chance (0.1)
-    assert np.array(summary["confusion_matrix"]).sum() == 10000
+    assert np.array(summary["confusion_matrix"]).sum() == 500
     assert len(summary["seconds_per_epoch"]) == 1 and summary["peak_memory_mib"] > 0
+    assert summary["mean_epoch_seconds"] == summary["seconds_per_epoch"][0]
 
 
-def test_evaluate_prints_accuracy_report_and_confusion_matrix(trained_run, capsys):
+def test_evaluate_prints_the_accuracy_once_with_report_and_confusion_matrix(trained_run, capsys):
     assert main(["evaluate", str(trained_run / "best.npz")]) == 0
     printed = capsys.readouterr().out
     summary = json.loads((trained_run / "metrics.json").read_text())
-    assert f"accuracy {summary['test_accuracy']:.4f}" in printed
+    assert f"accuracy: {summary['test_accuracy']:.4f}" in printed
+    assert printed.count("accuracy") == 1, printed
     assert "precision" in printed and "recall" in printed and "confusion matrix" in printed
     assert main(["evaluate", str(trained_run)]) == 0  # a run folder means its best.npz
 
 
-def test_resume_continues_a_finished_run_to_more_epochs(trained_run, tmp_path, capsys):
-    run = tmp_path / "copy"
-    run.mkdir()
-    for name in ("last.npz", "best.npz"):
-        (run / name).write_bytes((trained_run / name).read_bytes())
+def test_resume_says_where_it_resumes_and_continues_to_more_epochs(trained_run, tmp_path, capsys):
+    run = _copy_run(trained_run, tmp_path / "copy")
     assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 0
     summary = json.loads((run / "metrics.json").read_text())
     assert len(summary["history"]["loss"]) == 2
-    assert summary["run"]["limit"] == 640  # the run's own settings were reused
-    assert "epoch 2/2" in capsys.readouterr().out
+    assert summary["run"]["limit"] == 640 and summary["run"]["validation"] == 128  # the run's own settings
+    printed = capsys.readouterr().out
+    assert f"resuming {run} at the start of epoch 2, to 2 epochs" in printed
+    assert "epoch 2/2" in printed
+    assert main(["train", "--resume", str(run), "--out", str(tmp_path / "elsewhere"), "--quiet"]) == 1
+    assert "--resume" in capsys.readouterr().err
 
 
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"minicnn {minicnn.__version__}"
+
+
+def test_a_second_run_gets_a_fresh_folder_and_latest_points_at_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--epochs", "1", "--limit", "96", "--batch-size", "32", "--quiet"]
+    assert main(["train", "--model", "lenet", *tiny]) == 0
+    assert main(["train", "--model", "lenet", *tiny]) == 0
+    today = f"{datetime.date.today():%Y%m%d}"
+    first, second = Path("runs") / f"lenet-{today}-1", Path("runs") / f"lenet-{today}-2"
+    for folder in (first, second):
+        assert {"last.npz", "best.npz", "metrics.json"} <= {path.name for path in folder.iterdir()}
+    assert Path("runs/latest").resolve() == second.resolve()
+    assert f"checkpoints in {second}" in capsys.readouterr().out
+    settings = json.loads((second / "metrics.json").read_text())["run"]
+    assert settings["validation"] == 9 and settings["optimizer"] == "sgd"  # a tenth of 96; lenet's own optimizer
+    assert main(["evaluate", "runs/latest/best.npz"]) == 0
+    assert f"{second / 'best.npz'}: mnist test" in capsys.readouterr().out  # the folder latest points at
+
+    # Where symlinks cannot be made, runs/latest is a file naming the folder, and the commands follow it.
+    def no_symlinks(*args, **kwargs):
+        raise OSError("symlinks not allowed here")
+
+    monkeypatch.setattr(Path, "symlink_to", no_symlinks)
+    assert main(["train", "--model", "lenet", *tiny]) == 0
+    third = Path("runs") / f"lenet-{today}-3"
+    assert Path("runs/latest").is_file() and Path("runs/latest").read_text().strip() == third.name
+    capsys.readouterr()
+    assert main(["evaluate", "runs/latest/best.npz"]) == 0
+    assert f"{third / 'best.npz'}: mnist test" in capsys.readouterr().out
+
+
+def test_out_holding_a_run_is_refused_unless_overwrite(trained_run, tmp_path, capsys):
+    run = _copy_run(trained_run, tmp_path / "copy")
+    before = (run / "best.npz").read_bytes()
+    assert main(["train", "--epochs", "1", "--out", str(run), *QUICK]) == 1
+    error = capsys.readouterr().err
+    assert f"--out {run} already holds a run" in error and "--overwrite" in error
+    assert (run / "best.npz").read_bytes() == before and not (run / "metrics.json").exists()
+    assert main(["train", "--epochs", "1", "--out", str(run), "--overwrite", "--model", "lenet", *QUICK]) == 0
+    assert json.loads((run / "metrics.json").read_text())["run"]["model"] == "lenet"
+
+
+def test_validation_scales_with_limit_and_a_hold_out_leaving_nothing_says_what_to_pass(capsys, tmp_path):
+    assert main(["train", "--limit", "3000", "--validation", "3000", "--out", str(tmp_path), "--quiet"]) == 1
+    error = capsys.readouterr().err
+    assert "--validation 3000 leaves no training images (--limit 3000 keeps 3000)" in error
+    assert "--validation 300" in error and "--validation 0" in error
+    assert not any(tmp_path.iterdir())
+    # --limit 3000 alone holds out a tenth
+    assert main(["train", "--model", "lenet", "--limit", "3000", "--epochs", "1", "--batch-size", "128",
+                 "--out", str(tmp_path), "--quiet"]) == 0
+    assert "(2700 images, 300 held out)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag, calls", [([], 1), (["--no-keep-freed-memory"], 0)])
+def test_the_commands_keep_freed_memory_unless_told_not_to(trained_run, monkeypatch, flag, calls):
+    seen = []
+    monkeypatch.setattr(backend, "keep_freed_memory", lambda: seen.append(True) or True)
+    assert main(["evaluate", str(trained_run), *flag]) == 0
+    assert len(seen) == calls
+
+
+@pytest.mark.slow
 def test_lenet_with_sgd_trains(tmp_path):
     assert main(["train", "--model", "lenet", "--epochs", "1", "--out", str(tmp_path), *QUICK]) == 0
     summary = json.loads((tmp_path / "metrics.json").read_text())
@@ -94,6 +199,7 @@ def test_every_command_has_help(command, capsys):
     assert "usage: minicnn " + command in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run(tmp_path):
     """A real process, a real SIGINT while it trains, then --resume."""
     out = tmp_path / "run"
@@ -109,9 +215,16 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_the_run(tmp_path):
     assert process.returncode == 130, stderr
     assert "saved" in stderr and "--resume" in stderr and "Traceback" not in stderr
     assert sorted(path.name for path in out.iterdir() if path.name.startswith(".")) == []  # no temporary files
-    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    resumed = subprocess.run([sys.executable, "-m", "minicnn", "train", "--resume", str(out), "--quiet"],
+                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {out} at " in resumed.stdout
     summary = json.loads((out / "metrics.json").read_text())
     assert len(summary["history"]["loss"]) == 2
+    steps = summary["history"]["steps"]
+    if steps[0] < 80 or steps[1] < 80:  # 2560 images in batches of 32: 80 steps; the stop came mid-epoch
+        assert "leaving out 1 epoch resumed mid-way" in resumed.stdout
+        assert summary["mean_epoch_seconds"] == summary["seconds_per_epoch"][steps.index(80)]
 
 
 # ----- looking inside: graph, show, train --profile and --health ------------------------------------------
@@ -141,18 +254,31 @@ def test_graph_writes_the_training_step_graph(tmp_path, capsys, monkeypatch):
     assert "(2, 1, 28, 28)" in dot_text and "0.weight" in dot_text
     assert str(tmp_path / "graph.dot") in capsys.readouterr().out
 
-    # Without Graphviz's `dot` an .svg cannot be drawn: a one-line error, exit 1, the .dot text kept.
-    monkeypatch.setattr("minicnn.viz.graph.shutil.which", lambda name: None)
-    assert main(["graph", "--out", str(tmp_path / "cnn" / "graph.svg")]) == 1
-    assert "dot" in capsys.readouterr().err
-    assert not (tmp_path / "cnn" / "graph.svg").exists()
-    assert (tmp_path / "cnn" / "graph.dot").read_text().count("Conv2d") == 3  # the cnn model's three convolutions
-
-
-def test_show_writes_every_picture_of_a_trained_run(trained_run, tmp_path, capsys):
-    out = tmp_path / "pictures"
-    assert main(["show", str(trained_run / "best.npz"), "--image-index", "7", "--out", str(out)]) == 0
+    # Without Graphviz's `dot` (a PATH that lacks it) the .svg cannot be drawn: the .dot text, the command
+    # that draws it, exit 0.
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    assert main(["graph", "--out", str(tmp_path / "cnn" / "graph.svg")]) == 0
     printed = capsys.readouterr().out
+    dot_path, svg_path = tmp_path / "cnn" / "graph.dot", tmp_path / "cnn" / "graph.svg"
+    assert f"wrote {dot_path}" in printed and f"dot -Tsvg {dot_path} -o {svg_path}" in printed
+    assert not svg_path.exists()
+    assert dot_path.read_text().count("Conv2d") == 3  # the cnn model's three convolutions
+
+
+@pytest.fixture(scope="module")
+def shown(trained_run, tmp_path_factory):
+    """The pictures of `minicnn show` for test image 7 of the trained run, and what it printed."""
+    out = tmp_path_factory.mktemp("pictures")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["show", str(trained_run / "best.npz"), "--image-index", "7", "--out", str(out)]) == 0
+    return out, printed.getvalue()
+
+
+def test_show_writes_every_picture_of_a_trained_run(shown):
+    out, printed = shown
     expected = [f"feature_maps_{layer}_Conv2D.png" for layer in (0, 3, 6)]
     expected += [f"filters_{layer}_Conv2D.png" for layer in (0, 3, 6)]
     expected += ["saliency.png", "training_curves.png", "confusion_matrix.png"]
@@ -163,14 +289,19 @@ def test_show_writes_every_picture_of_a_trained_run(trained_run, tmp_path, capsy
     assert "test image 7 (class 9)" in printed  # the seventh MNIST test digit is a 9
 
 
-def test_show_without_metrics_and_with_a_bad_index(trained_run, tmp_path, capsys):
+def test_show_of_an_earlier_layer_without_metrics_and_bad_arguments(trained_run, shown, tmp_path, capsys):
     (tmp_path / "best.npz").write_bytes((trained_run / "best.npz").read_bytes())
-    assert main(["show", str(tmp_path), "--image-index", "0"]) == 0  # a folder means its best.npz; out: folder/show
+    # a folder means its best.npz; out: folder/show; Grad-CAM of layer 4 (cnn's second convolution's ReLU)
+    assert main(["show", str(tmp_path), "--image-index", "7", "--layer", "4"]) == 0
     assert len(list((tmp_path / "show").glob("*.png"))) == 7  # no metrics.json: no curves, no confusion matrix
-    assert main(["show", str(tmp_path), "--image-index", "10000"]) == 1
-    assert "--image-index must lie in [0, 10000)" in capsys.readouterr().err
+    assert (tmp_path / "show" / "saliency.png").read_bytes() != (shown[0] / "saliency.png").read_bytes()
+    assert main(["show", str(tmp_path), "--image-index", "500"]) == 1
+    assert "--image-index must lie in [0, 500)" in capsys.readouterr().err
+    assert main(["show", str(tmp_path), "--layer", "40"]) == 1
+    assert "--layer '40' is not a layer of the model" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_profile_prints_the_first_epochs_operations_and_health_draws(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--epochs", "2", "--profile", "--health", "--out", str(out), *QUICK]) == 0

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 
 import minicnn
-from minicnn import nn
+from minicnn import models, nn
 from minicnn.errors import ShapeError
-from minicnn.viz.saliency import grad_cam, image_batch, named_layers, resize_bilinear, saliency_map
+from minicnn.viz.saliency import (
+    grad_cam, grad_cam_layer, image_batch, named_layers, receptive_field_grid, resize_bilinear, saliency_map,
+)
 
 
 def tiny_model(in_channels=1, dtype=np.float64):
@@ -55,7 +57,7 @@ def test_maps_leave_the_model_as_they_found_it():
     model.eval()
     saliency_map(model, image)
     assert not model.training
-    assert not model[0]._forward_hooks and not model[0]._backward_hooks  # grad_cam removed its hooks
+    assert not any(module._forward_hooks or module._backward_hooks for module in model)  # grad_cam's are gone
 
 
 def test_grad_cam_equals_the_formula_worked_by_hand():
@@ -79,16 +81,89 @@ def test_grad_cam_equals_the_formula_worked_by_hand():
     assert np.array_equal(grad_cam(model, image, layer="0 Conv2D")[1], cam)  # by name
 
 
-def test_grad_cam_defaults_to_the_last_conv_layer_in_0_1_at_image_size():
+def test_grad_cam_defaults_to_the_last_conv_layer_after_its_relu_in_0_1_at_image_size():
     minicnn.manual_seed(0)
     model = nn.Sequential(nn.Conv2D(1, 4, 3), nn.ReLU(), nn.Conv2D(4, 4, 3), nn.ReLU(), nn.MaxPool2D(2),
                           nn.Flatten(), nn.Dense(4 * 4 * 4, 5))
     image = np.random.default_rng(4).random((12, 12))
-    cls, cam = grad_cam(model, image)
+    cls, cam, info = grad_cam(model, image, details=True)
     assert 0 <= cls < 5 and cam.shape == (12, 12)
     assert cam.min() >= 0 and cam.max() <= 1
-    _, at_last_conv = grad_cam(model, image, layer=model[2])
-    assert np.array_equal(cam, at_last_conv)
+    assert info == {"layer": "3 ReLU", "map_shape": (8, 8), "placed": "receptive fields"}
+    for layer in (model[3], "3 ReLU", "3", 3):
+        assert np.array_equal(grad_cam(model, image, layer=layer)[1], cam)
+    assert grad_cam_layer(nn.Sequential(nn.Conv2D(1, 2, 3), nn.Flatten()))[0] == "0 Conv2D"  # no activation
+
+
+def test_receptive_field_grid_puts_each_cell_at_the_centre_of_the_pixels_it_sees():
+    """Independently of the formula: with positive weights, average pooling and a positive image,
+    the gradient of one output cell is non-zero exactly on its receptive field."""
+    model = nn.Sequential(nn.Conv2D(1, 2, 3), nn.ReLU(), nn.AvgPool2D(2), nn.Conv2D(2, 2, 3, padding=1),
+                          nn.Conv2D(2, 2, (3, 5), stride=2)).to(dtype=np.float64)
+    for parameter in model.parameters():
+        parameter.data[...] = np.abs(parameter.data) + 0.1
+    image = minicnn.tensor(np.random.default_rng(7).random((1, 1, 30, 30)) + 0.5, requires_grad=True)
+    output = model(image)
+    (origin_y, spacing_y), (origin_x, spacing_x) = receptive_field_grid(model, model[4], (30, 30), output.shape[2:])
+    assert (spacing_y, spacing_x) == (4, 4)
+    for i, j in [(1, 1), (2, 2), (3, 1)]:  # cells whose field lies inside the image (padding clips the border)
+        image.grad = None
+        one_hot = np.zeros(output.shape)
+        one_hot[0, 0, i, j] = 1
+        model(image).backward(one_hot)
+        rows, columns = np.nonzero(image.grad[0, 0])
+        assert (rows.min() + rows.max()) / 2 == origin_y + spacing_y * i
+        assert (columns.min() + columns.max()) / 2 == origin_x + spacing_x * j
+    # the cnn model: its last convolution's 3x3 cells sit on pixels 8.5, 12.5 and 16.5 of 28
+    cnn = models.cnn()
+    assert receptive_field_grid(cnn, cnn[7], (28, 28), (3, 3)) == ((8.5, 4.0), (8.5, 4.0))
+    assert receptive_field_grid(cnn, cnn[4], (28, 28), (11, 11)) == ((3.5, 2.0), (3.5, 2.0))
+    assert receptive_field_grid(cnn, cnn[4], (28, 28), (12, 12)) is None  # not what the layers give: stretched
+
+
+def _torch_cnn_like(model, torch):
+    """models.cnn() rebuilt in PyTorch with the same weights (Dense stores (in, out), Linear (out, in))."""
+    layers = []
+    for module in model:
+        if isinstance(module, nn.Conv2D):
+            layer = torch.nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size).double()
+            layer.weight.data = torch.from_numpy(module.weight.data.copy())
+        elif isinstance(module, nn.Dense):
+            layer = torch.nn.Linear(module.in_features, module.out_features).double()
+            layer.weight.data = torch.from_numpy(module.weight.data.T.copy())
+        elif isinstance(module, nn.MaxPool2D):
+            layer = torch.nn.MaxPool2d(2)
+        else:
+            layer = {nn.ReLU: torch.nn.ReLU, nn.Flatten: torch.nn.Flatten}[type(module)]()
+        if hasattr(module, "bias"):
+            layer.bias.data = torch.from_numpy(module.bias.data.copy())
+        layers.append(layer)
+    return torch.nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("layer", [None, "6 Conv2D", "5 MaxPool2D", "4 ReLU", "3 Conv2D", "0 Conv2D"])
+def test_grad_cam_matches_pytorch_grad_cam_on_the_same_weights(layer):
+    """Selvaraju et al. computed with PyTorch's autograd: alpha_k = spatial mean of d score / d A_k,
+    cam = relu(sum_k alpha_k A_k) / max, then laid on the image as minicnn does."""
+    torch = pytest.importorskip("torch")
+    minicnn.manual_seed(3)
+    model = models.cnn().to(dtype=np.float64)
+    image = np.random.default_rng(8).random((28, 28))
+    predicted, cam, info = grad_cam(model, image, layer=layer, details=True)
+
+    twin = _torch_cnn_like(model, torch)
+    position = int(info["layer"].split()[0])
+    activations = twin[: position + 1](torch.from_numpy(image[None, None]))
+    activations.retain_grad()
+    logits = twin[position + 1:](activations)
+    assert int(logits.argmax()) == predicted
+    logits[0, predicted].backward()
+    alpha = activations.grad[0].mean(dim=(1, 2))
+    reference = torch.relu((alpha[:, None, None] * activations[0]).sum(dim=0)).detach().numpy()
+    reference = reference / reference.max() if reference.max() > 0 else reference
+    assert reference.shape == info["map_shape"]
+    grid = receptive_field_grid(model, model[position], (28, 28), reference.shape)
+    np.testing.assert_allclose(cam, resize_bilinear(reference, (28, 28), grid), atol=1e-10)
 
 
 def test_grad_cam_is_zero_where_every_map_argues_against_the_class():
@@ -119,6 +194,9 @@ def test_resize_bilinear():
     np.testing.assert_allclose(resize_bilinear(np.full((2, 2), 0.3), (7, 9)), np.full((7, 9), 0.3))
     big = resize_bilinear(array, (30, 50))
     assert big.min() >= array.min() and big.max() <= array.max()
+    # a grid puts cell u on pixel origin + spacing * u; pixels beyond the outer cells take their values
+    placed = resize_bilinear(np.array([[0.0, 1.0, 0.0]]), (1, 9), grid=((0.0, 1.0), (2.0, 2.0)))
+    np.testing.assert_allclose(placed, [[0, 0, 0, 0.5, 1, 0.5, 0, 0, 0]])
 
 
 def test_image_batch_accepts_one_image_in_any_layout():

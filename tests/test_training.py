@@ -1,5 +1,6 @@
-"""The training loop (minicnn/training.py) and the Keras-style methods of Sequential, on synthetic bars."""
+"""The training loop (minicnn/training.py), on synthetic bars."""
 
+import inspect
 import os
 import signal
 
@@ -28,16 +29,17 @@ def _weights(model):
     return {name: to_host(array) for name, array in model.state_dict().items()}
 
 
-def test_keras_style_fit_learns_bars_and_returns_history(device):
+def test_fit_learns_bars_and_returns_history(device):
     minicnn.set_default_device(device)
-    model = _small_cnn()
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"], lr=0.02)
+    trainer = Trainer(_small_cnn(), optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                      lr=0.02)
     images, labels = bars_dataset(count_per_class=80, seed=1)
-    history = model.fit(images[:180], labels[:180], epochs=8, batch_size=16,
+    history = trainer.fit(images[:180], labels[:180], epochs=8, batch_size=16,
                         validation_data=(images[180:], labels[180:]), verbose=0)
     assert isinstance(history, History) and history.history is history
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"):
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "steps"):
         assert len(history[key]) == 8, key
+    assert history["steps"] == [12] * 8  # 180 images in batches of 16
     assert history["loss"][-1] < 0.5 * history["loss"][0]
     assert history["accuracy"][-1] >= 0.9
     assert history["val_accuracy"][-1] >= 0.9
@@ -47,10 +49,10 @@ def test_keras_style_fit_learns_bars_and_returns_history(device):
 def test_evaluate_gives_metrics_consistent_with_predict(bars):
     images, labels = bars
     model = _small_cnn()
-    model.compile(optimizer="adam", lr=0.02)
-    model.fit(images, labels, epochs=2, batch_size=16, verbose=0)
-    result = model.evaluate(images, labels, batch_size=50)
-    logits = model.predict(images, batch_size=7)
+    trainer = Trainer(model, optimizer="adam", lr=0.02)
+    trainer.fit(images, labels, epochs=2, batch_size=16, verbose=0)
+    result = trainer.evaluate(images, labels, batch_size=50)
+    logits = trainer.predict(images, batch_size=7)
     assert logits.shape == (len(labels), 3) and isinstance(logits, np.ndarray)
     predictions = logits.argmax(axis=1)
     assert result["accuracy"] == pytest.approx(float((predictions == labels).mean()))
@@ -212,6 +214,7 @@ def test_ctrl_c_saves_mid_epoch_and_resume_matches_an_uninterrupted_run(bars, tm
     for name, array in _weights(uninterrupted.model).items():
         np.testing.assert_array_equal(_weights(resumed.model)[name], array, err_msg=name)
     assert resumed.history["loss"] == pytest.approx(uninterrupted.history["loss"])
+    assert resumed.history["steps"] == [8, 6]  # epoch 2's seconds cover only the 6 steps run after resuming
     assert sorted(path.name for path in tmp_path.iterdir()) == ["best.npz", "last.npz"]  # no temporary files
 
 
@@ -230,3 +233,12 @@ def test_callbacks_hear_every_batch_and_epoch(bars):
     history = Trainer(_small_cnn()).fit(images, labels, epochs=2, batch_size=50, callbacks=[Recorder()], verbose=0)
     assert seen == [(0, 0), (0, 1), (0, 2), (0, "end", round(history["loss"][0], 6)),
                     (1, 0), (1, 1), (1, 2), (1, "end", round(history["loss"][1], 6))]
+
+
+def test_the_training_steps_core_reads_as_five_lines():
+    """The loop a reader looks for: forward, loss, zero_grad, backward, step, one after the other."""
+    source = [line.strip() for line in inspect.getsource(Trainer._train_epoch).splitlines()]
+    core = ["logits = model(x)", "loss = loss_fn(logits, y)", "optimizer.zero_grad()", "loss.backward()",
+            "optimizer.step()"]
+    start = source.index(core[0])
+    assert source[start:start + 5] == core

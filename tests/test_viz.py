@@ -13,7 +13,7 @@ from minicnn.viz.plots import feature_maps, image_grid
 
 needs_matplotlib = pytest.mark.skipif(
     subprocess.run([sys.executable, "-c", "import matplotlib"], capture_output=True).returncode != 0,
-    reason='matplotlib is not installed (pip install "minicnn[viz]")',
+    reason='matplotlib is not installed (pip install -e ".[viz]")',
 )
 
 
@@ -92,7 +92,7 @@ def test_the_engine_never_imports_matplotlib():
 
 def test_without_matplotlib_the_error_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # makes `import matplotlib.figure` fail
-    with pytest.raises(ImportError, match=r'pip install "minicnn\[viz\]"'):
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[viz\]"'):
         plots.save_training_curves({"loss": [1.0]}, tmp_path / "curves.png")
     with pytest.raises(ImportError, match="minicnn"):
         plots.require_matplotlib()
@@ -123,6 +123,8 @@ def test_saliency_png_shows_three_panels(tmp_path):
     assert path.exists()
     read_png(path, expected_size=(400, 1050), ink=0.3, colour=0.1)
     assert model.training
+    first_layer = plots.save_saliency(model, IMAGE, tmp_path / "first.png", layer=0)  # Grad-CAM of '0 Conv2D'
+    assert first_layer.read_bytes() != path.read_bytes()
 
 
 @needs_matplotlib

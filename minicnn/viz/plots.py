@@ -12,7 +12,7 @@ The numbers behind the pictures come from functions that need only NumPy
 and reused without drawing. matplotlib is imported only inside the functions
 that draw, and only its object-oriented Figure is used (never pyplot), so saving
 a picture needs no display and changes no global matplotlib setting. Install it
-with `pip install "minicnn[viz]"`.
+from a checkout with `pip install -e ".[viz]"`.
 """
 
 import math
@@ -35,13 +35,14 @@ def _figure(width, height, layout=None):
         from matplotlib.figure import Figure
     except ImportError:
         raise ImportError(
-            'minicnn.viz needs matplotlib to draw pictures; install it with: pip install "minicnn[viz]"'
+            'minicnn.viz needs matplotlib to draw pictures; install it from the minicnn checkout with: '
+            'pip install -e ".[viz]"'
         ) from None
     return Figure(figsize=(width, height), dpi=DPI, layout=layout)
 
 
 def require_matplotlib():
-    """Raise ImportError (saying `pip install "minicnn[viz]"`) unless matplotlib can be imported."""
+    """Raise ImportError (saying `pip install -e ".[viz]"`) unless matplotlib can be imported."""
     _figure(1, 1)
 
 
@@ -196,33 +197,38 @@ def _displayable(batch):
     return image.mean(axis=0), "gray"
 
 
-def save_saliency(model, image, path, label=None, class_names=None):
-    """Write the image beside its saliency map and its Grad-CAM map (last Conv2D), each over the image.
+def save_saliency(model, image, path, label=None, class_names=None, layer=None):
+    """Write the image beside its saliency map and its Grad-CAM map, each over the image.
 
-    label: the true class, shown in the title when given; class_names: names for
-    the class indices. Returns the path.
+    layer: the layer Grad-CAM explains (see saliency.grad_cam; default the last
+    convolution after its ReLU). The Grad-CAM panel's title names the layer and the
+    size of its map: the map is that coarse (3x3 for cnn's default), each cell drawn at
+    the centre of the pixels it sees. label: the true class, shown in the title when
+    given; class_names: names for the class indices. Returns the path.
     """
     predicted, saliency = saliency_map(model, image)
-    _, cam = grad_cam(model, image)
+    _, cam, info = grad_cam(model, image, layer=layer, details=True)
     shown, cmap = _displayable(image_batch(model, image))
     name = (lambda k: class_names[k] if class_names else str(k))
     title = f"predicted {name(predicted)}" + (f", true {name(label)}" if label is not None else "")
+    height, width = info["map_shape"]
+    placement = "cells at their fields' centres" if info["placed"] == "receptive fields" else "stretched"
     figure = _figure(10.5, 4.0)
     panels = figure.subplots(1, 3)
     peak = saliency.max()
     for axes, overlay, caption, colours in (
         (panels[0], None, "input", None),
         (panels[1], saliency / peak if peak > 0 else saliency, "saliency |d logit / d pixel|", "hot"),
-        (panels[2], cam, f"Grad-CAM, layer {_conv_layers(model)[-1][0]}", "jet"),
+        (panels[2], cam, f"Grad-CAM, layer {info['layer']}\n{height}x{width} map, {placement}", "jet"),
     ):
         axes.imshow(shown, cmap=cmap, interpolation="nearest")
         if overlay is not None:
-            layer = axes.imshow(overlay, cmap=colours, alpha=0.55, vmin=0, vmax=1, interpolation="nearest")
-            figure.colorbar(layer, ax=axes, fraction=0.046, pad=0.02)
+            shown_layer = axes.imshow(overlay, cmap=colours, alpha=0.55, vmin=0, vmax=1, interpolation="nearest")
+            figure.colorbar(shown_layer, ax=axes, fraction=0.046, pad=0.02)
         axes.set_title(caption, fontsize=10)
         axes.set_axis_off()
     figure.suptitle(title)
-    figure.subplots_adjust(left=0.02, right=0.96, top=0.82, bottom=0.04, wspace=0.15)
+    figure.subplots_adjust(left=0.02, right=0.96, top=0.80, bottom=0.04, wspace=0.15)
     return _save(figure, path)
 
 

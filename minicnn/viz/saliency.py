@@ -1,7 +1,8 @@
 """Which pixels decided the prediction: a saliency map and Grad-CAM, as NumPy arrays.
 
     predicted, saliency = saliency_map(model, image)   # (H, W) >= 0
-    predicted, cam = grad_cam(model, image)            # (H, W) in [0, 1], last Conv2D layer
+    predicted, cam = grad_cam(model, image)            # (H, W) in [0, 1], last Conv2D layer after its ReLU
+    predicted, cam = grad_cam(model, image, layer="4 ReLU")   # an earlier, finer map (11x11 for cnn)
 
 Both run one forward and one backward pass of a single image in eval mode and
 put the model back in the mode it was in. The model's parameters are left
@@ -20,7 +21,7 @@ import numpy as np
 
 from .. import backend
 from ..errors import ShapeError
-from ..nn import Conv2D
+from ..nn import AvgPool2D, BatchNorm2D, Conv2D, Dropout, MaxPool2D, ReLU, Sigmoid, Tanh
 from ..tensor import Tensor
 
 
@@ -46,10 +47,11 @@ def named_layers(model):
 
 
 def _find_layer(model, layer, where):
-    """The (name, module) of `layer`: a Module of the model, or a name from named_layers."""
+    """The (name, module) of `layer`: a Module of the model, a name from named_layers ('3 ReLU'),
+    or the position in that name alone (3 or '3')."""
     layers = named_layers(model)
     for name, module in layers:
-        if module is layer or name == layer:
+        if module is layer or (isinstance(layer, (str, int)) and str(layer) in (name, name.split()[0])):
             return name, module
     raise ValueError(f"{where}: {layer!r} is not a layer of the model; its layers are {[n for n, _ in layers]}")
 
@@ -126,18 +128,83 @@ def last_conv_layer(model):
     return convolutions[-1]
 
 
-def grad_cam(model, image, layer=None):
+ACTIVATIONS = (ReLU, Sigmoid, Tanh)
+SAME_SIZE = ACTIVATIONS + (Dropout, BatchNorm2D)  # layers that keep each pixel where it is
+WINDOWED = (Conv2D, MaxPool2D, AvgPool2D)  # layers whose output pixel sees a window of input pixels
+
+
+def grad_cam_layer(model):
+    """The (name, module) Grad-CAM explains by default: the last Conv2D's output after its activation.
+
+    Grad-CAM weighs the rectified feature maps (Selvaraju et al.); minicnn's Conv2D
+    has no activation of its own, so when the layer after the last Conv2D is a ReLU
+    (or Sigmoid, Tanh) that layer is taken, else the Conv2D itself.
+    """
+    layers = named_layers(model)
+    name, module = last_conv_layer(model)
+    position = [m for _, m in layers].index(module)
+    if position + 1 < len(layers) and isinstance(layers[position + 1][1], ACTIVATIONS):
+        return layers[position + 1]
+    return name, module
+
+
+def _pair(value):
+    return (int(value), int(value)) if isinstance(value, int) else tuple(int(v) for v in value)
+
+
+def receptive_field_grid(model, layer, image_size, map_size):
+    """Where the cells of `layer`'s output map sit on the image: ((origin_y, spacing_y), (origin_x, spacing_x)).
+
+    Cell (i, j)'s receptive field is centred on pixel (origin_y + spacing_y * i,
+    origin_x + spacing_x * j) (pixel centres at whole numbers). Walks the layers up to
+    `layer`: a window of size k, stride s and padding p moves the centre by (k - 1) / 2 - p
+    input cells and multiplies the spacing by s. Returns None when the layers before it are
+    not a plain chain of windows and same-size layers (a residual block, say), which
+    shows when the sizes the walk predicts differ from the map's.
+    """
+    origin, spacing, size = [0.0, 0.0], [1.0, 1.0], list(image_size)
+    for name, module in named_layers(model):
+        if isinstance(module, WINDOWED):
+            config = module.config()
+            kernel = _pair(config["kernel_size"] if isinstance(module, Conv2D) else config["pool_size"])
+            stride = _pair(config["stride"] or kernel)
+            padding = _pair(config["padding"])
+            for axis in range(2):
+                origin[axis] += spacing[axis] * ((kernel[axis] - 1) / 2 - padding[axis])
+                spacing[axis] *= stride[axis]
+                size[axis] = (size[axis] + 2 * padding[axis] - kernel[axis]) // stride[axis] + 1
+        elif not isinstance(module, SAME_SIZE):
+            return None
+        if module is layer:
+            break
+    if tuple(size) != tuple(map_size):
+        return None
+    return (origin[0], spacing[0]), (origin[1], spacing[1])
+
+
+def grad_cam(model, image, layer=None, details=False):
     """Grad-CAM: where in the image the feature maps of `layer` supported the predicted class.
 
-    layer: a layer of the model (the module, or its name from named_layers); default
-    the last Conv2D layer. With A_k (h, w) the layer's k-th output map for this image
-    and alpha_k the mean over the map of d logit[predicted] / d A_k, the map is
-    ReLU(sum_k alpha_k A_k), divided by its maximum (all zeros when nothing is
-    positive) and stretched bilinearly to the image size.
+    layer: a layer of the model (the module, its name from named_layers, or its
+    position); default grad_cam_layer(model), the last convolution after its ReLU.
+    With A_k (h, w) the layer's k-th output map for this image and alpha_k the mean
+    over the map of d logit[predicted] / d A_k, the map is ReLU(sum_k alpha_k A_k),
+    divided by its maximum (all zeros when nothing is positive).
 
-    Returns (predicted class, map (H, W) float64 in [0, 1]).
+    The (h, w) map is then laid on the image bilinearly with each cell at the centre
+    of its receptive field (receptive_field_grid). Stretching it edge to edge instead,
+    as is usual, is right only when padding keeps the maps as large as the image:
+    for `cnn` (28 -> 26 -> 13 -> 11 -> 5 -> 3, no padding) the 3x3 cells' centres lie
+    on pixels 8.5, 12.5 and 16.5, while stretching would draw them at 4.2, 13.5 and
+    22.8, putting the hot region off the digit. Outside the outermost centres the
+    border cells' values carry on. Models that are no plain chain are stretched.
+    The map is coarse all the same (each of cnn's 3x3 cells sees 18x18 pixels); an
+    earlier layer, such as cnn's '4 ReLU' (11x11), gives a finer one.
+
+    Returns (predicted class, map (H, W) float64 in [0, 1]); with details=True also a dict
+    with the layer's name, the map's (h, w) and how it was placed ('receptive fields' or 'stretched').
     """
-    name, module = last_conv_layer(model) if layer is None else _find_layer(model, layer, "grad_cam")
+    name, module = grad_cam_layer(model) if layer is None else _find_layer(model, layer, "grad_cam")
     seen = {}
 
     def keep_maps(module, inputs, output):
@@ -166,26 +233,35 @@ def grad_cam(model, image, layer=None):
     cam = np.maximum(np.tensordot(weights, maps, axes=1), 0)
     peak = cam.max()
     cam = cam / peak if peak > 0 else cam
-    height, width = x.shape[2:]
-    return predicted, resize_bilinear(cam, (height, width))  # a weighted mean of neighbours: still in [0, 1]
+    image_size = tuple(x.shape[2:])
+    grid = receptive_field_grid(model, module, image_size, cam.shape)
+    placed = resize_bilinear(cam, image_size, grid)  # a weighted mean of neighbours: still in [0, 1]
+    if details:
+        return predicted, placed, {"layer": name, "map_shape": cam.shape,
+                                   "placed": "stretched" if grid is None else "receptive fields"}
+    return predicted, placed
 
 
-def resize_bilinear(array, size):
+def resize_bilinear(array, size, grid=None):
     """A 2-d array (h, w) resized to size (H, W) by bilinear interpolation.
 
-    Each output pixel's centre is mapped back to the input grid (as PyTorch's
-    align_corners=False does) and clamped at the borders.
+    grid: ((origin_y, spacing_y), (origin_x, spacing_x)), the output pixel on which each
+    input cell is centred (see receptive_field_grid). Default: stretched edge to edge,
+    as PyTorch's interpolate with align_corners=False does. Positions beyond the outer
+    cells are clamped to them.
     """
     (h, w), (H, W) = array.shape, size
+    if grid is None:
+        grid = ((H / h - 1) / 2, H / h), ((W / w - 1) / 2, W / w)
 
-    def sample_points(out_size, in_size):
-        position = np.clip((np.arange(out_size) + 0.5) * in_size / out_size - 0.5, 0, in_size - 1)
+    def sample_points(out_size, in_size, origin, spacing):
+        position = np.clip((np.arange(out_size) - origin) / spacing, 0, in_size - 1)
         low = np.floor(position).astype(int)
         high = np.minimum(low + 1, in_size - 1)
         return low, high, position - low
 
-    top, bottom, fy = sample_points(H, h)
-    left, right, fx = sample_points(W, w)
+    top, bottom, fy = sample_points(H, h, *grid[0])
+    left, right, fx = sample_points(W, w, *grid[1])
     upper = array[top][:, left] * (1 - fx) + array[top][:, right] * fx
     lower = array[bottom][:, left] * (1 - fx) + array[bottom][:, right] * fx
     return upper * (1 - fy[:, None]) + lower * fy[:, None]
