@@ -11,7 +11,7 @@ import math
 from . import backend
 from .backend import get_array_module
 from .errors import CheckpointError
-from .tensor import _is_array
+
 
 
 class Optimizer:
@@ -99,7 +99,7 @@ class Optimizer:
             if array is None:
                 checked.append(None)
                 continue
-            if not _is_array(array):
+            if not backend.is_array(array):
                 raise CheckpointError(f"{where}: {name}[{position}] is a {type(array).__name__}, not an array")
             if tuple(array.shape) != tuple(parameter.shape):
                 raise CheckpointError(
