@@ -5,7 +5,7 @@ Each optimizer's `update(p, g, i)` is its rule, written as the formula in PyTorc
 documentation: p is the parameter's array (changed in place, so no graph is recorded
 and the dtype and device stay), g its gradient, i its position (for per-parameter
 state such as momentum). Checking the arguments and the saved state sits apart, in
-`__init__`, the `check_*` helpers and `load_state_dict`. Optimizers and schedules
+`__init__`, the `_check_*` helpers and `load_state_dict`. Optimizers and schedules
 describe their state with state_dict() and take it back with load_state_dict(), for
 checkpoints.
 """
@@ -17,14 +17,14 @@ from .backend import get_array_module
 from .errors import CheckpointError
 
 
-def check_at_least_zero(where, **values):
+def _check_at_least_zero(where, **values):
     """Raise ValueError naming the first of `values` (name=number) that is negative or NaN."""
     for name, value in values.items():
         if not value >= 0:  # `not >=` also refuses NaN
             raise ValueError(f"{where}: {name} must be >= 0, got {value!r}")
 
 
-def check_betas(where, betas):
+def _check_betas(where, betas):
     """Raise ValueError unless `betas` is two numbers in [0, 1) (the moments' decay rates)."""
     if len(betas) != 2 or not all(0 <= beta < 1 for beta in betas):
         raise ValueError(f"{where}: betas must be two numbers in [0, 1), got {tuple(betas)!r}")
@@ -46,7 +46,7 @@ class Optimizer:
         self.params = list(params)
         if not self.params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
-        check_at_least_zero(type(self).__name__, lr=lr)
+        _check_at_least_zero(type(self).__name__, lr=lr)
         self.lr = lr
 
     def zero_grad(self):
@@ -141,7 +141,7 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(params, lr)
-        check_at_least_zero("SGD", momentum=momentum, weight_decay=weight_decay)
+        _check_at_least_zero("SGD", momentum=momentum, weight_decay=weight_decay)
         if nesterov and momentum <= 0:
             raise ValueError("SGD: Nesterov momentum needs momentum > 0")
         self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
@@ -171,8 +171,8 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)
-        check_betas("Adam", betas)
-        check_at_least_zero("Adam", eps=eps, weight_decay=weight_decay)
+        _check_betas("Adam", betas)
+        _check_at_least_zero("Adam", eps=eps, weight_decay=weight_decay)
         self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
         self.steps = [0] * len(self.params)
         self.first_moments = [None] * len(self.params)
