@@ -221,7 +221,7 @@ class Tensor:
         tensor (a loss), where it is 1. The graph is released afterwards unless
         retain_graph=True, so intermediate arrays are freed step after step.
         """
-        grads = {id(self): self._seed_gradient(grad)}  # id(tensor) -> its gradient, summed over its uses
+        grads = {id(self): self._seed_gradient(grad)}  # id(tensor) -> d(self)/d(tensor), summed over its uses
         for tensor in _reverse_topological_order(self):
             grad = grads.pop(id(tensor), None)
             if grad is None:  # every path to this tensor was cut (a None gradient)
@@ -289,7 +289,7 @@ def _checked_input_grad(operation, parent, parent_grad):
     """parent_grad after checking its shape against the input's, in the input's dtype."""
     if parent_grad.shape != parent.shape:
         raise RuntimeError(
-            f"{operation.name}.backward returned a gradient of shape "
+            f"{type(operation).__name__}.backward returned a gradient of shape "
             f"{parent_grad.shape} for an input of shape {parent.shape}"
         )
     if parent_grad.dtype != parent.dtype:  # e.g. a float32 input met a float64 one
