@@ -1,7 +1,5 @@
 """minicnn: a small deep-learning engine on NumPy (CPU) and CuPy (GPU) that you can read in an afternoon."""
 
-import os
-
 from . import checkpoint, data, functional, metrics, models, nn, optim, training
 from .backend import gpu_available, keep_freed_memory, manual_seed, set_default_device
 from .errors import (
@@ -14,11 +12,8 @@ from .tensor import Operation, Tensor, is_grad_enabled, no_grad, tensor
 
 __version__ = "0.1.0"
 
-# Process-wide, as malloc is: MINICNN_KEEP_FREED_MEMORY=0 leaves glibc's defaults alone.
-KEEPING_FREED_MEMORY = os.environ.get("MINICNN_KEEP_FREED_MEMORY", "1") != "0" and keep_freed_memory()
-
 __all__ = [
     "BackendUnavailableError", "CheckpointError", "ChecksumError", "DataError", "DeviceMismatchError", "GradcheckError", "Operation", "ShapeError",
-    "Tensor", "checkpoint", "data", "functional", "metrics", "models", "training", "gpu_available", "gradcheck", "is_grad_enabled", "manual_seed", "nn",
+    "Tensor", "checkpoint", "data", "functional", "metrics", "models", "training", "gpu_available", "gradcheck", "is_grad_enabled", "keep_freed_memory", "manual_seed", "nn",
     "no_grad", "optim", "profile", "set_default_device", "tensor", "TrainingDivergedError",
 ]

@@ -1,9 +1,13 @@
 """Optimizers with PyTorch's update rules: SGD (momentum, Nesterov, weight decay) and Adam;
 learning-rate schedules stepped once per epoch: StepLR and CosineAnnealingLR.
 
-Updates work on the raw arrays in place, so they record no graph and keep each
-parameter's dtype and device. Optimizers and schedules describe their state with
-state_dict() and take it back with load_state_dict(), for checkpoints.
+Each optimizer's `update(p, g, i)` is its rule, written as the formula in PyTorch's
+documentation: p is the parameter's array (changed in place, so no graph is recorded
+and the dtype and device stay), g its gradient, i its position (for per-parameter
+state such as momentum). Checking the arguments and the saved state sits apart, in
+`__init__`, the `_check_*` helpers and `load_state_dict`. Optimizers and schedules
+describe their state with state_dict() and take it back with load_state_dict(), for
+checkpoints.
 """
 
 import math
@@ -11,15 +15,28 @@ import math
 from . import backend
 from .backend import get_array_module
 from .errors import CheckpointError
-from .tensor import _is_array
+
+
+def _check_at_least_zero(where, **values):
+    """Raise ValueError naming the first of `values` (name=number) that is negative or NaN."""
+    for name, value in values.items():
+        if not value >= 0:  # `not >=` also refuses NaN
+            raise ValueError(f"{where}: {name} must be >= 0, got {value!r}")
+
+
+def _check_betas(where, betas):
+    """Raise ValueError unless `betas` is two numbers in [0, 1) (the moments' decay rates)."""
+    if len(betas) != 2 or not all(0 <= beta < 1 for beta in betas):
+        raise ValueError(f"{where}: betas must be two numbers in [0, 1), got {tuple(betas)!r}")
 
 
 class Optimizer:
     """Holds the parameters and the learning rate (`lr` may be changed between steps).
 
-    Subclasses name their settings in `hyperparameter_names` and their per-parameter
-    arrays (one list entry per parameter, None until its first update) in `slot_names`;
-    state_dict and load_state_dict are built from those two lists.
+    Subclasses write their rule as `update(p, g, i)`, name their settings in
+    `hyperparameter_names` and their per-parameter arrays (one list entry per
+    parameter, None until its first update) in `slot_names`; state_dict and
+    load_state_dict are built from those two lists.
     """
 
     hyperparameter_names = ("lr",)
@@ -29,8 +46,7 @@ class Optimizer:
         self.params = list(params)
         if not self.params:
             raise ValueError(f"{type(self).__name__}: got an empty parameter list")
-        if lr < 0:
-            raise ValueError(f"{type(self).__name__}: learning rate must be >= 0, got {lr}")
+        _check_at_least_zero(type(self).__name__, lr=lr)
         self.lr = lr
 
     def zero_grad(self):
@@ -40,11 +56,12 @@ class Optimizer:
 
     def step(self):
         """Update every parameter that has a gradient."""
-        for position, parameter in enumerate(self.params):
+        for i, parameter in enumerate(self.params):
             if parameter.grad is not None:
-                self._update(position, parameter)
+                self.update(parameter.data, parameter.grad, i)
 
-    def _update(self, position, parameter):
+    def update(self, p, g, i):
+        """Change the array p in place, given its gradient g; i is its position in self.params."""
         raise NotImplementedError
 
     # ----- saving and loading -----------------------------------------------------------------
@@ -99,7 +116,7 @@ class Optimizer:
             if array is None:
                 checked.append(None)
                 continue
-            if not _is_array(array):
+            if not backend.is_array(array):
                 raise CheckpointError(f"{where}: {name}[{position}] is a {type(array).__name__}, not an array")
             if tuple(array.shape) != tuple(parameter.shape):
                 raise CheckpointError(
@@ -114,11 +131,9 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent, as torch.optim.SGD (dampening 0):
+    """Stochastic gradient descent, as torch.optim.SGD (dampening 0).
 
-    g = grad + weight_decay * p
-    buf = g on the first step, then momentum * buf + g
-    p -= lr * (g + momentum * buf if nesterov else buf)      (p -= lr * g without momentum)
+    velocities[i] holds the momentum buffer b of parameter i (None before its first step).
     """
 
     hyperparameter_names = ("lr", "momentum", "nesterov", "weight_decay")
@@ -126,31 +141,29 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(params, lr)
+        _check_at_least_zero("SGD", momentum=momentum, weight_decay=weight_decay)
         if nesterov and momentum <= 0:
             raise ValueError("SGD: Nesterov momentum needs momentum > 0")
         self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
         self.velocities = [None] * len(self.params)
 
-    def _update(self, position, parameter):
-        grad = parameter.grad
+    def update(self, p, g, i):
+        """g += weight_decay p;  b = mu b + g (b = g at first);  p -= lr (g + mu b if nesterov else b)."""
         if self.weight_decay:
-            grad = grad + self.weight_decay * parameter.data
+            g = g + self.weight_decay * p
         if self.momentum:
-            velocity = self.velocities[position]
-            if velocity is None:
-                velocity = self.velocities[position] = grad.copy()
-            else:
-                velocity *= self.momentum
-                velocity += grad
-            grad = grad + self.momentum * velocity if self.nesterov else velocity
-        parameter.data -= self.lr * grad
+            b = self.velocities[i]
+            # b starts as a copy of g: g is the parameter's own gradient array
+            b = self.velocities[i] = g.copy() if b is None else self.momentum * b + g
+            g = g + self.momentum * b if self.nesterov else b
+        p -= self.lr * g
 
 
 class Adam(Optimizer):
-    """Adam, as torch.optim.Adam (weight decay added to the gradient, not decoupled):
+    """Adam, as torch.optim.Adam (weight decay added to the gradient, not decoupled as in AdamW).
 
-    g = grad + weight_decay * p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
-    p -= lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps)
+    first_moments[i], second_moments[i]: m and v of parameter i; steps[i]: its t, the
+    number of updates it has had (a parameter without gradient skips a step, as in torch).
     """
 
     hyperparameter_names = ("lr", "betas", "eps", "weight_decay")
@@ -158,29 +171,30 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)
-        self.betas, self.eps, self.weight_decay = betas, eps, weight_decay
+        _check_betas("Adam", betas)
+        _check_at_least_zero("Adam", eps=eps, weight_decay=weight_decay)
+        self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
         self.steps = [0] * len(self.params)
         self.first_moments = [None] * len(self.params)
         self.second_moments = [None] * len(self.params)
 
-    def _update(self, position, parameter):
-        xp = get_array_module(parameter.data)
+    def update(self, p, g, i):
+        """g += weight_decay p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
+        m_hat = m / (1 - b1^t);  v_hat = v / (1 - b2^t);  p -= lr m_hat / (sqrt(v_hat) + eps)."""
+        xp = get_array_module(p)
         beta1, beta2 = self.betas
-        grad = parameter.grad
         if self.weight_decay:
-            grad = grad + self.weight_decay * parameter.data
-        if self.first_moments[position] is None:
-            self.first_moments[position] = xp.zeros_like(parameter.data)
-            self.second_moments[position] = xp.zeros_like(parameter.data)
-        m, v = self.first_moments[position], self.second_moments[position]
-        self.steps[position] += 1
-        step = self.steps[position]
-        m *= beta1
-        m += (1 - beta1) * grad
-        v *= beta2
-        v += (1 - beta2) * grad * grad
-        denominator = xp.sqrt(v) / (1 - beta2**step) ** 0.5 + self.eps
-        parameter.data -= (self.lr / (1 - beta1**step)) * m / denominator
+            g = g + self.weight_decay * p
+        if self.first_moments[i] is None:
+            self.first_moments[i], self.second_moments[i] = xp.zeros_like(p), xp.zeros_like(p)
+        self.steps[i] += 1
+        t = self.steps[i]
+        m = self.first_moments[i] = beta1 * self.first_moments[i] + (1 - beta1) * g
+        v = self.second_moments[i] = beta2 * self.second_moments[i] + (1 - beta2) * g * g
+        # p -= lr * m_hat / (sqrt(v_hat) + eps), grouped as torch.optim.Adam groups it: the bias
+        # corrections are folded into scalars, lr / (1 - b1^t) and sqrt(v_hat) = sqrt(v) / sqrt(1 - b2^t).
+        sqrt_v_hat = xp.sqrt(v) / (1 - beta2**t) ** 0.5
+        p -= (self.lr / (1 - beta1**t)) * m / (sqrt_v_hat + self.eps)
 
     def state_dict(self):
         """As Optimizer.state_dict, plus 'steps': each parameter's update count (ints)."""

@@ -6,9 +6,11 @@
     print(p.table())
 
 While the block is active, `Operation.__call__` and `Tensor.backward` hand each
-forward and backward to this profiler (through `tensor._op_timer`), which runs it
-between two clock readings and adds the time to the operation's class name
-("Conv2d", "MaxPool2d", ...). Outside a block that hook is None and costs one test.
+forward and backward to this profiler (installed with `tensor.set_op_timer`), which
+runs it between two clock readings and adds the time to the operation's name, the
+lowercase name of its function ("conv2d", "max_pool2d", "cross_entropy", see
+`Operation.name`), so that operations never read like the layers ("Conv2D") that
+call them. Outside a block the hook is None and costs one test per operation.
 
 GPU: CuPy launches kernels asynchronously, so the clock would only see the launch.
 For CuPy arrays the profiler therefore waits for the current stream to finish
@@ -21,12 +23,12 @@ import dataclasses
 import time
 
 from . import backend
-from .tensor import _set_op_timer
+from .tensor import set_op_timer
 
 
 @dataclasses.dataclass
 class OpStats:
-    """Calls and seconds of one kind of operation (one Operation class)."""
+    """Calls and seconds of one kind of operation (one Operation.name)."""
 
     forward_calls: int = 0
     forward_seconds: float = 0.0
@@ -49,7 +51,7 @@ def _synchronize_if_gpu(arrays):
 class Profile:
     """The recorder that `profile()` returns; use it once, as a context manager.
 
-    stats: {operation class name: OpStats}; total_seconds: wall-clock seconds of the
+    stats: {operation name ('conv2d', 'relu', ...): OpStats}; total_seconds: wall-clock seconds of the
     block (so far, while it runs), which also covers everything between operations.
     """
 
@@ -62,9 +64,9 @@ class Profile:
     def __enter__(self):
         if self._started is not None:
             raise RuntimeError("this profile() block was already used; call minicnn.profile() again for a new one")
-        previous = _set_op_timer(self)
+        previous = set_op_timer(self)
         if previous is not None:
-            _set_op_timer(previous)
+            set_op_timer(previous)
             raise RuntimeError(
                 "profile() blocks cannot be nested: another profile() block is already recording; "
                 "read its results instead, or end it before starting a new one"
@@ -73,7 +75,7 @@ class Profile:
         return self
 
     def __exit__(self, *exc_info):
-        _set_op_timer(None)
+        set_op_timer(None)
         self._finished = time.perf_counter()
         return False
 
@@ -85,9 +87,9 @@ class Profile:
         result = method(*arguments)
         _synchronize_if_gpu(arguments)
         elapsed = time.perf_counter() - start
-        stats = self.stats.get(type(operation).__name__)
+        stats = self.stats.get(operation.name)
         if stats is None:
-            stats = self.stats[type(operation).__name__] = OpStats()
+            stats = self.stats[operation.name] = OpStats()
         if phase == "forward":
             stats.forward_calls += 1
             stats.forward_seconds += elapsed
@@ -150,7 +152,7 @@ def profile():
 
         with minicnn.profile() as p:
             ...
-        print(p.table()); p.stats["Conv2d"].forward_calls; p.total_seconds
+        print(p.table()); p.stats["conv2d"].forward_calls; p.total_seconds
 
     Blocks cannot be nested (RuntimeError). With CuPy arrays each timed call
     synchronises the GPU first and last, so the times are device times.

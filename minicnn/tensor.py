@@ -6,16 +6,20 @@ gradient, records the operation as the output's `creator`. `Tensor.backward`
 then walks that graph in reverse topological order, found iteratively so that
 a chain of any length works, and calls each operation's `backward`.
 
-Tensor's arithmetic operators (`+`, `@`, `sum`, indexing, ...) are attached by
-`minicnn.functional`, next to the operations they call, so that this module
-imports nothing above it.
+Tensor's operators and array methods (`+`, `@`, `**`, comparisons, indexing,
+`reshape`, `view`, `.T`, `sum`, `mean`, `max`, `exp`, `astype`, ...) are not
+written here: they are installed in one place, from the one table
+`TENSOR_METHODS` in `minicnn/functional/tensor_methods.py`, next to the
+operations they call, so that this module imports nothing above it.
 
 Two small inspection points live here too: `Tensor.register_hook` (see or
-replace a gradient as backward passes it on) and `_op_timer`, which
-`minicnn.profiler` sets to time every operation's forward and backward.
+replace a gradient as backward passes it on) and `set_op_timer`, through which
+`minicnn.profiler` times every operation's forward and backward.
 """
 
 import contextlib
+import functools
+import re
 
 import numpy as np
 
@@ -29,8 +33,12 @@ _grad_enabled = True
 _op_timer = None
 
 
-def _set_op_timer(timer):
-    """Install `timer` as the operation timer (None removes it); returns the previous one."""
+def set_op_timer(timer):
+    """Install `timer` as the operation timer (None removes it); returns the previous one.
+
+    timer(operation, phase, method, arguments) must run method(*arguments), phase being
+    'forward' or 'backward', and return its result. minicnn.profiler is the one user.
+    """
     global _op_timer
     previous, _op_timer = _op_timer, timer
     return previous
@@ -67,10 +75,6 @@ def is_grad_enabled():
     return _grad_enabled
 
 
-def _is_array(value):
-    return isinstance(value, np.ndarray) or backend.is_cupy_array(value)
-
-
 def _is_floating(array):
     return array.dtype.kind == "f"
 
@@ -81,7 +85,7 @@ def _as_array(data, device, dtype):
     Python floats and lists of floats become float32 (minicnn's default);
     integers stay integer; a NumPy/CuPy array keeps its dtype unless `dtype` is given.
     """
-    if not _is_array(data):
+    if not backend.is_array(data):
         data = np.asarray(data)
         if dtype is None and data.dtype.kind == "f":
             dtype = backend.DEFAULT_FLOAT
@@ -104,7 +108,7 @@ class Tensor:
     def __init__(self, data, requires_grad=False):
         if isinstance(data, Tensor):
             data = data.data
-        if not _is_array(data):
+        if not backend.is_array(data):
             data = _as_array(data, backend.default_device(), None)
         if requires_grad and not _is_floating(data):
             raise TypeError(
@@ -217,6 +221,29 @@ class Tensor:
         tensor (a loss), where it is 1. The graph is released afterwards unless
         retain_graph=True, so intermediate arrays are freed step after step.
         """
+        grads = {id(self): self._seed_gradient(grad)}  # id(tensor) -> d(self)/d(tensor), summed over its uses
+        for tensor in _reverse_topological_order(self):
+            grad = grads.pop(id(tensor), None)
+            if grad is None:  # every path to this tensor was cut (a None gradient)
+                continue
+            if tensor._hooks:
+                grad = tensor._run_hooks(grad)
+            if tensor.is_leaf or tensor._retains_grad:
+                _accumulate_into_grad(tensor, grad)
+            if tensor.is_leaf:
+                continue
+            operation = tensor.creator
+            input_grads = _run_backward(operation, grad)
+            for parent, parent_grad in zip(operation.inputs, input_grads):
+                if parent.requires_grad and parent_grad is not None:
+                    parent_grad = _checked_input_grad(operation, parent, parent_grad)
+                    key = id(parent)
+                    grads[key] = grads[key] + parent_grad if key in grads else parent_grad
+            if not retain_graph:
+                operation.release()
+
+    def _seed_gradient(self, grad):
+        """The gradient backward starts from: 1 for a one-element tensor, else `grad` checked against self."""
         if not self.requires_grad:
             raise RuntimeError(
                 "backward() was called on a tensor that does not require grad: none of the "
@@ -230,58 +257,44 @@ class Tensor:
                     f"backward() without a gradient needs a one-element tensor (a loss), "
                     f"but this tensor has shape {self.shape}; pass grad= of that shape"
                 )
-            grad = xp.ones_like(self.data)
-        else:
-            grad = grad.data if isinstance(grad, Tensor) else grad
-            backend.check_same_device("backward", [("tensor", self.data), ("grad", grad)])
-            grad = xp.asarray(grad, dtype=self.dtype)
-            if grad.shape != self.shape:
-                raise ValueError(
-                    f"backward(): grad has shape {grad.shape}, expected the tensor's shape {self.shape}"
-                )
-
-        grads = {id(self): grad}
-        for tensor in _reverse_topological_order(self):
-            grad = grads.pop(id(tensor), None)
-            if grad is None:  # every path to this tensor was cut (a None gradient)
-                continue
-            if tensor._hooks:
-                grad = tensor._run_hooks(grad)
-            operation = tensor.creator
-            if operation is None or tensor._retains_grad:
-                _accumulate_into_grad(tensor, grad)
-            if operation is None:
-                continue
-            if operation.inputs is None:
-                raise RuntimeError(
-                    f"backward() reached {type(operation).__name__} whose graph was already "
-                    "released by an earlier backward(); pass retain_graph=True to the first call"
-                )
-            if _op_timer is None:
-                input_grads = operation.backward(grad)
-            else:
-                input_grads = _op_timer(operation, "backward", operation.backward, (grad,))
-            if not isinstance(input_grads, tuple):
-                input_grads = (input_grads,)
-            for parent, parent_grad in zip(operation.inputs, input_grads):
-                if not parent.requires_grad or parent_grad is None:
-                    continue
-                if parent_grad.shape != parent.shape:
-                    raise RuntimeError(
-                        f"{type(operation).__name__}.backward returned a gradient of shape "
-                        f"{parent_grad.shape} for an input of shape {parent.shape}"
-                    )
-                if parent_grad.dtype != parent.dtype:  # e.g. a float32 input met a float64 one
-                    parent_grad = parent_grad.astype(parent.dtype)
-                key = id(parent)
-                grads[key] = parent_grad if key not in grads else grads[key] + parent_grad
-            if not retain_graph:
-                operation.release()
+            return xp.ones_like(self.data)
+        grad = grad.data if isinstance(grad, Tensor) else grad
+        backend.check_same_device("backward", [("tensor", self.data), ("grad", grad)])
+        grad = xp.asarray(grad, dtype=self.dtype)
+        if grad.shape != self.shape:
+            raise ValueError(f"backward(): grad has shape {grad.shape}, expected the tensor's shape {self.shape}")
+        return grad
 
 
 def _accumulate_into_grad(tensor, grad):
     # Copy on first store: an operation may hand the same array to several inputs.
     tensor.grad = grad.copy() if tensor.grad is None else tensor.grad + grad
+
+
+def _run_backward(operation, grad):
+    """operation.backward(grad) as a tuple with one entry per input (timed while a profiler listens)."""
+    if operation.inputs is None:
+        raise RuntimeError(
+            f"backward() reached {operation.name} whose graph was already "
+            "released by an earlier backward(); pass retain_graph=True to the first call"
+        )
+    if _op_timer is None:
+        input_grads = operation.backward(grad)
+    else:
+        input_grads = _op_timer(operation, "backward", operation.backward, (grad,))
+    return input_grads if isinstance(input_grads, tuple) else (input_grads,)
+
+
+def _checked_input_grad(operation, parent, parent_grad):
+    """parent_grad after checking its shape against the input's, in the input's dtype."""
+    if parent_grad.shape != parent.shape:
+        raise RuntimeError(
+            f"{type(operation).__name__}.backward returned a gradient of shape "
+            f"{parent_grad.shape} for an input of shape {parent.shape}"
+        )
+    if parent_grad.dtype != parent.dtype:  # e.g. a float32 input met a float64 one
+        parent_grad = parent_grad.astype(parent.dtype)
+    return parent_grad
 
 
 def post_order(root, inputs_of):
@@ -333,7 +346,12 @@ class Operation:
 
     @property
     def name(self):
-        return type(self).__name__.lower()
+        """What the profiler, the graph and error messages call this operation: the lowercase name
+        of its function (`conv2d`, `max_pool2d`, `cross_entropy`), never confused with a layer's
+        CapWords class (`Conv2D`). By default the class name in snake_case; a class whose function
+        is spelled otherwise says so with a class attribute (`name = "relu"` on ReLU).
+        """
+        return _snake_case(type(self).__name__)
 
     def __call__(self, *inputs):
         tensors = _as_tensors(inputs)
@@ -346,7 +364,7 @@ class Operation:
             output = self.forward(*arrays)
         else:
             output = _op_timer(self, "forward", self.forward, arrays)
-        if not _is_array(output):  # NumPy reductions return scalars, not 0-d arrays
+        if not backend.is_array(output):  # NumPy reductions return scalars, not 0-d arrays
             output = np.asarray(output)
         result = Tensor(output)
         if record:
@@ -367,6 +385,12 @@ class Operation:
         self.inputs = None
 
 
+@functools.cache
+def _snake_case(class_name):
+    """'MaxPool2d' -> 'max_pool2d', 'CrossEntropy' -> 'cross_entropy', 'Conv2d' -> 'conv2d'."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", class_name).lower()
+
+
 def _as_tensors(inputs):
     """Tensors for `inputs`; Python numbers take the array module and dtype of the first tensor."""
     reference = next((x for x in inputs if isinstance(x, Tensor)), None)
@@ -376,7 +400,7 @@ def _as_tensors(inputs):
     for value in inputs:
         if isinstance(value, Tensor):
             tensors.append(value)
-        elif _is_array(value):
+        elif backend.is_array(value):
             tensors.append(Tensor(value))
         else:
             xp = backend.get_array_module(reference.data)

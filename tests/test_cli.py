@@ -250,7 +250,7 @@ def test_the_look_inside_commands_have_help(command, capsys):
 def test_graph_writes_the_training_step_graph(tmp_path, capsys, monkeypatch):
     assert main(["graph", "--model", "lenet", "--batch-size", "2", "--out", str(tmp_path / "graph.dot")]) == 0
     dot_text = (tmp_path / "graph.dot").read_text()
-    assert dot_text.startswith("digraph") and "Conv2d" in dot_text and "CrossEntropy" in dot_text
+    assert dot_text.startswith("digraph") and "conv2d" in dot_text and "cross_entropy" in dot_text
     assert "(2, 1, 28, 28)" in dot_text and "0.weight" in dot_text
     assert str(tmp_path / "graph.dot") in capsys.readouterr().out
 
@@ -264,7 +264,7 @@ def test_graph_writes_the_training_step_graph(tmp_path, capsys, monkeypatch):
     dot_path, svg_path = tmp_path / "cnn" / "graph.dot", tmp_path / "cnn" / "graph.svg"
     assert f"wrote {dot_path}" in printed and f"dot -Tsvg {dot_path} -o {svg_path}" in printed
     assert not svg_path.exists()
-    assert dot_path.read_text().count("Conv2d") == 3  # the cnn model's three convolutions
+    assert dot_path.read_text().count("conv2d") == 3  # the cnn model's three convolutions
 
 
 @pytest.fixture(scope="module")
@@ -312,11 +312,11 @@ def test_train_profile_prints_the_first_epochs_operations_and_health_draws(tmp_p
     batches = 512 // 32  # QUICK: 640 images, 128 held out, batches of 32; validation is not profiled
     # The cnn model per batch: 3 convolutions, 2 poolings, 4 ReLUs, 2 dense layers, 1 flatten, 1 loss;
     # each forward has its backward (even the first convolution's, for its weight).
-    assert calls["Conv2d"] == (3 * batches, 3 * batches)
-    assert calls["MaxPool2d"] == (2 * batches, 2 * batches)
-    assert calls["ReLU"] == (4 * batches, 4 * batches)
-    assert calls["Linear"] == (2 * batches, 2 * batches)
-    assert calls["CrossEntropy"] == (batches, batches)
+    assert calls["conv2d"] == (3 * batches, 3 * batches)
+    assert calls["max_pool2d"] == (2 * batches, 2 * batches)
+    assert calls["relu"] == (4 * batches, 4 * batches)
+    assert calls["linear"] == (2 * batches, 2 * batches)
+    assert calls["cross_entropy"] == (batches, batches)
     assert printed.count("operations during") == 1  # only the first epoch
     assert f"wrote {out / 'health.png'}" in printed
     _read_picture(out / "health.png")

@@ -40,7 +40,7 @@ def test_cnn_graph_has_one_node_per_operation_and_leaf():
     nodes = _nodes(dot_text)
     op_labels = [label for label, shape in nodes.values() if shape == "box"]
     op_counts = collections.Counter(label.split("\\n")[0] for label in op_labels)
-    assert op_counts == {"Conv2d": 3, "ReLU": 4, "MaxPool2d": 2, "Reshape": 1, "Linear": 2, "CrossEntropy": 1}
+    assert op_counts == {"conv2d": 3, "relu": 4, "max_pool2d": 2, "reshape": 1, "linear": 2, "cross_entropy": 1}
     leaf_labels = [label for label, shape in nodes.values() if shape == "ellipse"]
     # 10 parameters, the images and the labels.
     assert len(leaf_labels) == len(model.parameters()) + 2
@@ -48,16 +48,27 @@ def test_cnn_graph_has_one_node_per_operation_and_leaf():
         assert f"{name} {parameter.shape} float32" in leaf_labels
     assert "input (8, 1, 28, 28) float32" in leaf_labels
     assert "labels (8,) int64" in leaf_labels or "labels (8,) int32" in leaf_labels
-    assert "Conv2d\\n(8, 32, 26, 26) float32" in op_labels
-    assert "MaxPool2d\\n(8, 64, 5, 5) float32" in op_labels
-    assert "Reshape\\n(8, 576) float32" in op_labels
-    assert "CrossEntropy\\n() float32" in op_labels
+    assert "conv2d\\n(8, 32, 26, 26) float32" in op_labels
+    assert "max_pool2d\\n(8, 64, 5, 5) float32" in op_labels
+    assert "reshape\\n(8, 576) float32" in op_labels
+    assert "cross_entropy\\n() float32" in op_labels
     # Every operation has an edge from each of its inputs: 3 per conv and linear, 2 for the loss, 1 otherwise.
     edges = _edges(dot_text)
     assert len(edges) == 3 * 3 + 3 * 2 + 2 + 4 + 2 + 1
     in_degree = collections.Counter(target for _, target in edges)
-    assert all(in_degree[node] == 3 for node, (label, _) in nodes.items() if label.startswith(("Conv2d", "Linear")))
+    assert all(in_degree[node] == 3 for node, (label, _) in nodes.items() if label.startswith(("conv2d", "linear")))
     assert all(node in nodes for edge in edges for node in edge)
+
+
+def test_operations_are_named_as_their_functions_not_as_layers():
+    """A box reads `conv2d`, the functional's name; the layer that called it is `Conv2D`."""
+    model, loss = _cnn_loss()
+    op_names = {label.split("\\n")[0] for label, shape in _nodes(to_dot(loss, model=model)).values() if shape == "box"}
+    layer_names = {type(layer).__name__ for layer in model}
+    assert {"Conv2D", "MaxPool2D", "Dense"} <= layer_names
+    assert not op_names & layer_names
+    # each name is the function the student calls: F.conv2d, F.max_pool2d, F.relu, ...
+    assert all(callable(getattr(F, name, None)) for name in op_names), op_names
 
 
 def test_first_convolution_takes_the_images_and_its_parameters():
@@ -65,7 +76,7 @@ def test_first_convolution_takes_the_images_and_its_parameters():
     dot_text = to_dot(loss, model=model)
     nodes = _nodes(dot_text)
     by_label = {label: node for node, (label, _) in nodes.items()}
-    first_conv = by_label["Conv2d\\n(8, 32, 26, 26) float32"]
+    first_conv = by_label["conv2d\\n(8, 32, 26, 26) float32"]
     sources = {nodes[source][0] for source, target in _edges(dot_text) if target == first_conv}
     assert sources == {"input (8, 1, 28, 28) float32", "0.weight (32, 1, 3, 3) float32", "0.bias (32,) float32"}
 
@@ -82,14 +93,14 @@ def test_a_tensor_used_twice_is_one_node_with_two_edges():
     x = minicnn.tensor([1.0, 2.0], requires_grad=True)
     dot_text = to_dot((x * x).sum(), names={id(x): "x"})
     nodes = _nodes(dot_text)
-    assert [label for label, _ in nodes.values()] == ["x (2,) float32", "Multiply\\n(2,) float32", "Sum\\n() float32"]
+    assert [label for label, _ in nodes.values()] == ["x (2,) float32", "multiply\\n(2,) float32", "sum\\n() float32"]
     assert _edges(dot_text) == [("n0", "n1"), ("n0", "n1"), ("n1", "n2")]
 
 
 def test_unnamed_leaves_and_python_constants():
     x = minicnn.tensor([1.0, 2.0], requires_grad=True)
     labels = [label for label, _ in _nodes(to_dot((x * 2.0).sum())).values()]
-    assert labels == ["input (2,) float32", "constant () float32", "Multiply\\n(2,) float32", "Sum\\n() float32"]
+    assert labels == ["input (2,) float32", "constant () float32", "multiply\\n(2,) float32", "sum\\n() float32"]
 
 
 def test_title_is_quoted():
@@ -108,7 +119,7 @@ def test_export_after_backward_explains_retain_graph():
 def test_export_after_backward_with_retain_graph_works():
     model, loss = _cnn_loss()
     loss.backward(retain_graph=True)
-    assert "CrossEntropy" in to_dot(loss, model=model)
+    assert "cross_entropy" in to_dot(loss, model=model)
 
 
 def test_a_tensor_without_graph_is_refused():
@@ -147,7 +158,7 @@ def test_render_svg_with_graphviz(tmp_path):
     written = export_graph(loss, tmp_path / "graph.svg", model=model, title="cnn")
     text = written.read_text()
     assert text.startswith("<?xml") or "<svg" in text
-    assert "Conv2d" in text
+    assert "conv2d" in text
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` is not installed")

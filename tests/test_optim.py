@@ -242,6 +242,33 @@ def test_nesterov_without_momentum_raises_value_error():
     optim.SGD(parameters, lr=0.1, momentum=0.5, nesterov=True)  # fine with momentum
 
 
+BAD_ARGUMENTS = [
+    # (what torch.optim also refuses, the optimizer, the words the message must contain)
+    ("negative lr", lambda p: optim.SGD(p, lr=-0.1), "lr must be >= 0"),
+    ("NaN lr", lambda p: optim.Adam(p, lr=float("nan")), "lr must be >= 0"),
+    ("negative momentum", lambda p: optim.SGD(p, lr=0.1, momentum=-0.9), "momentum must be >= 0"),
+    ("negative SGD weight decay", lambda p: optim.SGD(p, lr=0.1, weight_decay=-1e-4), "weight_decay must be >= 0"),
+    ("beta1 = 1", lambda p: optim.Adam(p, betas=(1.0, 0.999)), r"betas must be two numbers in \[0, 1\)"),
+    ("negative beta2", lambda p: optim.Adam(p, betas=(0.9, -0.1)), r"betas must be two numbers in \[0, 1\)"),
+    ("three betas", lambda p: optim.Adam(p, betas=(0.9, 0.99, 0.999)), "betas"),
+    ("negative eps", lambda p: optim.Adam(p, eps=-1e-8), "eps must be >= 0"),
+    ("negative Adam weight decay", lambda p: optim.Adam(p, weight_decay=-0.1), "weight_decay must be >= 0"),
+]
+
+
+@pytest.mark.parametrize("make_optimizer, message", [case[1:] for case in BAD_ARGUMENTS],
+                         ids=[case[0] for case in BAD_ARGUMENTS])
+def test_bad_arguments_raise_value_error_naming_them(make_optimizer, message):
+    with pytest.raises(ValueError, match=message):
+        make_optimizer(nn.Dense(3, 2).parameters())
+
+
+def test_edge_arguments_are_accepted():
+    parameters = nn.Dense(3, 2).parameters()
+    optim.SGD(parameters, lr=0.0, momentum=0.0, weight_decay=0.0)
+    optim.Adam(parameters, lr=0.0, betas=(0.0, 0.0), eps=0.0)
+
+
 # ----- saving and loading optimizer state ------------------------------------------------------------
 
 STATEFUL_OPTIMIZERS = {

@@ -1,19 +1,17 @@
 """profile(): per-operation call counts and times (profiler.py)."""
 
 import collections
-import sys
+import time
 
 import numpy as np
 import pytest
 
 import minicnn
 from minicnn import functional as F
-from minicnn.profiler import OpStats
 
-# minicnn.tensor is the tensor() function; the module behind it holds the timer hook.
-tensor_module = sys.modules["minicnn.tensor"]
-
-EXPECTED_CNN_STEP = {"Conv2d": 3, "MaxPool2d": 2, "ReLU": 4, "Linear": 2, "CrossEntropy": 1, "Reshape": 1}
+# Operations in one forward pass of models.cnn(), counted from its layer list by hand:
+# 3 Conv2D, 4 ReLU activations, 2 MaxPool2D, Flatten, 2 Dense, then the loss.
+EXPECTED_CNN_STEP = {"conv2d": 3, "max_pool2d": 2, "relu": 4, "linear": 2, "cross_entropy": 1, "reshape": 1}
 
 
 def _cnn_batch(device):
@@ -32,20 +30,20 @@ def _training_step(model, x, labels):
 
 @pytest.fixture
 def operation_counter(monkeypatch):
-    """Counts forward and backward calls per Operation class without the profiler's help."""
+    """Counts forward and backward calls per operation name without the profiler's help."""
     forward_calls, backward_calls = collections.Counter(), collections.Counter()
     original_call = minicnn.Operation.__call__
     patched_classes = set()
 
     def counting_call(operation, *inputs):
         cls = type(operation)
-        forward_calls[cls.__name__] += 1
+        forward_calls[operation.name] += 1
         if cls not in patched_classes:
             patched_classes.add(cls)
             original_backward = cls.backward
 
             def counting_backward(self, *grads):
-                backward_calls[type(self).__name__] += 1
+                backward_calls[self.name] += 1
                 return original_backward(self, *grads)
 
             monkeypatch.setattr(cls, "backward", counting_backward)
@@ -76,17 +74,16 @@ def test_counts_match_an_independent_count_of_operation_calls(operation_counter)
     assert {name: stats.backward_calls for name, stats in p.stats.items() if stats.backward_calls} == dict(backward_calls)
 
 
-def test_times_are_non_negative_and_fit_in_the_block():
+def test_times_fit_in_the_wall_clock_of_the_block_measured_outside_it():
     model, x, labels = _cnn_batch("cpu")
+    start = time.perf_counter()
     with minicnn.profile() as p:
         _training_step(model, x, labels)
-    for stats in p.stats.values():
-        assert isinstance(stats, OpStats)
-        assert stats.forward_seconds >= 0 and stats.backward_seconds >= 0
-        assert stats.total_seconds == stats.forward_seconds + stats.backward_seconds
-    # Each operation was timed inside the block, one after another, so they cannot add up to more.
-    assert p.op_seconds == pytest.approx(sum(stats.total_seconds for stats in p.stats.values()))
-    assert p.total_seconds >= p.op_seconds > 0
+    outside = time.perf_counter() - start
+    # Operations run one after another inside the block, so their times cannot add up to more.
+    assert all(stats.forward_seconds > 0 and stats.backward_seconds > 0 for stats in p.stats.values())
+    assert sum(stats.forward_seconds + stats.backward_seconds for stats in p.stats.values()) <= p.total_seconds
+    assert p.total_seconds <= outside
 
 
 def test_table_lists_every_operation_slowest_first():
@@ -103,7 +100,7 @@ def test_table_lists_every_operation_slowest_first():
     assert totals == sorted(totals, reverse=True)
     shares = [float(line.split()[-1]) for line in table.splitlines()[2:2 + len(p.stats)]]
     assert sum(shares) == pytest.approx(100, abs=0.5)
-    conv_row = table.splitlines()[2 + rows.index("Conv2d")].split()
+    conv_row = table.splitlines()[2 + rows.index("conv2d")].split()
     assert conv_row[1] == "3" and conv_row[4] == "3"
 
 
@@ -112,18 +109,22 @@ def test_nothing_is_recorded_outside_the_block():
     _training_step(model, x, labels)
     with minicnn.profile() as p:
         (x * 2.0).sum()
-    assert tensor_module._op_timer is None
     _training_step(model, x, labels)
     assert {name: (stats.forward_calls, stats.backward_calls) for name, stats in p.stats.items()} == {
-        "Multiply": (1, 0), "Sum": (1, 0)}
+        "multiply": (1, 0), "sum": (1, 0)}
     frozen = p.total_seconds
+    time.sleep(0.01)
     assert p.total_seconds == frozen
 
 
 def test_the_timer_is_removed_when_the_block_raises():
-    with pytest.raises(ZeroDivisionError), minicnn.profile():
+    x = minicnn.tensor([1.0, 2.0])
+    with pytest.raises(ZeroDivisionError), minicnn.profile() as p:
         _ = 1 / 0
-    assert tensor_module._op_timer is None
+    x * x
+    assert p.stats == {}
+    with minicnn.profile():  # a new block may start: the failed one let go of the timer
+        pass
 
 
 def test_nested_blocks_raise_and_leave_the_outer_one_recording():
@@ -132,8 +133,10 @@ def test_nested_blocks_raise_and_leave_the_outer_one_recording():
         with pytest.raises(RuntimeError, match="nested"), minicnn.profile():
             pass
         (x * x).sum().backward()
-    assert outer.stats["Multiply"].forward_calls == 1 and outer.stats["Multiply"].backward_calls == 1
-    assert tensor_module._op_timer is None
+    assert outer.stats["multiply"].forward_calls == 1 and outer.stats["multiply"].backward_calls == 1
+    assert outer.stats["sum"].forward_calls == 1 and outer.stats["sum"].backward_calls == 1
+    with minicnn.profile():  # the outer block let go of the timer when it ended
+        pass
 
 
 def test_a_profile_is_used_once():

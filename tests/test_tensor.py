@@ -147,6 +147,33 @@ def test_numpy_array_on_the_left_defers_to_tensor():
     np.testing.assert_array_equal(x.grad, [3.0, 4.0])
 
 
+def test_view_is_reshape_as_pytorch_spells_it(device):
+    """x.view(-1, 16 * 4 * 4) from the PyTorch tutorial: one -1 entry, shape as ints or a tuple."""
+    values = np.arange(2 * 16 * 4 * 4, dtype=np.float64).reshape(2, 16, 4, 4)
+    x = minicnn.tensor(values, requires_grad=True, device=device)
+    flat = x.view(-1, 16 * 4 * 4)
+    assert flat.shape == (2, 256)
+    np.testing.assert_array_equal(to_host(flat), values.reshape(2, 256))
+    assert x.view((4, -1)).shape == (4, 128)
+    weights = np.random.default_rng(0).standard_normal((2, 256))
+    (flat * minicnn.tensor(weights, device=device)).sum().backward()
+    np.testing.assert_array_equal(to_host(x.grad), weights.reshape(values.shape))
+    with pytest.raises(minicnn.ShapeError, match="reshape"):
+        x.view(3, -1)
+
+
+def test_every_operator_comes_from_the_one_table():
+    """Tensor's operators are attached in one place (functional/tensor_methods.py) and nowhere else."""
+    from minicnn.functional.tensor_methods import TENSOR_METHODS
+
+    names = [name for name, _ in TENSOR_METHODS]
+    assert len(names) == len(set(names))
+    for name, function in TENSOR_METHODS:
+        assert minicnn.Tensor.__dict__[name] is function, name
+    for name in ("__add__", "__matmul__", "__getitem__", "__eq__", "reshape", "view", "T", "sum", "argmax"):
+        assert name in names
+
+
 # ----- gradient accumulation ------------------------------------------------------------------------
 def test_gradients_accumulate_across_backward_calls(device):
     x = minicnn.tensor(np.array([1.0, -2.0]), requires_grad=True, device=device)

@@ -14,6 +14,9 @@ from .math import add, argmax, astype, divide, exp, log, max, mean, multiply, ne
 from .normalization import batch_norm
 from .pooling import avg_pool2d, max_pool2d
 from .shape import flatten, reshape, transpose
+from .tensor_methods import install_tensor_methods
+
+install_tensor_methods()  # Tensor's operators (+, @, indexing, .sum(), ...): the one place they are attached
 
 __all__ = [
     "add", "argmax", "astype", "avg_pool2d", "batch_norm", "col2im", "conv2d", "cross_entropy", "divide", "dropout",

@@ -7,6 +7,8 @@ from ..tensor import Operation
 class ReLU(Operation):
     """max(x, 0); the derivative at 0 is taken as 0 (as PyTorch does)."""
 
+    name = "relu"
+
     def forward(self, x):
         self.positive = x > 0
         return get_array_module(x).maximum(x, 0)

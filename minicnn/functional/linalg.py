@@ -2,7 +2,7 @@
 
 from ..backend import get_array_module
 from ..errors import ShapeError
-from ..tensor import Operation, Tensor
+from ..tensor import Operation
 from .math import sum_to_shape
 
 
@@ -11,6 +11,8 @@ class MatMul(Operation):
 
     d(a @ b)/da = grad @ b^T, d(a @ b)/db = a^T @ grad.
     """
+
+    name = "matmul"
 
     def forward(self, a, b):
         self.a, self.b = a, b
@@ -74,6 +76,3 @@ def linear(x, weight, bias=None):
     """x @ weight + bias.  x: (N, in), weight: (in, out), bias: (out,) or None -> (N, out)."""
     return Linear()(x, weight) if bias is None else Linear()(x, weight, bias)
 
-
-Tensor.__matmul__ = matmul
-Tensor.__rmatmul__ = lambda self, other: matmul(other, self)

@@ -4,9 +4,7 @@ A broadcast operand's gradient is summed back to the operand's shape
 (`sum_to_shape`), the rule that makes `x + bias` train a bias of shape (F,).
 """
 
-import operator
-
-from ..backend import check_same_device, get_array_module
+from ..backend import get_array_module
 from ..tensor import Operation, Tensor
 
 
@@ -139,6 +137,8 @@ class Log(Operation):
 
 class Cast(Operation):
     """x.astype(dtype); the gradient is cast back to x's dtype."""
+
+    name = "astype"
 
     def __init__(self, dtype):
         self.dtype = dtype
@@ -274,44 +274,3 @@ def max(x, axis=None, keepdims=False):  # noqa: A001 - mirrors numpy.max
 def argmax(x, axis=None):
     """Index of the first maximum along `axis` (flattened when None), as an integer Tensor; no gradient."""
     return Tensor(get_array_module(x.data).asarray(x.data.argmax(axis=axis)))
-
-
-def _comparison(name, compare):
-    """A Tensor method comparing elementwise; the result is a boolean Tensor without gradient."""
-
-    def method(self, other):
-        if isinstance(other, Tensor):
-            check_same_device(name, [("left", self.data), ("right", other.data)])
-            other = other.data
-        return Tensor(compare(self.data, other))
-
-    method.__name__ = name
-    return method
-
-
-# Tensor's operators live here, beside the operations they call (tensor.py imports nothing above it).
-Tensor.__add__ = add
-Tensor.__radd__ = lambda self, other: add(other, self)
-Tensor.__sub__ = subtract
-Tensor.__rsub__ = lambda self, other: subtract(other, self)
-Tensor.__mul__ = multiply
-Tensor.__rmul__ = lambda self, other: multiply(other, self)
-Tensor.__truediv__ = divide
-Tensor.__rtruediv__ = lambda self, other: divide(other, self)
-Tensor.__neg__ = negate
-Tensor.__pow__ = power
-Tensor.__rpow__ = lambda self, other: power(other, self)
-Tensor.astype = astype
-Tensor.sum = sum
-Tensor.mean = mean
-Tensor.max = max
-Tensor.exp = exp
-Tensor.log = log
-Tensor.argmax = argmax
-Tensor.__eq__ = _comparison("__eq__", operator.eq)
-Tensor.__ne__ = _comparison("__ne__", operator.ne)
-Tensor.__lt__ = _comparison("__lt__", operator.lt)
-Tensor.__le__ = _comparison("__le__", operator.le)
-Tensor.__gt__ = _comparison("__gt__", operator.gt)
-Tensor.__ge__ = _comparison("__ge__", operator.ge)
-Tensor.__hash__ = object.__hash__  # defining __eq__ would otherwise make tensors unhashable

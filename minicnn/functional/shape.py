@@ -83,6 +83,11 @@ def reshape(x, *shape):
     return Reshape(shape)(x)
 
 
+def view(x, *shape):
+    """x.view(-1, 16 * 4 * 4) as PyTorch spells it: the same as reshape (one entry may be -1)."""
+    return reshape(x, *shape)
+
+
 def transpose(x, *axes):
     """x with its axes permuted; no axes reverses them (x.T)."""
     if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
@@ -99,10 +104,3 @@ def flatten(x):
     if x.ndim < 1:
         raise ShapeError(f"flatten: expected an input with a batch axis, got shape {x.shape}")
     return Reshape((x.shape[0], -1))(x)
-
-
-Tensor.reshape = reshape
-Tensor.transpose = transpose
-Tensor.T = property(lambda self: transpose(self))
-Tensor.__getitem__ = get_item
-Tensor.flatten = flatten

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import backend
 from ..errors import DeviceMismatchError, ShapeError
-from ..tensor import RemovableHandle, Tensor, _is_array
+from ..tensor import RemovableHandle, Tensor
 
 
 class Parameter(Tensor):
@@ -23,7 +23,7 @@ class Parameter(Tensor):
     def __init__(self, data):
         if isinstance(data, Tensor):
             data = data.data
-        if not _is_array(data):
+        if not backend.is_array(data):
             data = backend.to_device(np.asarray(data), backend.default_device())
         if data.dtype.kind != "f":
             data = data.astype(backend.DEFAULT_FLOAT)
@@ -121,7 +121,7 @@ class Module:
 
         The attribute stays a buffer when reassigned (self.name = new_array).
         """
-        if not _is_array(array):
+        if not backend.is_array(array):
             raise TypeError(f"register_buffer: '{name}' must be a NumPy or CuPy array, got {type(array).__name__}")
         self._buffer_names = self._buffer_names | {name}
         setattr(self, name, array)

@@ -5,8 +5,10 @@
 
 Every tensor knows the Operation that created it (`creator`) and every operation
 its inputs, so walking back from the result finds the whole graph: one box per
-operation, labelled with its class name and the shape and dtype of what it
-produced, and one oval per leaf tensor (the input, the labels, each parameter).
+operation, labelled with its name and the shape and dtype of what it produced,
+and one oval per leaf tensor (the input, the labels, each parameter). Operations
+are named as their functions are spelled (`conv2d`, `max_pool2d`, `relu`; see
+`Operation.name`), so a box never reads like the layer (`Conv2D`) that made it.
 backward() releases the graph as it goes, so export before it, or call
 backward(retain_graph=True).
 """
@@ -58,7 +60,7 @@ def _inputs_of(tensor):
         return ()
     if operation.inputs is None:
         raise RuntimeError(
-            f"to_dot: the graph was already released by backward() (reached {type(operation).__name__}); "
+            f"to_dot: the graph was already released by backward() (reached {operation.name}); "
             "export the graph before calling backward(), or call backward(retain_graph=True)"
         )
     return operation.inputs
@@ -94,7 +96,7 @@ def to_dot(tensor, title=None, names=None, model=None):
             style = 'shape=ellipse, style=filled, fillcolor="#dbe9f6"' if t.requires_grad else "shape=ellipse"
             lines.append(f"  {node} [label={_quote(_leaf_label(t, leaf_names, role_names))}, {style}];")
         else:
-            label = f"{type(t.creator).__name__}\n{_describe(t)}"
+            label = f"{t.creator.name}\n{_describe(t)}"
             lines.append(f"  {node} [label={_quote(label)}, shape=box];")
     for t in order:
         if t.creator is not None:
