@@ -151,7 +151,7 @@ def _adam_row(xp, torch, torch_device):
     for parameter in model.parameters():
         parameter.grad = xp.ones_like(parameter.data)
     optimizer = optim.Adam(model.parameters())
-    count = sum(parameter.size for parameter in model.parameters())
+    count = sum(parameter.numel() for parameter in model.parameters())
     torch_run = None
     if torch is not None:
         params = [torch.zeros(tuple(p.shape), device=torch_device, requires_grad=True) for p in model.parameters()]

@@ -8,12 +8,13 @@ from .errors import (
 )
 from .gradcheck import gradcheck
 from .profiler import profile
+from .pytorch_names import flatten, max
 from .tensor import Operation, Tensor, is_grad_enabled, no_grad, tensor
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError", "CheckpointError", "ChecksumError", "DataError", "DeviceMismatchError", "GradcheckError", "Operation", "ShapeError",
-    "Tensor", "checkpoint", "data", "functional", "metrics", "models", "training", "gpu_available", "gradcheck", "is_grad_enabled", "keep_freed_memory", "manual_seed", "nn",
+    "Tensor", "checkpoint", "flatten", "max", "data", "functional", "metrics", "models", "training", "gpu_available", "gradcheck", "is_grad_enabled", "keep_freed_memory", "manual_seed", "nn",
     "no_grad", "optim", "profile", "set_default_device", "tensor", "TrainingDivergedError",
 ]

@@ -47,7 +47,7 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0):
         raise TypeError(f"gradcheck: fn must return a Tensor, got {type(probe).__name__}")
     xp = backend.get_array_module(probe.data)
     direction = None
-    if probe.size != 1:
+    if probe.numel() != 1:
         rng = np.random.default_rng(seed)
         direction = Tensor(backend.to_device(rng.standard_normal(probe.shape), probe.device))
 

@@ -135,8 +135,12 @@ class Tensor:
     def ndim(self):
         return self.data.ndim
 
-    @property
-    def size(self):
+    def size(self, dim=None):
+        """The shape, or its length along `dim` (PyTorch's size(); NumPy's element count is numel())."""
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self):
+        """The number of elements."""
         return self.data.size
 
     @property
@@ -165,7 +169,7 @@ class Tensor:
 
     def item(self):
         """The single element as a Python number."""
-        if self.size != 1:
+        if self.numel() != 1:
             raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
         return self.data.reshape(-1)[0].item()
 
@@ -252,7 +256,7 @@ class Tensor:
             )
         xp = backend.get_array_module(self.data)
         if grad is None:
-            if self.size != 1:
+            if self.numel() != 1:
                 raise RuntimeError(
                     f"backward() without a gradient needs a one-element tensor (a loss), "
                     f"but this tensor has shape {self.shape}; pass grad= of that shape"

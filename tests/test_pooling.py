@@ -171,7 +171,7 @@ def test_max_pool2d_pads_with_minus_infinity(device, shape, args):
     np.testing.assert_array_equal(to_host(out), expected)
     out.sum().backward()
     # Every window hands its gradient of 1 to a real element; none is lost to the padding.
-    assert float(to_host(x.grad).sum()) == out.size
+    assert float(to_host(x.grad).sum()) == out.numel()
 
 
 def test_max_pool2d_tie_sends_the_whole_gradient_to_the_first_maximum_in_row_major_order(device):

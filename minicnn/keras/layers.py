@@ -66,7 +66,7 @@ class Layer:
         raise NotImplementedError
 
     def count_params(self):
-        return sum(parameter.size for module in self.modules or () for parameter in module.parameters())
+        return sum(parameter.numel() for module in self.modules or () for parameter in module.parameters())
 
     def expect_rank(self, input_shape, rank, what):
         if len(input_shape) != rank:

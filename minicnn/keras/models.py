@@ -217,7 +217,7 @@ class Sequential:
 
     # ----- description ----------------------------------------------------------------------------
     def count_params(self):
-        return sum(parameter.size for parameter in self.network.parameters())
+        return sum(parameter.numel() for parameter in self.network.parameters())
 
     def summary(self):
         """Print (and return) each layer's name, output shape (channels last) and parameter count, as Keras does."""

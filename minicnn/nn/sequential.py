@@ -122,7 +122,7 @@ class Sequential(Module):
                     x = layer(x)
                 except ShapeError as error:
                     raise ShapeError(f"Sequential layer {position}: {error}") from None
-                count = sum(parameter.size for parameter in layer.parameters())
+                count = sum(parameter.numel() for parameter in layer.parameters())
                 rows.append((f"{position}: {layer!r}", "(N, " + ", ".join(map(str, x.shape[1:])) + ")", count))
         width = max(len(name) for name, _, _ in rows)
         lines = [f"{'layer':<{width}}  {'output shape':<20}  {'parameters':>10}"]
