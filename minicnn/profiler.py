@@ -8,7 +8,7 @@
 While the block is active, `Operation.__call__` and `Tensor.backward` hand each
 forward and backward to this profiler (through `tensor._op_timer`), which runs it
 between two clock readings and adds the time to the operation's class name
-("Conv2d", "MaxPool2d", ...). Outside a block that hook is None and costs one test.
+("Conv2dOp", "MaxPool2dOp", ...). Outside a block that hook is None and costs one test.
 
 GPU: CuPy launches kernels asynchronously, so the clock would only see the launch.
 For CuPy arrays the profiler therefore waits for the current stream to finish
@@ -150,7 +150,7 @@ def profile():
 
         with minicnn.profile() as p:
             ...
-        print(p.table()); p.stats["Conv2d"].forward_calls; p.total_seconds
+        print(p.table()); p.stats["Conv2dOp"].forward_calls; p.total_seconds
 
     Blocks cannot be nested (RuntimeError). With CuPy arrays each timed call
     synchronises the GPU first and last, so the times are device times.

@@ -137,7 +137,7 @@ def test_the_look_inside_commands_have_help(command, capsys):
 def test_graph_writes_the_training_step_graph(tmp_path, capsys, monkeypatch):
     assert main(["graph", "--model", "lenet", "--batch-size", "2", "--out", str(tmp_path / "graph.dot")]) == 0
     dot_text = (tmp_path / "graph.dot").read_text()
-    assert dot_text.startswith("digraph") and "Conv2d" in dot_text and "CrossEntropy" in dot_text
+    assert dot_text.startswith("digraph") and "Conv2dOp" in dot_text and "CrossEntropy" in dot_text
     assert "(2, 1, 28, 28)" in dot_text and "0.weight" in dot_text
     assert str(tmp_path / "graph.dot") in capsys.readouterr().out
 
@@ -146,7 +146,7 @@ def test_graph_writes_the_training_step_graph(tmp_path, capsys, monkeypatch):
     assert main(["graph", "--out", str(tmp_path / "cnn" / "graph.svg")]) == 1
     assert "dot" in capsys.readouterr().err
     assert not (tmp_path / "cnn" / "graph.svg").exists()
-    assert (tmp_path / "cnn" / "graph.dot").read_text().count("Conv2d") == 3  # the cnn model's three convolutions
+    assert (tmp_path / "cnn" / "graph.dot").read_text().count("Conv2dOp") == 3  # the cnn model's three convolutions
 
 
 def test_show_writes_every_picture_of_a_trained_run(trained_run, tmp_path, capsys):
@@ -181,8 +181,8 @@ def test_train_profile_prints_the_first_epochs_operations_and_health_draws(tmp_p
     batches = 512 // 32  # QUICK: 640 images, 128 held out, batches of 32; validation is not profiled
     # The cnn model per batch: 3 convolutions, 2 poolings, 4 ReLUs, 2 dense layers, 1 flatten, 1 loss;
     # each forward has its backward (even the first convolution's, for its weight).
-    assert calls["Conv2d"] == (3 * batches, 3 * batches)
-    assert calls["MaxPool2d"] == (2 * batches, 2 * batches)
+    assert calls["Conv2dOp"] == (3 * batches, 3 * batches)
+    assert calls["MaxPool2dOp"] == (2 * batches, 2 * batches)
     assert calls["ReLU"] == (4 * batches, 4 * batches)
     assert calls["Linear"] == (2 * batches, 2 * batches)
     assert calls["CrossEntropy"] == (batches, batches)

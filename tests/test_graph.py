@@ -40,7 +40,7 @@ def test_cnn_graph_has_one_node_per_operation_and_leaf():
     nodes = _nodes(dot_text)
     op_labels = [label for label, shape in nodes.values() if shape == "box"]
     op_counts = collections.Counter(label.split("\\n")[0] for label in op_labels)
-    assert op_counts == {"Conv2d": 3, "ReLU": 4, "MaxPool2d": 2, "Reshape": 1, "Linear": 2, "CrossEntropy": 1}
+    assert op_counts == {"Conv2dOp": 3, "ReLU": 4, "MaxPool2dOp": 2, "Reshape": 1, "Linear": 2, "CrossEntropy": 1}
     leaf_labels = [label for label, shape in nodes.values() if shape == "ellipse"]
     # 10 parameters, the images and the labels.
     assert len(leaf_labels) == len(model.parameters()) + 2
@@ -48,15 +48,15 @@ def test_cnn_graph_has_one_node_per_operation_and_leaf():
         assert f"{name} {parameter.shape} float32" in leaf_labels
     assert "input (8, 1, 28, 28) float32" in leaf_labels
     assert "labels (8,) int64" in leaf_labels or "labels (8,) int32" in leaf_labels
-    assert "Conv2d\\n(8, 32, 26, 26) float32" in op_labels
-    assert "MaxPool2d\\n(8, 64, 5, 5) float32" in op_labels
+    assert "Conv2dOp\\n(8, 32, 26, 26) float32" in op_labels
+    assert "MaxPool2dOp\\n(8, 64, 5, 5) float32" in op_labels
     assert "Reshape\\n(8, 576) float32" in op_labels
     assert "CrossEntropy\\n() float32" in op_labels
     # Every operation has an edge from each of its inputs: 3 per conv and linear, 2 for the loss, 1 otherwise.
     edges = _edges(dot_text)
     assert len(edges) == 3 * 3 + 3 * 2 + 2 + 4 + 2 + 1
     in_degree = collections.Counter(target for _, target in edges)
-    assert all(in_degree[node] == 3 for node, (label, _) in nodes.items() if label.startswith(("Conv2d", "Linear")))
+    assert all(in_degree[node] == 3 for node, (label, _) in nodes.items() if label.startswith(("Conv2dOp", "Linear")))
     assert all(node in nodes for edge in edges for node in edge)
 
 
@@ -65,7 +65,7 @@ def test_first_convolution_takes_the_images_and_its_parameters():
     dot_text = to_dot(loss, model=model)
     nodes = _nodes(dot_text)
     by_label = {label: node for node, (label, _) in nodes.items()}
-    first_conv = by_label["Conv2d\\n(8, 32, 26, 26) float32"]
+    first_conv = by_label["Conv2dOp\\n(8, 32, 26, 26) float32"]
     sources = {nodes[source][0] for source, target in _edges(dot_text) if target == first_conv}
     assert sources == {"input (8, 1, 28, 28) float32", "0.weight (32, 1, 3, 3) float32", "0.bias (32,) float32"}
 
@@ -147,7 +147,7 @@ def test_render_svg_with_graphviz(tmp_path):
     written = export_graph(loss, tmp_path / "graph.svg", model=model, title="cnn")
     text = written.read_text()
     assert text.startswith("<?xml") or "<svg" in text
-    assert "Conv2d" in text
+    assert "Conv2dOp" in text
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` is not installed")

@@ -13,7 +13,7 @@ from minicnn.profiler import OpStats
 # minicnn.tensor is the tensor() function; the module behind it holds the timer hook.
 tensor_module = sys.modules["minicnn.tensor"]
 
-EXPECTED_CNN_STEP = {"Conv2d": 3, "MaxPool2d": 2, "ReLU": 4, "Linear": 2, "CrossEntropy": 1, "Reshape": 1}
+EXPECTED_CNN_STEP = {"Conv2dOp": 3, "MaxPool2dOp": 2, "ReLU": 4, "Linear": 2, "CrossEntropy": 1, "Reshape": 1}
 
 
 def _cnn_batch(device):
@@ -103,7 +103,7 @@ def test_table_lists_every_operation_slowest_first():
     assert totals == sorted(totals, reverse=True)
     shares = [float(line.split()[-1]) for line in table.splitlines()[2:2 + len(p.stats)]]
     assert sum(shares) == pytest.approx(100, abs=0.5)
-    conv_row = table.splitlines()[2 + rows.index("Conv2d")].split()
+    conv_row = table.splitlines()[2 + rows.index("Conv2dOp")].split()
     assert conv_row[1] == "3" and conv_row[4] == "3"
 
 
