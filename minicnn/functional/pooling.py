@@ -34,7 +34,8 @@ def _check_pool_input(name, x, kernel_size, padding):
 class MaxPool2dOp(Operation):
     """The max_pool2d operation: the maximum over each window.  x: (N, C, H, W) -> (N, C, OH, OW).
 
-    Padding is -inf, so it never wins. Tie rule: a window's gradient goes to its
+    Padding is -inf, so it never wins (unless a window holds only -inf; its gradient then falls on the
+    padding and is dropped). Tie rule: a window's gradient goes to its
     first maximum in row-major (top-left first) order, as argmax picks it. A NaN
     in a window makes its maximum NaN, and the gradient goes to the first NaN.
     """
@@ -55,9 +56,9 @@ class MaxPool2dOp(Operation):
             out, self.argmax = fast
             return out
         windows = sliding_windows(pad_image(x, self.padding, value=-xp.inf), self.kernel_size, self.stride)
-        windows = windows.reshape(N, C, *out_size, KH * KW)  # a copy: one row-major window per (n, c, oh, ow)
-        self.argmax = windows.argmax(axis=-1)  # (N, C, OH, OW): the offset of each window's first maximum
-        return windows.max(axis=-1)
+        rows = windows.reshape(N, C, *out_size, KH * KW)  # a copy: each window as one row, in row-major order
+        self.argmax = rows.argmax(axis=-1)  # (N, C, OH, OW): the offset of each window's first maximum
+        return rows.max(axis=-1)
 
     def backward(self, grad):
         """grad: (N, C, OH, OW) -> (N, C, H, W): each window's gradient goes to its argmax; overlaps add."""
