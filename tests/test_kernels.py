@@ -28,7 +28,7 @@ import minicnn
 import minicnn.functional as F
 from minicnn import backend, kernels
 from minicnn.functional import pooling
-from minicnn.functional.windows import output_size
+from minicnn.functional.windows import output_shape
 from minicnn.kernels import cpu_windows, cupy_windows
 
 CPU_PRELUDE = "#define KERNEL\n#define LOOP(i, n) for (long long i = 0; i < (n); ++i)\n"
@@ -52,10 +52,6 @@ def window_cases(draw, pooling_case=False):
     shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)), H, W)
     stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     return shape, (KH, KW), stride, (PH, PW), draw(st.sampled_from([np.float32, np.float64])), draw(st.integers(0, 999))
-
-
-def out_size_of(shape, kernel_size, stride, padding):
-    return tuple(output_size(shape[2 + axis], kernel_size[axis], stride[axis], padding[axis]) for axis in (0, 1))
 
 
 def tolerance(dtype):
@@ -91,7 +87,8 @@ def test_reference_only_turns_every_dispatch_point_off_and_back_on():
         assert kernels.max_pool2d(x, *geometry) is None
         assert kernels.col2im(np.ones((9, 4)), x.shape, *geometry) is None
         assert kernels.conv2d_input_grad(np.ones((2, 9)), np.ones((2, 4)), x.shape, *geometry) is None
-        assert kernels.max_pool2d_backward(np.ones((1, 1, 3, 3)), np.zeros((1, 1, 3, 3)), x.shape, *geometry[:3]) is None
+        grad, first_max = np.ones((1, 1, 3, 3)), np.zeros((1, 1, 3, 3), dtype=np.uint8)
+        assert kernels.max_pool2d_backward(grad, first_max, x.shape, *geometry[:3]) is None
     if os.environ.get("MINICNN_FAST", "1") != "0":
         assert kernels.im2col(x, *geometry) is not None
 
@@ -130,7 +127,8 @@ def test_columns_by_channel_is_the_transpose_of_the_reference_im2col(xp, case):
     x = xp.asarray(np.random.default_rng(seed).standard_normal(shape).astype(dtype))
     with kernels.reference_only():
         expected = F.im2col(x, kernel_size, stride, padding)
-    col = cpu_windows.columns_by_channel(x, kernel_size, stride, padding, out_size_of(shape, kernel_size, stride, padding))
+    out_size = output_shape(shape, kernel_size, stride, padding)
+    col = cpu_windows.columns_by_channel(x, kernel_size, stride, padding, out_size)
     assert col.dtype == dtype and col.flags.c_contiguous
     np.testing.assert_array_equal(to_host(col), to_host(expected).T)
 
@@ -139,7 +137,7 @@ def test_columns_by_channel_is_the_transpose_of_the_reference_im2col(xp, case):
 @given(case=window_cases())
 def test_add_columns_by_channel_equals_the_reference_col2im(xp, case):
     shape, kernel_size, stride, padding, dtype, seed = case
-    out_size = out_size_of(shape, kernel_size, stride, padding)
+    out_size = output_shape(shape, kernel_size, stride, padding)
     rows = shape[0] * out_size[0] * out_size[1]
     col = xp.asarray(np.random.default_rng(seed).standard_normal((rows, shape[1] * kernel_size[0] * kernel_size[1]))
                      .astype(dtype))
@@ -155,7 +153,7 @@ def test_add_columns_by_channel_equals_the_reference_col2im(xp, case):
 @given(case=window_cases(), filters=st.integers(1, 4))
 def test_conv2d_input_grad_with_widened_rows_equals_col2im_of_the_product(xp, case, filters):
     shape, kernel_size, stride, padding, dtype, seed = case
-    out_size = out_size_of(shape, kernel_size, stride, padding)
+    out_size = output_shape(shape, kernel_size, stride, padding)
     rng = np.random.default_rng(seed)
     grad_matrix = xp.asarray(rng.standard_normal((filters, shape[0] * out_size[0] * out_size[1])).astype(dtype))
     weight_matrix = xp.asarray(rng.standard_normal((filters, shape[1] * kernel_size[0] * kernel_size[1])).astype(dtype))
@@ -233,7 +231,7 @@ def test_columns_by_channel_kernel_text_matches_the_reference(compiled, case):
     x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
     with kernels.reference_only():
         expected = np.ascontiguousarray(F.im2col(x, kernel_size, stride, padding).T)
-    ints = cupy_windows.geometry(shape, kernel_size, stride, padding, out_size_of(shape, kernel_size, stride, padding))
+    ints = cupy_windows.geometry(shape, kernel_size, stride, padding, output_shape(shape, kernel_size, stride, padding))
     col = np.full(expected.shape, np.nan, dtype=dtype)
     run_on_cpu(compiled[dtype], "columns_by_channel", x, col, np.int64(col.size), *ints)
     np.testing.assert_array_equal(col, expected)
@@ -243,7 +241,7 @@ def test_columns_by_channel_kernel_text_matches_the_reference(compiled, case):
 @given(case=window_cases())
 def test_add_columns_by_channel_kernel_text_matches_the_reference(compiled, case):
     shape, kernel_size, stride, padding, dtype, seed = case
-    out_size = out_size_of(shape, kernel_size, stride, padding)
+    out_size = output_shape(shape, kernel_size, stride, padding)
     rows = shape[1] * kernel_size[0] * kernel_size[1]
     col = np.random.default_rng(seed).standard_normal((rows, shape[0] * out_size[0] * out_size[1])).astype(dtype)
     with kernels.reference_only():
@@ -309,7 +307,7 @@ def test_conv2d_and_max_pool2d_give_the_same_numbers_with_and_without_fast_paths
 def test_cupy_kernels_match_the_references_with_ties_nan_and_minus_infinity(case):
     cupy = backend.array_module_for("gpu")
     shape, kernel_size, stride, padding, dtype, seed = case
-    out_size = out_size_of(shape, kernel_size, stride, padding)
+    out_size = output_shape(shape, kernel_size, stride, padding)
     x = cupy.asarray(np.random.default_rng(seed).standard_normal(shape).astype(dtype))
     with kernels.reference_only():
         expected_col = F.im2col(x, kernel_size, stride, padding)

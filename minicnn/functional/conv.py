@@ -15,7 +15,7 @@ from .. import kernels
 from ..backend import get_array_module
 from ..errors import ShapeError
 from ..tensor import Operation
-from .windows import add_windows, crop_padding, output_size, pad_image, pair, sliding_windows
+from .windows import add_windows, crop_padding, output_shape, pad_image, pair, sliding_windows
 
 
 def im2col(x, kernel_size, stride=1, padding=0):
@@ -24,8 +24,8 @@ def im2col(x, kernel_size, stride=1, padding=0):
     kernel_size, stride, padding: an int or an (h, w) pair; padding adds zeros on both sides.
     """
     kernel_size, stride, padding = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(padding, "padding")
-    N, C, H, W = x.shape
-    out_size = output_size(H, kernel_size[0], stride[0], padding[0]), output_size(W, kernel_size[1], stride[1], padding[1])
+    N = x.shape[0]
+    out_size = output_shape(x.shape, kernel_size, stride, padding)
     col = kernels.im2col(x, kernel_size, stride, padding, out_size)  # a fast path, or None
     if col is None:
         windows = sliding_windows(pad_image(x, padding), kernel_size, stride)  # (N, C, OH, OW, KH, KW), a view
@@ -38,7 +38,7 @@ def col2im(col, x_shape, kernel_size, stride=1, padding=0):
     kernel_size, stride, padding = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(padding, "padding")
     N, C, H, W = x_shape
     (KH, KW), (PH, PW) = kernel_size, padding
-    out_size = output_size(H, KH, stride[0], PH), output_size(W, KW, stride[1], PW)
+    out_size = output_shape(x_shape, kernel_size, stride, padding)
     image = kernels.col2im(col, x_shape, kernel_size, stride, padding, out_size)  # a fast path, or None
     if image is None:
         window_grads = col.reshape(N, *out_size, C, KH, KW).transpose(0, 3, 1, 2, 4, 5)  # (N, C, OH, OW, KH, KW)
@@ -63,10 +63,9 @@ class Conv2dOp(Operation):
 
     def forward(self, x, weight, bias=None):
         _check_conv_shapes(x, weight, bias, self.padding)
-        N, C, H, W = x.shape
+        N = x.shape[0]
         F, _, KH, KW = weight.shape
-        out_height = output_size(H, KH, self.stride[0], self.padding[0])
-        out_width = output_size(W, KW, self.stride[1], self.padding[1])
+        out_height, out_width = output_shape(x.shape, (KH, KW), self.stride, self.padding)
         col = im2col(x, (KH, KW), self.stride, self.padding)  # (N*OH*OW, C*KH*KW)
         weight_matrix = weight.reshape(F, -1)  # (F, C*KH*KW), one filter per row
         # Every filter against every window. Filter-major (F, N*OH*OW) rather than col @ weight_matrix.T:

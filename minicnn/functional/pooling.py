@@ -8,7 +8,7 @@ from .. import kernels
 from ..backend import get_array_module
 from ..errors import ShapeError
 from ..tensor import Operation
-from .windows import add_windows, crop_padding, output_size, pad_image, pair, sliding_windows
+from .windows import add_windows, crop_padding, output_shape, pad_image, pair, sliding_windows
 
 
 def _pool_settings(name, kernel_size, stride, padding):
@@ -48,9 +48,9 @@ class MaxPool2dOp(Operation):
     def forward(self, x):
         _check_pool_input("max_pool2d", x, self.kernel_size, self.padding)
         xp = get_array_module(x)
-        N, C, H, W = self.x_shape = x.shape
-        (KH, KW), (SH, SW), (PH, PW) = self.kernel_size, self.stride, self.padding
-        out_size = output_size(H, KH, SH, PH), output_size(W, KW, SW, PW)
+        N, C, _, _ = self.x_shape = x.shape
+        KH, KW = self.kernel_size
+        out_size = output_shape(x.shape, self.kernel_size, self.stride, self.padding)
         fast = kernels.max_pool2d(x, self.kernel_size, self.stride, self.padding, out_size)  # a fast path, or None
         if fast is not None:
             out, self.argmax = fast

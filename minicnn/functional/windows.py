@@ -25,6 +25,12 @@ def output_size(size, kernel, stride, padding):
     return (size + 2 * padding - kernel) // stride + 1
 
 
+def output_shape(x_shape, kernel_size, stride, padding):
+    """(OH, OW) for an image of shape (N, C, H, W): `output_size` along each spatial axis."""
+    H, W = x_shape[2:]
+    return output_size(H, kernel_size[0], stride[0], padding[0]), output_size(W, kernel_size[1], stride[1], padding[1])
+
+
 def pad_image(x, padding, value=0.0):
     """Pad the two spatial axes of x: (N, C, H, W) by (PH, PW) on each side with `value`."""
     PH, PW = padding

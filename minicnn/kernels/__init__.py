@@ -64,9 +64,10 @@ def conv2d_input_grad(grad_matrix, weight_matrix, x_shape, kernel_size, stride, 
     fast = _fast_module(grad_matrix)
     if fast is None:
         return None
+    settings = x_shape, kernel_size, stride, padding, out_size
     if fast is cpu_windows:
-        return cpu_windows.conv2d_input_grad(grad_matrix, weight_matrix, x_shape, kernel_size, stride, padding, out_size)
-    return fast.add_columns_by_channel(weight_matrix.T @ grad_matrix, x_shape, kernel_size, stride, padding, out_size)
+        return cpu_windows.conv2d_input_grad(grad_matrix, weight_matrix, *settings)
+    return fast.add_columns_by_channel(weight_matrix.T @ grad_matrix, *settings)
 
 
 def max_pool2d(x, kernel_size, stride, padding, out_size):

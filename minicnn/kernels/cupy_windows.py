@@ -43,7 +43,10 @@ def geometry(x_shape, kernel_size, stride, padding, out_size):
 
 
 def columns_by_channel(x, kernel_size, stride, padding, out_size):
-    """x: (N, C, H, W) -> col: (C*KH*KW, N*OH*OW), one column per window (the transpose of F.im2col); padding reads as zeros."""
+    """x: (N, C, H, W) -> col: (C*KH*KW, N*OH*OW), one column per window (the transpose of F.im2col).
+
+    Padding reads as zeros.
+    """
     cupy = get_array_module(x)
     N, C = x.shape[:2]
     col = cupy.empty((C * kernel_size[0] * kernel_size[1], N * out_size[0] * out_size[1]), dtype=x.dtype)
@@ -53,7 +56,10 @@ def columns_by_channel(x, kernel_size, stride, padding, out_size):
 
 
 def add_columns_by_channel(col, x_shape, kernel_size, stride, padding, out_size):
-    """col: (C*KH*KW, N*OH*OW) -> (N, C, H, W), summing every window that covers each pixel (the adjoint of the above)."""
+    """col: (C*KH*KW, N*OH*OW) -> (N, C, H, W), summing every window that covers each pixel.
+
+    The adjoint of `columns_by_channel`.
+    """
     cupy = get_array_module(col)
     image = cupy.empty(tuple(x_shape), dtype=col.dtype)
     _launch(cupy, "add_columns_by_channel", col.dtype, image.size, cupy.ascontiguousarray(col), image,
