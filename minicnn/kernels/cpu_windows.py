@@ -129,8 +129,8 @@ def max_pool_forward(x, kernel_size, stride, padding, out_size):
         # offset > first_max here, so the difference never wraps around.
         first_max += better * (first_max.dtype.type(offset) - first_max)
         xp.maximum(pooled, candidate, out=pooled)  # a NaN propagates, and `>` against it is never true
-    nan_windows = xp.isnan(pooled)
-    if nan_windows.any():  # `>` cannot see a NaN arrive: point those windows at their first NaN, as argmax does
+    if xp.isnan(pooled.max()):  # `>` cannot see a NaN arrive: point those windows at their first NaN, as argmax does
+        nan_windows = xp.isnan(pooled)
         first_max[nan_windows] = xp.isnan(windows[nan_windows].reshape(-1, KH * KW)).argmax(axis=1)
     return pooled, first_max
 
