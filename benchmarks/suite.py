@@ -16,7 +16,6 @@ import numpy as np
 import minicnn
 from minicnn import backend, models, optim
 from minicnn import functional as F
-from minicnn.functional import conv
 
 # (name, C, H, F, K, padding): the convolutions of the `cnn` and `lenet` models and a wide CIFAR-sized layer.
 CONV_LAYERS = [
@@ -72,14 +71,15 @@ def conv_rows(xp, torch, torch_device, batch):
         def backward(x=x, w=w, padding=padding, grad=grad):
             F.conv2d(x, w, padding=padding).backward(grad)
 
-        # im2col and col2im in the engine's layout, col: (C*K*K, N*OH*OW), as PyTorch's unfold/fold use (N, C*K*K, L).
+        # The public im2col and col2im. Their fast path builds columns by channel, (C*K*K, N*OH*OW), as PyTorch's
+        # unfold/fold use (N, C*K*K, L), and returns the one-row-per-window matrix as a transposed view of it.
         def unfold(x=x, K=K, padding=padding):
-            conv.columns(x.data, (K, K), (1, 1), (padding, padding))
+            F.im2col(x.data, K, 1, padding)
 
-        col = conv.columns(x.data, (K, K), (1, 1), (padding, padding))
+        col = F.im2col(x.data, K, 1, padding)
 
         def fold(col=col, shape=x.shape, K=K, padding=padding):
-            conv.add_columns(col, shape, (K, K), (1, 1), (padding, padding))
+            F.col2im(col, shape, K, 1, padding)
 
         twins = {}
         if torch is not None:

@@ -343,6 +343,9 @@ class Operation:
     `backward(self, grad) -> gradient or tuple of gradients` (one per input,
     None where `self.needs_input_grad` says it is not needed). Anything saved
     on `self` in forward is freed by `release()` after backward.
+
+    Operation classes end in `Op` (`Conv2dOp`, `ReLUOp`) so that they never share a name with
+    a layer (`nn.Conv2D`, `nn.ReLU`); users meet them by their function's name (`name`).
     """
 
     # Names of the inputs, used in error messages ("conv2d: input is on 'cpu', weight ...").
@@ -352,10 +355,10 @@ class Operation:
     def name(self):
         """What the profiler, the graph and error messages call this operation: the lowercase name
         of its function (`conv2d`, `max_pool2d`, `cross_entropy`), never confused with a layer's
-        CapWords class (`Conv2D`). By default the class name in snake_case; a class whose function
-        is spelled otherwise says so with a class attribute (`name = "relu"` on ReLU).
+        CapWords class (`Conv2D`). By default the class name in snake_case without its `Op` suffix;
+        a class whose function is spelled otherwise says so with a class attribute (`name = "relu"`).
         """
-        return _snake_case(type(self).__name__)
+        return _snake_case(type(self).__name__.removesuffix("Op"))
 
     def __call__(self, *inputs):
         tensors = _as_tensors(inputs)
@@ -391,7 +394,7 @@ class Operation:
 
 @functools.cache
 def _snake_case(class_name):
-    """'MaxPool2d' -> 'max_pool2d', 'CrossEntropy' -> 'cross_entropy', 'Conv2d' -> 'conv2d'."""
+    """'MaxPool2d' -> 'max_pool2d', 'CrossEntropy' -> 'cross_entropy', 'GetItem' -> 'get_item'."""
     return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", class_name).lower()
 
 

@@ -1,5 +1,7 @@
 """Tests for minicnn.functional.conv: conv2d, im2col and col2im."""
 
+import contextlib
+
 import numpy as np
 import pytest
 from conftest import to_host
@@ -8,11 +10,19 @@ from hypothesis import strategies as st
 
 import minicnn
 import minicnn.functional as F
+from minicnn import kernels
 
 # The `device` fixture only names a backend, so reusing it across Hypothesis examples is safe.
 CHECKS = settings(
     max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
+
+
+@pytest.fixture(params=["fast", "reference"])
+def path(request):
+    """Run the test through the dispatch points' fast paths and through the references (kernels.reference_only())."""
+    with contextlib.nullcontext() if request.param == "fast" else kernels.reference_only():
+        yield request.param
 
 
 def as_pair_or_int(draw, h, w):
@@ -98,7 +108,7 @@ def test_conv2d_gradcheck(device, case):
 
 @CHECKS
 @given(case=window_cases())
-def test_im2col_matches_naive_loop(device, xp, case):
+def test_im2col_matches_naive_loop(path, device, xp, case):
     shape, kernel_size, stride, padding, seed = case
     x = np.random.default_rng(seed).standard_normal(shape)
     col = F.im2col(xp.asarray(x), kernel_size, stride, padding)
@@ -109,7 +119,7 @@ def test_im2col_matches_naive_loop(device, xp, case):
 
 @CHECKS
 @given(case=window_cases())
-def test_col2im_is_the_adjoint_of_im2col(device, xp, case):
+def test_col2im_is_the_adjoint_of_im2col(path, device, xp, case):
     """<im2col(x), c> == <x, col2im(c)> for every x and c: col2im sums overlapping windows back exactly."""
     shape, kernel_size, stride, padding, seed = case
     rng = np.random.default_rng(seed)
@@ -125,11 +135,19 @@ def test_col2im_is_the_adjoint_of_im2col(device, xp, case):
     assert rhs == pytest.approx(lhs, rel=1e-10, abs=1e-10)
 
 
-def test_col2im_sums_overlapping_windows(device, xp):
+def test_col2im_sums_overlapping_windows(path, device, xp):
     """With stride 1 and a 2x2 kernel, the centre of a 3x3 image lies in all four windows."""
     col = xp.ones((4, 4))  # 4 windows of one channel, 2x2 each
     image = to_host(F.col2im(col, (1, 1, 3, 3), 2, stride=1, padding=0))
     np.testing.assert_array_equal(image[0, 0], [[1, 2, 1], [2, 4, 2], [1, 2, 1]])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_im2col_and_col2im_keep_the_dtype(path, device, xp, dtype):
+    x = xp.ones((2, 3, 5, 4), dtype=dtype)
+    col = F.im2col(x, (3, 2), stride=(2, 1), padding=1)
+    assert col.dtype == dtype and col.shape == (2 * 3 * 5, 3 * 3 * 2)
+    assert F.col2im(col, x.shape, (3, 2), stride=(2, 1), padding=1).dtype == dtype
 
 
 # ----- agreement with PyTorch --------------------------------------------------------------------
@@ -167,7 +185,7 @@ def compare_conv_with_torch(device, x_array, w_array, b_array, stride, padding):
         ((2, 2, 4, 4), (3, 2, 4, 4), True, (2, 2), (2, 2)),
     ],
 )
-def test_conv2d_matches_torch(device, x_shape, w_shape, bias, stride, padding):
+def test_conv2d_matches_torch(path, device, x_shape, w_shape, bias, stride, padding):
     rng = np.random.default_rng(0)
     b_array = rng.standard_normal(w_shape[0]) if bias else None
     x_array, w_array = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
@@ -187,7 +205,7 @@ def test_conv2d_matches_torch_on_random_shapes(device, case):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_conv2d_keeps_the_input_dtype_in_output_and_gradients(device, dtype):
+def test_conv2d_keeps_the_input_dtype_in_output_and_gradients(path, device, dtype):
     case = {"x_shape": (2, 3, 5, 4), "w_shape": (2, 3, 2, 2), "bias": True, "seed": 3}
     x, w, b = conv_inputs(case, device, dtype)
     out = F.conv2d(x, w, b, stride=1, padding=1)

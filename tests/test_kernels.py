@@ -1,29 +1,195 @@
-"""The CuPy window kernels (minicnn/kernels/windows.cu) against their NumPy reference twins.
+"""minicnn.kernels: every fast path against its reference in minicnn.functional, and the switch between them.
 
-Two ways: the same kernel text compiled for the CPU with a C compiler (a plain
-loop in place of CUDA's grid-stride loop), so the index arithmetic is checked on
-every machine with `cc`; and on a GPU, the CuPy kernels against the reference
-path (`kernels.reference_only()`) on the same CuPy arrays.
+Three ways:
+- the fast paths of cpu_windows (NumPy layouts and loops) on every backend present,
+  against the references run under `kernels.reference_only()`;
+- the CuPy kernel text (windows.cu) compiled for the CPU with a C compiler (a plain
+  loop in place of CUDA's grid-stride loop), so its index arithmetic is checked on
+  every machine with `cc`;
+- on a GPU, the CuPy kernels themselves against the references on the same arrays.
+The fast functions are called directly, so these tests check them under MINICNN_FAST=0 too.
 """
 
 import contextlib
 import ctypes
+import os
+import pathlib
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 from conftest import AVAILABLE_DEVICES, to_host
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minicnn import kernels
-from minicnn.functional import conv, pooling
-from minicnn.kernels import cupy_windows
+import minicnn
+import minicnn.functional as F
+from minicnn import backend, kernels
+from minicnn.functional import pooling
+from minicnn.functional.windows import output_shape
+from minicnn.kernels import cpu_windows, cupy_windows
 
 CPU_PRELUDE = "#define KERNEL\n#define LOOP(i, n) for (long long i = 0; i < (n); ++i)\n"
 C_TYPES = {np.float32: ("float", ctypes.c_float), np.float64: ("double", ctypes.c_double)}
-CHECKS = settings(max_examples=60, deadline=None, derandomize=True)
+# The `device` fixture only names a backend, so reusing it across Hypothesis examples is safe.
+CHECKS = settings(
+    max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+needs_gpu = pytest.mark.skipif("gpu" not in AVAILABLE_DEVICES, reason="needs CuPy and a CUDA GPU")
+
+
+@st.composite
+def window_cases(draw, pooling_case=False):
+    """A batch shape, kernel, stride, padding (at most kernel // 2 for pooling) whose padded image fits the kernel,
+    a dtype and a seed."""
+    KH, KW = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    limit_h, limit_w = (KH // 2, KW // 2) if pooling_case else (2, 2)
+    PH, PW = draw(st.integers(0, limit_h)), draw(st.integers(0, limit_w))
+    H = draw(st.integers(max(1, KH - 2 * PH), KH + 6))
+    W = draw(st.integers(max(1, KW - 2 * PW), KW + 6))
+    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)), H, W)
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    return shape, (KH, KW), stride, (PH, PW), draw(st.sampled_from([np.float32, np.float64])), draw(st.integers(0, 999))
+
+
+def tolerance(dtype):
+    """Sums taken in another order: a few units in the last place."""
+    return {"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-12}
+
+
+def pool_input(shape, dtype, seed):
+    """Values on a coarse grid (many ties), with a sprinkling of -inf and NaN."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    x[rng.random(shape) < 0.05] = -np.inf
+    x[rng.random(shape) < 0.03] = np.nan
+    return x
+
+
+def reference_max_pool(x, kernel_size, stride, padding):
+    """(pooled, argmax, the operation) from functional.pooling's reference."""
+    operation = pooling.MaxPool2dOp(kernel_size, stride, padding)
+    with kernels.reference_only():
+        pooled = operation.forward(x)
+    return pooled, operation.argmax, operation
+
+
+# ----- the switch ---------------------------------------------------------------------------------
+
+
+def test_reference_only_turns_every_dispatch_point_off_and_back_on():
+    x = np.ones((1, 1, 4, 4))
+    geometry = ((2, 2), (1, 1), (0, 0), (3, 3))
+    with kernels.reference_only():
+        assert kernels.im2col(x, *geometry) is None
+        assert kernels.max_pool2d(x, *geometry) is None
+        assert kernels.col2im(np.ones((9, 4)), x.shape, *geometry) is None
+        assert kernels.conv2d_input_grad(np.ones((2, 9)), np.ones((2, 4)), x.shape, *geometry) is None
+        grad, first_max = np.ones((1, 1, 3, 3)), np.zeros((1, 1, 3, 3), dtype=np.uint8)
+        assert kernels.max_pool2d_backward(grad, first_max, x.shape, *geometry[:3]) is None
+    if os.environ.get("MINICNN_FAST", "1") != "0":
+        assert kernels.im2col(x, *geometry) is not None
+
+
+def test_minicnn_fast_0_in_the_environment_runs_the_references():
+    script = (
+        "import numpy as np\n"
+        "import minicnn\n"
+        "from minicnn import kernels\n"
+        "import minicnn.functional as F\n"
+        "print(kernels.im2col(np.ones((1, 1, 4, 4)), (2, 2), (1, 1), (0, 0), (3, 3)) is None,"
+        " F.max_pool2d(minicnn.tensor(np.arange(16.0).reshape(1, 1, 4, 4))).numpy().ravel().tolist())\n"
+    )
+    root = pathlib.Path(__file__).resolve().parents[1]  # this checkout's minicnn, not an installed one
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=root,
+                            env={**os.environ, "MINICNN_FAST": "0", "PYTHONPATH": str(root)})
+    assert result.stdout.split(maxsplit=1) == ["True", "[5.0, 7.0, 13.0, 15.0]\n"]
+
+
+def test_numpy_arrays_take_the_numpy_fast_path_and_its_layout():
+    """The dispatch point's rows are a transposed view of cpu_windows' columns by channel, not a copy."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 5))
+    if os.environ.get("MINICNN_FAST", "1") == "0":
+        pytest.skip("the fast paths are off (MINICNN_FAST=0)")
+    col = kernels.im2col(x, (3, 3), (1, 1), (1, 1), (5, 5))
+    assert col.shape == (2 * 5 * 5, 3 * 3 * 3) and col.T.flags.c_contiguous
+
+
+# ----- cpu_windows against the references, on every backend present ---------------------------
+
+
+@CHECKS
+@given(case=window_cases())
+def test_columns_by_channel_is_the_transpose_of_the_reference_im2col(xp, case):
+    shape, kernel_size, stride, padding, dtype, seed = case
+    x = xp.asarray(np.random.default_rng(seed).standard_normal(shape).astype(dtype))
+    with kernels.reference_only():
+        expected = F.im2col(x, kernel_size, stride, padding)
+    out_size = output_shape(shape, kernel_size, stride, padding)
+    col = cpu_windows.columns_by_channel(x, kernel_size, stride, padding, out_size)
+    assert col.dtype == dtype and col.flags.c_contiguous
+    np.testing.assert_array_equal(to_host(col), to_host(expected).T)
+
+
+@CHECKS
+@given(case=window_cases())
+def test_add_columns_by_channel_equals_the_reference_col2im(xp, case):
+    shape, kernel_size, stride, padding, dtype, seed = case
+    out_size = output_shape(shape, kernel_size, stride, padding)
+    rows = shape[0] * out_size[0] * out_size[1]
+    col = xp.asarray(np.random.default_rng(seed).standard_normal((rows, shape[1] * kernel_size[0] * kernel_size[1]))
+                     .astype(dtype))
+    with kernels.reference_only():
+        expected = F.col2im(col, shape, kernel_size, stride, padding)
+    image = cpu_windows.add_columns_by_channel(xp.ascontiguousarray(col.T), shape, kernel_size, stride, padding,
+                                               out_size)
+    assert image.shape == shape and image.dtype == dtype
+    np.testing.assert_allclose(to_host(image), to_host(expected), **tolerance(dtype))
+
+
+@CHECKS
+@given(case=window_cases(), filters=st.integers(1, 4))
+def test_conv2d_input_grad_with_widened_rows_equals_col2im_of_the_product(xp, case, filters):
+    shape, kernel_size, stride, padding, dtype, seed = case
+    out_size = output_shape(shape, kernel_size, stride, padding)
+    rng = np.random.default_rng(seed)
+    grad_matrix = xp.asarray(rng.standard_normal((filters, shape[0] * out_size[0] * out_size[1])).astype(dtype))
+    weight_matrix = xp.asarray(rng.standard_normal((filters, shape[1] * kernel_size[0] * kernel_size[1])).astype(dtype))
+    with kernels.reference_only():
+        expected = F.col2im(grad_matrix.T @ weight_matrix, shape, kernel_size, stride, padding)
+    grad_x = cpu_windows.conv2d_input_grad(grad_matrix, weight_matrix, shape, kernel_size, stride, padding, out_size)
+    np.testing.assert_allclose(to_host(grad_x), to_host(expected), **tolerance(dtype))
+
+
+@CHECKS
+@given(case=window_cases(pooling_case=True))
+def test_one_byte_max_pool_equals_the_reference_with_ties_nan_and_minus_infinity(xp, case):
+    shape, kernel_size, stride, padding, dtype, seed = case
+    x = xp.asarray(pool_input(shape, dtype, seed))
+    expected, argmax, operation = reference_max_pool(x, kernel_size, stride, padding)
+    pooled, first_max = cpu_windows.max_pool_forward(x, kernel_size, stride, padding, expected.shape[2:])
+    np.testing.assert_array_equal(to_host(pooled), to_host(expected))  # NaN where the reference has NaN
+    np.testing.assert_array_equal(to_host(first_max), to_host(argmax))
+
+    grad = xp.asarray(np.random.default_rng(seed + 1).standard_normal(expected.shape).astype(dtype))
+    with kernels.reference_only():
+        expected_grad = operation.backward(grad)
+    grad_x = cpu_windows.max_pool_backward(grad, first_max, shape, kernel_size, stride, padding)
+    assert grad_x.dtype == dtype
+    np.testing.assert_allclose(to_host(grad_x), to_host(expected_grad), **tolerance(dtype))
+
+
+def test_one_byte_max_pool_switches_to_int32_for_windows_over_256_elements(xp):
+    x = xp.asarray(np.random.default_rng(3).standard_normal((1, 2, 17, 17)))
+    expected, argmax, _ = reference_max_pool(x, (17, 16), (1, 1), (0, 0))
+    pooled, first_max = cpu_windows.max_pool_forward(x, (17, 16), (1, 1), (0, 0), (1, 2))
+    assert first_max.dtype == np.int32
+    np.testing.assert_array_equal(to_host(first_max), to_host(argmax))
+
+
+# ----- the CuPy kernels' text, compiled for the CPU ----------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -58,116 +224,121 @@ def run_on_cpu(library, name, *args):
     getattr(library, name)(*converted)
 
 
-@st.composite
-def window_cases(draw, pooling_case=False):
-    """A batch shape, kernel, stride and padding whose padded image fits the kernel."""
-    KH, KW = draw(st.integers(1, 5)), draw(st.integers(1, 5))
-    limit_h, limit_w = (KH // 2, KW // 2) if pooling_case else (2, 2)
-    PH, PW = draw(st.integers(0, limit_h)), draw(st.integers(0, limit_w))
-    H = draw(st.integers(max(1, KH - 2 * PH), KH + 6))
-    W = draw(st.integers(max(1, KW - 2 * PW), KW + 6))
-    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 4)), H, W)
-    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    return shape, (KH, KW), stride, (PH, PW), draw(st.sampled_from([np.float32, np.float64])), draw(st.integers(0, 999))
-
-
-@CHECKS
-@given(window_cases())
-def test_im2col_kernel_text_matches_the_reference(compiled, case):
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(case=window_cases())
+def test_columns_by_channel_kernel_text_matches_the_reference(compiled, case):
     shape, kernel_size, stride, padding, dtype, seed = case
     x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
-    expected = conv.columns(x, kernel_size, stride, padding)
-    _, _, ints = cupy_windows._geometry(shape, kernel_size, stride, padding)
+    with kernels.reference_only():
+        expected = np.ascontiguousarray(F.im2col(x, kernel_size, stride, padding).T)
+    ints = cupy_windows.geometry(shape, kernel_size, stride, padding, output_shape(shape, kernel_size, stride, padding))
     col = np.full(expected.shape, np.nan, dtype=dtype)
-    run_on_cpu(compiled[dtype], "im2col", x, col, np.int64(col.size), *ints)
+    run_on_cpu(compiled[dtype], "columns_by_channel", x, col, np.int64(col.size), *ints)
     np.testing.assert_array_equal(col, expected)
 
 
-@CHECKS
-@given(window_cases())
-def test_col2im_kernel_text_matches_the_reference(compiled, case):
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(case=window_cases())
+def test_add_columns_by_channel_kernel_text_matches_the_reference(compiled, case):
     shape, kernel_size, stride, padding, dtype, seed = case
-    out_height, out_width, ints = cupy_windows._geometry(shape, kernel_size, stride, padding)
+    out_size = output_shape(shape, kernel_size, stride, padding)
     rows = shape[1] * kernel_size[0] * kernel_size[1]
-    col = np.random.default_rng(seed).standard_normal((rows, shape[0] * out_height * out_width)).astype(dtype)
-    expected = conv.add_columns(col, shape, kernel_size, stride, padding)
+    col = np.random.default_rng(seed).standard_normal((rows, shape[0] * out_size[0] * out_size[1])).astype(dtype)
+    with kernels.reference_only():
+        expected = F.col2im(col.T, shape, kernel_size, stride, padding)
     image = np.full(shape, np.nan, dtype=dtype)
-    run_on_cpu(compiled[dtype], "col2im", col, image, np.int64(image.size), *ints)
-    np.testing.assert_allclose(image, expected, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+    ints = cupy_windows.geometry(shape, kernel_size, stride, padding, out_size)
+    run_on_cpu(compiled[dtype], "add_columns_by_channel", col, image, np.int64(image.size), *ints)
+    np.testing.assert_allclose(image, expected, **tolerance(dtype))
 
 
-def pool_input(shape, dtype, seed):
-    """Values on a coarse grid (many ties), with a sprinkling of -inf and NaN."""
-    rng = np.random.default_rng(seed)
-    x = rng.integers(-2, 3, shape).astype(dtype)
-    x[rng.random(shape) < 0.05] = -np.inf
-    x[rng.random(shape) < 0.03] = np.nan
-    return x
-
-
-@CHECKS
-@given(window_cases(pooling_case=True))
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(case=window_cases(pooling_case=True))
 def test_max_pool_kernel_text_matches_the_reference_with_ties_nan_and_minus_infinity(compiled, case):
     shape, kernel_size, stride, padding, dtype, seed = case
     x = pool_input(shape, dtype, seed)
-    reference = pooling.MaxPool2d(kernel_size, stride, padding)
-    expected = reference.forward(x)
-    out_height, out_width, ints = cupy_windows._geometry(shape, kernel_size, stride, padding)
+    expected, argmax, operation = reference_max_pool(x, kernel_size, stride, padding)
+    ints = cupy_windows.geometry(shape, kernel_size, stride, padding, expected.shape[2:])
     pooled = np.full(expected.shape, 7.0, dtype=dtype)
     first_max = np.full(expected.shape, -1, dtype=np.int32)
     run_on_cpu(compiled[dtype], "max_pool_forward", x, pooled, first_max, np.int64(pooled.size), *ints, dtype(-np.inf))
     np.testing.assert_array_equal(pooled, expected)  # NaN where the reference has NaN
-    np.testing.assert_array_equal(first_max, reference.first_max)
+    np.testing.assert_array_equal(first_max, argmax)
 
     grad = np.random.default_rng(seed + 1).standard_normal(expected.shape).astype(dtype)
     grad_x = np.full(shape, np.nan, dtype=dtype)
     run_on_cpu(compiled[dtype], "max_pool_backward", grad, first_max, grad_x, np.int64(grad_x.size), *ints)
-    np.testing.assert_allclose(grad_x, reference.backward(grad), rtol=1e-6)
+    with kernels.reference_only():
+        np.testing.assert_allclose(grad_x, operation.backward(grad), **tolerance(dtype))
 
 
-# ----- on the GPU: the CuPy kernels against the reference path on the same arrays --------------------
-
-needs_gpu = pytest.mark.skipif("gpu" not in AVAILABLE_DEVICES, reason="needs CuPy and a CUDA GPU")
+# ----- the whole engine: fast paths against references, on every backend present ----------------
 
 
-@pytest.mark.gpu
-@needs_gpu
 @CHECKS
-@given(window_cases(pooling_case=True))
-def test_cupy_kernels_match_the_reference_path_on_the_gpu(case):
-    import cupy
-
-    import minicnn
-    import minicnn.functional as F
-
+@given(case=window_cases(pooling_case=True))
+def test_conv2d_and_max_pool2d_give_the_same_numbers_with_and_without_fast_paths(device, case):
+    """Through the dispatch points: on the GPU the CuPy kernels, on the CPU cpu_windows (unless MINICNN_FAST=0)."""
     shape, kernel_size, stride, padding, dtype, seed = case
     rng = np.random.default_rng(seed)
     x_host = rng.standard_normal(shape).astype(dtype)
     weight_host = rng.standard_normal((3, shape[1]) + kernel_size).astype(dtype)
     results = []
-    for use_kernels in (True, False):
-        with contextlib.nullcontext() if use_kernels else kernels.reference_only():
-            x = minicnn.tensor(cupy.asarray(x_host), requires_grad=True)
-            weight = minicnn.tensor(cupy.asarray(weight_host), requires_grad=True)
+    for fast in (True, False):
+        with contextlib.nullcontext() if fast else kernels.reference_only():
+            x = minicnn.tensor(x_host, requires_grad=True, device=device)
+            weight = minicnn.tensor(weight_host, requires_grad=True, device=device)
             out = F.conv2d(x, weight, stride=stride, padding=padding)
             pooled = F.max_pool2d(x, kernel_size, stride, padding)
             (out.sum() * 0.5 + (pooled * pooled).sum()).backward()
             results.append([to_host(t) for t in (out, pooled, x.grad, weight.grad)])
-    tolerance = 1e-4 if dtype == np.float32 else 1e-10
-    for with_kernel, reference in zip(*results):
-        np.testing.assert_allclose(with_kernel, reference, rtol=tolerance, atol=tolerance)
+    for fast, reference in zip(*results):
+        np.testing.assert_allclose(fast, reference, rtol=1e-4 if dtype == np.float32 else 1e-10,
+                                   atol=1e-4 if dtype == np.float32 else 1e-10)
+
+
+# ----- on the GPU: the CuPy kernels themselves ---------------------------------------------------
 
 
 @pytest.mark.gpu
 @needs_gpu
-def test_cupy_max_pool_kernel_keeps_the_tie_rule_and_nan():
-    import cupy
-
-    x = cupy.asarray(pool_input((2, 3, 9, 8), np.float32, 5))
-    pooled, first_max = cupy_windows.max_pool_forward(x, (3, 2), (2, 2), (1, 1))
-    reference = pooling.MaxPool2d((3, 2), (2, 2), (1, 1))
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(case=window_cases(pooling_case=True))
+def test_cupy_kernels_match_the_references_with_ties_nan_and_minus_infinity(case):
+    cupy = backend.array_module_for("gpu")
+    shape, kernel_size, stride, padding, dtype, seed = case
+    out_size = output_shape(shape, kernel_size, stride, padding)
+    x = cupy.asarray(np.random.default_rng(seed).standard_normal(shape).astype(dtype))
     with kernels.reference_only():
-        expected = reference.forward(x)
-    np.testing.assert_array_equal(to_host(pooled), to_host(expected))
-    np.testing.assert_array_equal(to_host(first_max), to_host(reference.first_max))
+        expected_col = F.im2col(x, kernel_size, stride, padding)
+        expected_image = F.col2im(expected_col, shape, kernel_size, stride, padding)
+    col = cupy_windows.columns_by_channel(x, kernel_size, stride, padding, out_size)
+    np.testing.assert_array_equal(to_host(col), to_host(expected_col).T)
+    image = cupy_windows.add_columns_by_channel(col, shape, kernel_size, stride, padding, out_size)
+    np.testing.assert_allclose(to_host(image), to_host(expected_image), **tolerance(dtype))
 
+    x = cupy.asarray(pool_input(shape, dtype, seed))
+    expected, argmax, operation = reference_max_pool(x, kernel_size, stride, padding)
+    pooled, first_max = cupy_windows.max_pool_forward(x, kernel_size, stride, padding, out_size)
+    np.testing.assert_array_equal(to_host(pooled), to_host(expected))
+    np.testing.assert_array_equal(to_host(first_max), to_host(argmax))
+    grad = cupy.asarray(np.random.default_rng(seed + 1).standard_normal(expected.shape).astype(dtype))
+    with kernels.reference_only():
+        expected_grad = operation.backward(grad)
+    grad_x = cupy_windows.max_pool_backward(grad, first_max, shape, kernel_size, stride, padding)
+    np.testing.assert_allclose(to_host(grad_x), to_host(expected_grad), **tolerance(dtype))
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_cupy_max_pool_backward_takes_an_argmax_from_any_path():
+    """The reference's int64 argmax and the NumPy path's uint8 both mean row-major offsets."""
+    cupy = backend.array_module_for("gpu")
+    x = cupy.asarray(pool_input((2, 3, 9, 8), np.float32, 5))
+    expected, argmax, operation = reference_max_pool(x, (3, 2), (2, 2), (1, 1))
+    grad = cupy.ones(expected.shape, dtype=cupy.float32)
+    with kernels.reference_only():
+        expected_grad = operation.backward(grad)
+    for first_max in (argmax, argmax.astype(cupy.uint8)):
+        grad_x = cupy_windows.max_pool_backward(grad, first_max, (2, 3, 9, 8), (3, 2), (2, 2), (1, 1))
+        np.testing.assert_array_equal(to_host(grad_x), to_host(expected_grad))

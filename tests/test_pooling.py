@@ -1,5 +1,7 @@
 """Tests for minicnn.functional.pooling: max_pool2d and avg_pool2d."""
 
+import contextlib
+
 import numpy as np
 import pytest
 from conftest import to_host
@@ -8,11 +10,19 @@ from hypothesis import strategies as st
 
 import minicnn
 import minicnn.functional as F
+from minicnn import kernels
 
 # The `device` fixture only names a backend, so reusing it across Hypothesis examples is safe.
 CHECKS = settings(
     max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
+
+
+@pytest.fixture(params=["fast", "reference"])
+def path(request):
+    """Run the test through the dispatch points' fast paths and through the references (kernels.reference_only())."""
+    with contextlib.nullcontext() if request.param == "fast" else kernels.reference_only():
+        yield request.param
 
 POOLS = {"max_pool2d": F.max_pool2d, "avg_pool2d": F.avg_pool2d}
 
@@ -95,7 +105,7 @@ def test_avg_pool2d_gradcheck(device, case):
 
 @CHECKS
 @given(case=pool_cases())
-def test_max_pool2d_forward_matches_naive_loop(device, case):
+def test_max_pool2d_forward_matches_naive_loop(path, device, case):
     x_array = np.random.default_rng(case["seed"]).standard_normal(case["shape"])
     out = F.max_pool2d(minicnn.tensor(x_array, device=device), **pool_args(case))
     expected = naive_max_pool(x_array, case["kernel_size"], case["stride"], case["padding"])
@@ -134,7 +144,7 @@ TORCH_CASES = [
 
 
 @pytest.mark.parametrize("shape, args", TORCH_CASES)
-def test_max_pool2d_matches_torch(device, shape, args):
+def test_max_pool2d_matches_torch(path, device, shape, args):
     compare_pool_with_torch(device, "max_pool2d", distinct_values(shape, 11), **args)
 
 
@@ -161,7 +171,7 @@ def test_pooling_matches_torch_on_random_shapes(device, case, name):
         ((1, 1, 1, 1), {"kernel_size": 2, "stride": 1, "padding": 1}),
     ],
 )
-def test_max_pool2d_pads_with_minus_infinity(device, shape, args):
+def test_max_pool2d_pads_with_minus_infinity(path, device, shape, args):
     """With an all-negative input, a padded window's maximum is its largest real element, never the padding 0."""
     x_array = -1.0 - np.random.default_rng(2).random(shape)
     x = minicnn.tensor(x_array, requires_grad=True, device=device)
@@ -174,7 +184,7 @@ def test_max_pool2d_pads_with_minus_infinity(device, shape, args):
     assert float(to_host(x.grad).sum()) == out.numel()
 
 
-def test_max_pool2d_tie_sends_the_whole_gradient_to_the_first_maximum_in_row_major_order(device):
+def test_max_pool2d_tie_sends_the_whole_gradient_to_the_first_maximum_in_row_major_order(path, device):
     """Tie rule: among equal maxima of a window, the top-left-first (row-major) one gets all the gradient."""
     x_array = np.array(
         [[[[1.0, 5.0, 2.0, 2.0],  # window 1: 5 at (0, 1) and (1, 0) -> (0, 1), which comes first row by row
@@ -190,16 +200,33 @@ def test_max_pool2d_tie_sends_the_whole_gradient_to_the_first_maximum_in_row_maj
     np.testing.assert_array_equal(to_host(x.grad)[0, 0], expected)
 
 
-def test_max_pool2d_tie_rule_holds_in_overlapping_windows(device):
+def test_max_pool2d_tie_rule_holds_in_overlapping_windows(path, device):
     """A constant image with stride 1: every window's gradient goes to that window's own top-left element."""
     x = minicnn.tensor(np.full((1, 1, 3, 3), 2.0), requires_grad=True, device=device)
     F.max_pool2d(x, kernel_size=2, stride=1).sum().backward()
     np.testing.assert_array_equal(to_host(x.grad)[0, 0], [[1, 1, 0], [1, 1, 0], [0, 0, 0]])
 
 
+def test_max_pool2d_nan_wins_its_window_and_takes_the_gradient_at_the_first_nan(path, device):
+    """A NaN makes its window's maximum NaN; the gradient goes to the window's first NaN (argmax's choice)."""
+    nan, inf = np.nan, np.inf
+    x_array = np.array(
+        [[[[1.0, nan, 2.0, 9.0],  # window 1: NaN at (0, 1) and (1, 1) -> (0, 1)
+           [3.0, nan, nan, 0.0],  # window 2: a NaN after the maximum 9 -> the NaN at (1, 2)
+           [-inf, -inf, 5.0, 5.0],  # window 3: all -inf -> the first one
+           [-inf, -inf, nan, 5.0]]]]  # window 4: NaN at (3, 2) after the 5s
+    )
+    x = minicnn.tensor(x_array, requires_grad=True, device=device)
+    out = F.max_pool2d(x, kernel_size=2)
+    np.testing.assert_array_equal(to_host(out)[0, 0], [[nan, nan], [-inf, nan]])
+    out.backward(minicnn.tensor(np.array([[[[10.0, 20.0], [30.0, 40.0]]]]), device=device))
+    expected = np.array([[0.0, 10.0, 0.0, 0.0], [0.0, 0.0, 20.0, 0.0], [30.0, 0.0, 0.0, 0.0], [0.0, 0.0, 40.0, 0.0]])
+    np.testing.assert_array_equal(to_host(x.grad)[0, 0], expected)
+
+
 @pytest.mark.parametrize("name", sorted(POOLS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_pooling_keeps_the_input_dtype_in_output_and_gradient(device, name, dtype):
+def test_pooling_keeps_the_input_dtype_in_output_and_gradient(path, device, name, dtype):
     x = minicnn.tensor(distinct_values((2, 3, 5, 5), 4).astype(dtype), requires_grad=True, device=device)
     out = POOLS[name](x, kernel_size=3, stride=2, padding=1)
     assert out.dtype == dtype

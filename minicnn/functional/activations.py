@@ -4,7 +4,7 @@ from ..backend import get_array_module
 from ..tensor import Operation
 
 
-class ReLU(Operation):
+class ReLUOp(Operation):
     """max(x, 0); the derivative at 0 is taken as 0 (as PyTorch does)."""
 
     name = "relu"
@@ -17,7 +17,7 @@ class ReLU(Operation):
         return grad * self.positive
 
 
-class Sigmoid(Operation):
+class SigmoidOp(Operation):
     """1 / (1 + exp(-x)); d/dx = s (1 - s)."""
 
     def forward(self, x):
@@ -31,7 +31,7 @@ class Sigmoid(Operation):
         return grad * self.out * (1 - self.out)
 
 
-class Tanh(Operation):
+class TanhOp(Operation):
     """tanh(x); d/dx = 1 - tanh(x)^2."""
 
     def forward(self, x):
@@ -43,12 +43,12 @@ class Tanh(Operation):
 
 
 def relu(x):
-    return ReLU()(x)
+    return ReLUOp()(x)
 
 
 def sigmoid(x):
-    return Sigmoid()(x)
+    return SigmoidOp()(x)
 
 
 def tanh(x):
-    return Tanh()(x)
+    return TanhOp()(x)

@@ -4,7 +4,7 @@ from ..backend import random_uniform
 from ..tensor import Operation
 
 
-class Dropout(Operation):
+class DropoutOp(Operation):
     """x * mask / (1 - p) with mask ~ Bernoulli(1 - p), same shape as x; identity when p == 0."""
 
     def __init__(self, p):
@@ -25,4 +25,4 @@ def dropout(x, p=0.5, training=True):
     """Randomly zero elements of x during training; the identity in evaluation (training=False)."""
     if not training or p == 0:
         return x
-    return Dropout(p)(x)
+    return DropoutOp(p)(x)

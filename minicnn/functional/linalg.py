@@ -6,7 +6,7 @@ from ..tensor import Operation
 from .math import sum_to_shape
 
 
-class MatMul(Operation):
+class MatMulOp(Operation):
     """a @ b with NumPy's rules (1-d operands, broadcast batch axes).
 
     d(a @ b)/da = grad @ b^T, d(a @ b)/db = a^T @ grad.
@@ -39,7 +39,7 @@ class MatMul(Operation):
         return grad_a, grad_b
 
 
-class Linear(Operation):
+class LinearOp(Operation):
     """x @ weight + bias.  x: (..., in), weight: (in, out), bias: (out,) -> (..., out)."""
 
     input_names = ("input", "weight", "bias")
@@ -69,10 +69,10 @@ class Linear(Operation):
 
 
 def matmul(a, b):
-    return MatMul()(a, b)
+    return MatMulOp()(a, b)
 
 
 def linear(x, weight, bias=None):
     """x @ weight + bias.  x: (N, in), weight: (in, out), bias: (out,) or None -> (N, out)."""
-    return Linear()(x, weight) if bias is None else Linear()(x, weight, bias)
+    return LinearOp()(x, weight) if bias is None else LinearOp()(x, weight, bias)
 

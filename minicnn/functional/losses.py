@@ -12,7 +12,7 @@ def _log_softmax(x, axis):
     return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
 
 
-class Softmax(Operation):
+class SoftmaxOp(Operation):
     """exp(x) / sum(exp(x)) along `axis`; d/dx = s * (grad - sum(grad * s))."""
 
     def __init__(self, axis=-1):
@@ -26,7 +26,7 @@ class Softmax(Operation):
         return self.out * (grad - (grad * self.out).sum(axis=self.axis, keepdims=True))
 
 
-class LogSoftmax(Operation):
+class LogSoftmaxOp(Operation):
     """log(softmax(x)) along `axis`; d/dx = grad - softmax(x) * sum(grad)."""
 
     def __init__(self, axis=-1):
@@ -41,7 +41,7 @@ class LogSoftmax(Operation):
         return grad - xp.exp(self.out) * grad.sum(axis=self.axis, keepdims=True)
 
 
-class CrossEntropy(Operation):
+class CrossEntropyOp(Operation):
     """Mean softmax cross-entropy.  logits: (N, C) float, labels: (N,) int in [0, C) -> ().
 
     Fused with log-softmax, so the gradient is simply (softmax - one_hot) / N.
@@ -87,11 +87,11 @@ class CrossEntropy(Operation):
 
 
 def softmax(x, axis=-1):
-    return Softmax(axis)(x)
+    return SoftmaxOp(axis)(x)
 
 
 def log_softmax(x, axis=-1):
-    return LogSoftmax(axis)(x)
+    return LogSoftmaxOp(axis)(x)
 
 
 def cross_entropy(logits, labels, check_labels=True):
@@ -102,4 +102,4 @@ def cross_entropy(logits, labels, check_labels=True):
     """
     if not isinstance(labels, Tensor) and not hasattr(labels, "dtype"):
         labels = get_array_module(logits.data).asarray(labels)
-    return CrossEntropy(check_labels)(logits, labels)
+    return CrossEntropyOp(check_labels)(logits, labels)

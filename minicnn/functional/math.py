@@ -35,7 +35,7 @@ def _kept_shape(shape, axes):
     return tuple(1 if i in axes else size for i, size in enumerate(shape))
 
 
-class Add(Operation):
+class AddOp(Operation):
     """a + b, broadcast."""
 
     def forward(self, a, b):
@@ -47,7 +47,7 @@ class Add(Operation):
         return sum_to_shape(grad, shape_a), sum_to_shape(grad, shape_b)
 
 
-class Subtract(Operation):
+class SubtractOp(Operation):
     """a - b, broadcast."""
 
     def forward(self, a, b):
@@ -59,7 +59,7 @@ class Subtract(Operation):
         return sum_to_shape(grad, shape_a), sum_to_shape(-grad, shape_b)
 
 
-class Multiply(Operation):
+class MultiplyOp(Operation):
     """a * b, broadcast."""
 
     def forward(self, a, b):
@@ -72,7 +72,7 @@ class Multiply(Operation):
         return grad_a, grad_b
 
 
-class Divide(Operation):
+class DivideOp(Operation):
     """a / b, broadcast."""
 
     def forward(self, a, b):
@@ -87,7 +87,7 @@ class Divide(Operation):
         return grad_a, grad_b
 
 
-class Negate(Operation):
+class NegateOp(Operation):
     """-x."""
 
     def forward(self, x):
@@ -97,7 +97,7 @@ class Negate(Operation):
         return -grad
 
 
-class Power(Operation):
+class PowerOp(Operation):
     """a ** b, broadcast; d/da = b a^(b-1), d/db = a^b log(a)."""
 
     def forward(self, a, b):
@@ -113,7 +113,7 @@ class Power(Operation):
         return grad_a, grad_b
 
 
-class Exp(Operation):
+class ExpOp(Operation):
     """exp(x)."""
 
     def forward(self, x):
@@ -124,7 +124,7 @@ class Exp(Operation):
         return grad * self.out
 
 
-class Log(Operation):
+class LogOp(Operation):
     """Natural logarithm log(x)."""
 
     def forward(self, x):
@@ -135,7 +135,7 @@ class Log(Operation):
         return grad / self.x
 
 
-class Cast(Operation):
+class CastOp(Operation):
     """x.astype(dtype); the gradient is cast back to x's dtype."""
 
     name = "astype"
@@ -151,7 +151,7 @@ class Cast(Operation):
         return grad.astype(self.in_dtype)
 
 
-class Sum(Operation):
+class SumOp(Operation):
     """x.sum(axis, keepdims): the gradient is broadcast back over the summed axes."""
 
     def __init__(self, axis=None, keepdims=False):
@@ -168,7 +168,7 @@ class Sum(Operation):
         return xp.broadcast_to(grad, self.in_shape)
 
 
-class Mean(Operation):
+class MeanOp(Operation):
     """x.mean(axis, keepdims): each element receives grad / (number of elements averaged)."""
 
     def __init__(self, axis=None, keepdims=False):
@@ -188,7 +188,7 @@ class Mean(Operation):
         return xp.broadcast_to(grad, self.in_shape)
 
 
-class Max(Operation):
+class MaxOp(Operation):
     """x.max(axis, keepdims).
 
     Tie rule: the whole gradient goes to the first maximum in row-major order over
@@ -223,52 +223,52 @@ class Max(Operation):
 
 
 def add(a, b):
-    return Add()(a, b)
+    return AddOp()(a, b)
 
 
 def subtract(a, b):
-    return Subtract()(a, b)
+    return SubtractOp()(a, b)
 
 
 def multiply(a, b):
-    return Multiply()(a, b)
+    return MultiplyOp()(a, b)
 
 
 def divide(a, b):
-    return Divide()(a, b)
+    return DivideOp()(a, b)
 
 
 def negate(x):
-    return Negate()(x)
+    return NegateOp()(x)
 
 
 def power(a, b):
-    return Power()(a, b)
+    return PowerOp()(a, b)
 
 
 def exp(x):
-    return Exp()(x)
+    return ExpOp()(x)
 
 
 def log(x):
-    return Log()(x)
+    return LogOp()(x)
 
 
 def astype(x, dtype):
     """x converted to `dtype` (e.g. numpy.float64), differentiably."""
-    return Cast(dtype)(x)
+    return CastOp(dtype)(x)
 
 
 def sum(x, axis=None, keepdims=False):  # noqa: A001 - mirrors numpy.sum
-    return Sum(axis, keepdims)(x)
+    return SumOp(axis, keepdims)(x)
 
 
 def mean(x, axis=None, keepdims=False):
-    return Mean(axis, keepdims)(x)
+    return MeanOp(axis, keepdims)(x)
 
 
 def max(x, axis=None, keepdims=False):  # noqa: A001 - mirrors numpy.max
-    return Max(axis, keepdims)(x)
+    return MaxOp(axis, keepdims)(x)
 
 
 def argmax(x, axis=None):

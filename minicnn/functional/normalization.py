@@ -11,7 +11,7 @@ from ..errors import ShapeError
 from ..tensor import Operation, Tensor
 
 
-class BatchNorm(Operation):
+class BatchNormOp(Operation):
     """gamma * (x - mean) / sqrt(var + eps) + beta, per channel.
 
     x: (N, C) or (N, C, H, W), gamma: (C,), beta: (C,) -> x's shape.
@@ -100,4 +100,4 @@ def batch_norm(x, gamma, beta, running_mean=None, running_var=None, training=Tru
     """
     running_mean = running_mean.data if isinstance(running_mean, Tensor) else running_mean
     running_var = running_var.data if isinstance(running_var, Tensor) else running_var
-    return BatchNorm(running_mean, running_var, training, momentum, eps)(x, gamma, beta)
+    return BatchNormOp(running_mean, running_var, training, momentum, eps)(x, gamma, beta)

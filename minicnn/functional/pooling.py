@@ -1,11 +1,14 @@
-"""Max and average pooling over (N, C, H, W), built on conv's window view and its adjoint."""
+"""Max and average pooling over (N, C, H, W), built on the window view of functional.windows and its adjoint.
+
+This is the reference; minicnn.kernels computes max pooling faster (one-byte
+argmax, gradients written in place, CuPy kernels) and is tested equal to it.
+"""
 
 from .. import kernels
 from ..backend import get_array_module
 from ..errors import ShapeError
-from ..kernels import cupy_windows
 from ..tensor import Operation
-from .conv import add_windows, crop_padding, offset_slices, pad_image, pair, sliding_windows
+from .windows import add_windows, crop_padding, output_shape, pad_image, pair, sliding_windows
 
 
 def _pool_settings(name, kernel_size, stride, padding):
@@ -28,62 +31,51 @@ def _check_pool_input(name, x, kernel_size, padding):
         raise ShapeError(f"{name}: window {kernel_size} is larger than the padded input {padded} (input shape {x.shape})")
 
 
-class MaxPool2d(Operation):
-    """Maximum over each window.  x: (N, C, H, W) -> (N, C, OH, OW).
+class MaxPool2dOp(Operation):
+    """The max_pool2d operation: the maximum over each window.  x: (N, C, H, W) -> (N, C, OH, OW).
 
-    Padding is -inf, so it never wins. Tie rule: the window's gradient goes to its
-    first maximum in row-major (top-left first) order, as numpy.argmax picks it.
+    Padding is -inf, so it never wins (unless a window holds only -inf; its gradient then falls on the
+    padding and is dropped). Tie rule: a window's gradient goes to its
+    first maximum in row-major (top-left first) order, as argmax picks it. A NaN
+    in a window makes its maximum NaN, and the gradient goes to the first NaN.
     """
 
     def __init__(self, kernel_size=2, stride=None, padding=0):
         self.kernel_size, self.stride, self.padding = _pool_settings("max_pool2d", kernel_size, stride, padding)
 
     def forward(self, x):
-        xp = get_array_module(x)
         _check_pool_input("max_pool2d", x, self.kernel_size, self.padding)
-        self.x_shape, self.with_kernel = x.shape, kernels.active_for(x)
-        if self.with_kernel:
-            out, self.first_max = cupy_windows.max_pool_forward(x, self.kernel_size, self.stride, self.padding)
-            return out
-        padded = pad_image(x, self.padding, value=-xp.inf)
-        windows = sliding_windows(padded, self.kernel_size, self.stride)  # (N, C, OH, OW, KH, KW) view
-        # One pass per kernel offset over (N, C, OH, OW), instead of copying every window out.
-        out = windows[..., 0, 0].copy()
+        xp = get_array_module(x)
+        N, C, _, _ = self.x_shape = x.shape
         KH, KW = self.kernel_size
-        # Row-major offset of each window's maximum; one byte each when it fits (a quarter of int32's traffic).
-        self.first_max = xp.zeros(out.shape, dtype=xp.uint8 if KH * KW <= 256 else xp.int32)
-        for offset in range(1, KH * KW):
-            candidate = windows[..., offset // KW, offset % KW]
-            better = candidate > out  # strict, so a later equal value never displaces the first maximum
-            # Arithmetic rather than masked writes: a random mask makes those several times slower.
-            # offset > first_max here, so the difference never wraps around.
-            self.first_max += better * (self.first_max.dtype.type(offset) - self.first_max)
-            xp.maximum(out, candidate, out=out)
-        self.padded_shape = padded.shape
-        return out
+        out_size = output_shape(x.shape, self.kernel_size, self.stride, self.padding)
+        fast = kernels.max_pool2d(x, self.kernel_size, self.stride, self.padding, out_size)  # a fast path, or None
+        if fast is not None:
+            out, self.argmax = fast
+            return out
+        windows = sliding_windows(pad_image(x, self.padding, value=-xp.inf), self.kernel_size, self.stride)
+        rows = windows.reshape(N, C, *out_size, KH * KW)  # a copy: each window as one row, in row-major order
+        self.argmax = rows.argmax(axis=-1)  # (N, C, OH, OW): the offset of each window's first maximum
+        return rows.max(axis=-1)
 
     def backward(self, grad):
-        if self.with_kernel:
-            return cupy_windows.max_pool_backward(grad, self.first_max, self.x_shape, self.kernel_size, self.stride,
-                                                  self.padding)
-        xp = get_array_module(grad)
-        KH, KW = self.kernel_size
-        out_height, out_width = grad.shape[2:]
-        image = xp.zeros(self.padded_shape, dtype=grad.dtype)
-        overlapping = any(s < k for s, k in zip(self.stride, self.kernel_size))
-        for offset in range(KH * KW):
-            pixels = image[offset_slices(*divmod(offset, KW), self.stride, out_height, out_width)]
-            # Each offset's slice holds every pixel at most once, so += is exact even for overlapping windows;
-            # when windows do not overlap no other offset touches these pixels, and the product is written in place.
-            if overlapping:
-                pixels += grad * (self.first_max == offset)
-            else:
-                xp.multiply(grad, self.first_max == offset, out=pixels)
-        return crop_padding(image, self.padding)
+        """grad: (N, C, OH, OW) -> (N, C, H, W): each window's gradient goes to its argmax; overlaps add."""
+        settings = self.x_shape, self.kernel_size, self.stride, self.padding
+        grad_x = kernels.max_pool2d_backward(grad, self.argmax, *settings)  # a fast path, or None
+        if grad_x is None:
+            xp = get_array_module(grad)
+            N, C, H, W = self.x_shape
+            (KH, KW), (PH, PW) = self.kernel_size, self.padding
+            winner = self.argmax[..., None] == xp.arange(KH * KW)  # (N, C, OH, OW, KH*KW), one True per window
+            window_grads = xp.where(winner, grad[..., None], 0).astype(grad.dtype, copy=False)
+            window_grads = window_grads.reshape(grad.shape + (KH, KW))
+            padded = add_windows(window_grads, (N, C, H + 2 * PH, W + 2 * PW), self.stride)
+            grad_x = crop_padding(padded, self.padding)
+        return grad_x
 
 
-class AvgPool2d(Operation):
-    """Mean over each window.  x: (N, C, H, W) -> (N, C, OH, OW).
+class AvgPool2dOp(Operation):
+    """The avg_pool2d operation: the mean over each window.  x: (N, C, H, W) -> (N, C, OH, OW).
 
     Zero padding counts towards the mean (PyTorch's count_include_pad=True).
     """
@@ -99,6 +91,7 @@ class AvgPool2d(Operation):
         return windows.mean(axis=(4, 5))
 
     def backward(self, grad):
+        """grad: (N, C, OH, OW) -> (N, C, H, W): each window's gradient shared equally by its pixels."""
         xp = get_array_module(grad)
         area = self.window_shape[4] * self.window_shape[5]
         window_grads = xp.broadcast_to((grad / area)[..., None, None], self.window_shape)
@@ -108,9 +101,9 @@ class AvgPool2d(Operation):
 
 def max_pool2d(x, kernel_size=2, stride=None, padding=0):
     """Max pooling.  x: (N, C, H, W) -> (N, C, OH, OW); stride defaults to kernel_size."""
-    return MaxPool2d(kernel_size, stride, padding)(x)
+    return MaxPool2dOp(kernel_size, stride, padding)(x)
 
 
 def avg_pool2d(x, kernel_size=2, stride=None, padding=0):
     """Average pooling.  x: (N, C, H, W) -> (N, C, OH, OW); stride defaults to kernel_size."""
-    return AvgPool2d(kernel_size, stride, padding)(x)
+    return AvgPool2dOp(kernel_size, stride, padding)(x)

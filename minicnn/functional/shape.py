@@ -7,7 +7,7 @@ from ..errors import ShapeError
 from ..tensor import Operation, Tensor
 
 
-class Reshape(Operation):
+class ReshapeOp(Operation):
     """x.reshape(shape); the gradient is reshaped back."""
 
     def __init__(self, shape):
@@ -24,7 +24,7 @@ class Reshape(Operation):
         return grad.reshape(self.in_shape)
 
 
-class Transpose(Operation):
+class TransposeOp(Operation):
     """x.transpose(axes) (reversed axes when None); the gradient is permuted back."""
 
     def __init__(self, axes=None):
@@ -47,7 +47,7 @@ def _is_basic_index(index):
     return all(part is None or part is Ellipsis or isinstance(part, (numbers.Integral, slice)) for part in parts)
 
 
-class GetItem(Operation):
+class GetItemOp(Operation):
     """x[index]; the gradient is scattered back, summing over repeated indices."""
 
     def __init__(self, index):
@@ -80,7 +80,7 @@ def reshape(x, *shape):
     """x with a new shape (one entry may be -1); shape as separate ints or one tuple."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
-    return Reshape(shape)(x)
+    return ReshapeOp(shape)(x)
 
 
 def view(x, *shape):
@@ -92,15 +92,15 @@ def transpose(x, *axes):
     """x with its axes permuted; no axes reverses them (x.T)."""
     if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
         axes = tuple(axes[0])
-    return Transpose(axes or None)(x)
+    return TransposeOp(axes or None)(x)
 
 
 def get_item(x, index):
-    return GetItem(_index_arrays(index))(x)
+    return GetItemOp(_index_arrays(index))(x)
 
 
 def flatten(x):
     """(N, d1, d2, ...) -> (N, d1 * d2 * ...): keeps the batch axis."""
     if x.ndim < 1:
         raise ShapeError(f"flatten: expected an input with a batch axis, got shape {x.shape}")
-    return Reshape((x.shape[0], -1))(x)
+    return ReshapeOp((x.shape[0], -1))(x)

@@ -1,31 +1,85 @@
-"""Backend-specific fast paths: CuPy kernels for the window operations, each with a reference twin.
+"""Fast paths for the window operations, each with a reference twin in minicnn.functional.
 
-The twins are the array-module code in minicnn.functional (conv.columns and
-col2im, pooling.MaxPool2d), which runs on NumPy and on CuPy alike. On CuPy
-arrays of float32 or float64 the gather-only kernels of windows.cu take their
-place, unless MINICNN_CUPY_KERNELS=0 or inside `with kernels.reference_only():`,
-which is how the tests and the benchmarks compare the two.
+minicnn.functional holds each operation as a textbook writes it; this package
+holds the faster ways to compute the same numbers:
+
+- cupy_windows.py + windows.cu: CuPy raw kernels, for float32/float64 CuPy arrays;
+- cpu_windows.py: NumPy layouts and loops tuned for NumPy (phase-grid col2im,
+  one-byte argmax), for every other array.
+
+Each operation has ONE dispatch point below. It returns the fast result, or
+None when the fast paths are off, and then functional runs its reference. They
+are off with MINICNN_FAST=0 in the environment (read at import) and inside
+`with kernels.reference_only():`. MINICNN_CUPY_KERNELS=0 turns off only the raw
+CuPy kernels (CuPy arrays then take cpu_windows' array-module code).
+
+kernel_size, stride, padding and out_size = (OH, OW) are (h, w) pairs; out_size
+comes from functional.windows.output_size.
 """
 
 import contextlib
 import os
 
 from ..backend import is_cupy_array
+from . import cpu_windows, cupy_windows
 
-_enabled = os.environ.get("MINICNN_CUPY_KERNELS", "1") != "0"
-
-
-def active_for(array):
-    """True when `array` is a float32/float64 CuPy array and the kernels are on."""
-    return _enabled and is_cupy_array(array) and array.dtype.kind == "f" and array.dtype.itemsize in (4, 8)
+_fast = os.environ.get("MINICNN_FAST", "1") != "0"
+_cupy_kernels = os.environ.get("MINICNN_CUPY_KERNELS", "1") != "0"
 
 
 @contextlib.contextmanager
 def reference_only():
-    """Within the block, CuPy arrays take the same array-module path as NumPy arrays."""
-    global _enabled
-    saved, _enabled = _enabled, False
+    """Within the block every operation runs its reference in minicnn.functional."""
+    global _fast
+    saved, _fast = _fast, False
     try:
         yield
     finally:
-        _enabled = saved
+        _fast = saved
+
+
+def _fast_module(array):
+    """cupy_windows for float32/float64 CuPy arrays, cpu_windows for the rest, None when the fast paths are off."""
+    if not _fast:
+        return None
+    if _cupy_kernels and is_cupy_array(array) and array.dtype.kind == "f" and array.dtype.itemsize in (4, 8):
+        return cupy_windows
+    return cpu_windows
+
+
+def im2col(x, kernel_size, stride, padding, out_size):
+    """x: (N, C, H, W) -> (N*OH*OW, C*KH*KW), one row per window (a transposed view of columns by channel), or None."""
+    fast = _fast_module(x)
+    return None if fast is None else fast.columns_by_channel(x, kernel_size, stride, padding, out_size).T
+
+
+def col2im(col, x_shape, kernel_size, stride, padding, out_size):
+    """col: (N*OH*OW, C*KH*KW) -> (N, C, H, W), the adjoint of `im2col`, or None."""
+    fast = _fast_module(col)
+    return None if fast is None else fast.add_columns_by_channel(col.T, x_shape, kernel_size, stride, padding, out_size)
+
+
+def conv2d_input_grad(grad_matrix, weight_matrix, x_shape, kernel_size, stride, padding, out_size):
+    """grad_matrix: (F, N*OH*OW), weight_matrix: (F, C*KH*KW) -> col2im(grad_matrix.T @ weight_matrix), or None."""
+    fast = _fast_module(grad_matrix)
+    if fast is None:
+        return None
+    settings = x_shape, kernel_size, stride, padding, out_size
+    if fast is cpu_windows:
+        return cpu_windows.conv2d_input_grad(grad_matrix, weight_matrix, *settings)
+    return fast.add_columns_by_channel(weight_matrix.T @ grad_matrix, *settings)
+
+
+def max_pool2d(x, kernel_size, stride, padding, out_size):
+    """x: (N, C, H, W) -> (pooled, first_max), both (N, C, OH, OW), or None.
+
+    first_max is each window's argmax as a row-major offset (padding -inf, first maximum or first NaN).
+    """
+    fast = _fast_module(x)
+    return None if fast is None else fast.max_pool_forward(x, kernel_size, stride, padding, out_size)
+
+
+def max_pool2d_backward(grad, first_max, x_shape, kernel_size, stride, padding):
+    """grad, first_max: (N, C, OH, OW) -> (N, C, H, W), each window's gradient at its first_max, or None."""
+    fast = _fast_module(grad)
+    return None if fast is None else fast.max_pool_backward(grad, first_max, x_shape, kernel_size, stride, padding)

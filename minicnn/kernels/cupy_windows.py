@@ -1,7 +1,9 @@
 """Launch the kernels of windows.cu on CuPy arrays: compiled once per dtype, then cached.
 
-Shapes as in minicnn.functional.conv: x (N, C, H, W), col (C*KH*KW, N*OH*OW),
-pooled and first_max (N, C, OH, OW). kernel_size, stride, padding are (h, w) pairs.
+Shapes: x (N, C, H, W), col (C*KH*KW, N*OH*OW) (columns by channel, the transpose
+of functional.conv.im2col), pooled and first_max (N, C, OH, OW). kernel_size, stride,
+padding and out_size = (OH, OW) are (h, w) pairs; out_size comes from the caller
+(functional.windows.output_size), so the formula exists once.
 """
 
 import functools
@@ -34,51 +36,52 @@ def _launch(cupy, name, dtype, total, *args):
     kernel((blocks,), (THREADS,), args)
 
 
-def _geometry(x_shape, kernel_size, stride, padding):
-    """(OH, OW) and the int32 arguments every kernel takes after `total`."""
-    N, C, H, W = x_shape
-    (KH, KW), (SH, SW), (PH, PW) = kernel_size, stride, padding
-    out_height, out_width = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
-    ints = (N, C, H, W, KH, KW, SH, SW, PH, PW, out_height, out_width)
-    return out_height, out_width, tuple(np.int32(value) for value in ints)
+def geometry(x_shape, kernel_size, stride, padding, out_size):
+    """The int32 arguments every kernel takes after `total`; out_size = (OH, OW) from functional.windows.output_size."""
+    ints = (*x_shape, *kernel_size, *stride, *padding, *out_size)  # N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW
+    return tuple(np.int32(value) for value in ints)
 
 
-def im2col(x, kernel_size, stride, padding):
-    """x: (N, C, H, W) -> col: (C*KH*KW, N*OH*OW); padding reads as zeros."""
+def columns_by_channel(x, kernel_size, stride, padding, out_size):
+    """x: (N, C, H, W) -> col: (C*KH*KW, N*OH*OW), one column per window (the transpose of F.im2col).
+
+    Padding reads as zeros.
+    """
     cupy = get_array_module(x)
     N, C = x.shape[:2]
-    out_height, out_width, ints = _geometry(x.shape, kernel_size, stride, padding)
-    col = cupy.empty((C * kernel_size[0] * kernel_size[1], N * out_height * out_width), dtype=x.dtype)
-    _launch(cupy, "im2col", x.dtype, col.size, cupy.ascontiguousarray(x), col, np.int64(col.size), *ints)
+    col = cupy.empty((C * kernel_size[0] * kernel_size[1], N * out_size[0] * out_size[1]), dtype=x.dtype)
+    _launch(cupy, "columns_by_channel", x.dtype, col.size, cupy.ascontiguousarray(x), col, np.int64(col.size),
+            *geometry(x.shape, kernel_size, stride, padding, out_size))
     return col
 
 
-def col2im(col, x_shape, kernel_size, stride, padding):
-    """col: (C*KH*KW, N*OH*OW) -> (N, C, H, W), summing every window that covers each pixel."""
+def add_columns_by_channel(col, x_shape, kernel_size, stride, padding, out_size):
+    """col: (C*KH*KW, N*OH*OW) -> (N, C, H, W), summing every window that covers each pixel.
+
+    The adjoint of `columns_by_channel`.
+    """
     cupy = get_array_module(col)
-    _, _, ints = _geometry(x_shape, kernel_size, stride, padding)
     image = cupy.empty(tuple(x_shape), dtype=col.dtype)
-    _launch(cupy, "col2im", col.dtype, image.size, cupy.ascontiguousarray(col), image, np.int64(image.size), *ints)
+    _launch(cupy, "add_columns_by_channel", col.dtype, image.size, cupy.ascontiguousarray(col), image,
+            np.int64(image.size), *geometry(x_shape, kernel_size, stride, padding, out_size))
     return image
 
 
-def max_pool_forward(x, kernel_size, stride, padding):
+def max_pool_forward(x, kernel_size, stride, padding, out_size):
     """x: (N, C, H, W) -> (pooled, first_max), both (N, C, OH, OW); first_max is int32."""
     cupy = get_array_module(x)
-    N, C = x.shape[:2]
-    out_height, out_width, ints = _geometry(x.shape, kernel_size, stride, padding)
-    pooled = cupy.empty((N, C, out_height, out_width), dtype=x.dtype)
+    pooled = cupy.empty(x.shape[:2] + tuple(out_size), dtype=x.dtype)
     first_max = cupy.empty(pooled.shape, dtype=cupy.int32)
     _launch(cupy, "max_pool_forward", x.dtype, pooled.size, cupy.ascontiguousarray(x), pooled, first_max,
-            np.int64(pooled.size), *ints, x.dtype.type(-np.inf))
+            np.int64(pooled.size), *geometry(x.shape, kernel_size, stride, padding, out_size), x.dtype.type(-np.inf))
     return pooled, first_max
 
 
 def max_pool_backward(grad, first_max, x_shape, kernel_size, stride, padding):
-    """grad, first_max: (N, C, OH, OW) -> (N, C, H, W)."""
+    """grad, first_max: (N, C, OH, OW) -> (N, C, H, W); first_max may come from any path (cast to int32 here)."""
     cupy = get_array_module(grad)
-    _, _, ints = _geometry(x_shape, kernel_size, stride, padding)
     grad_x = cupy.empty(tuple(x_shape), dtype=grad.dtype)
+    first_max = cupy.ascontiguousarray(first_max, dtype=cupy.int32)
     _launch(cupy, "max_pool_backward", grad.dtype, grad_x.size, cupy.ascontiguousarray(grad), first_max, grad_x,
-            np.int64(grad_x.size), *ints)
+            np.int64(grad_x.size), *geometry(x_shape, kernel_size, stride, padding, grad.shape[2:]))
     return grad_x

@@ -1,18 +1,18 @@
-// Window kernels for CuPy: im2col, col2im, max-pool forward and backward.
+// Window kernels for CuPy: columns by channel (im2col's transpose), its adjoint, max-pool forward and backward.
 //
 // Every kernel is gather-only: each thread computes one output element and
 // writes it once, so there are no atomics and no races. The includer defines
 // T (float or double), KERNEL (extern "C" __global__ on the GPU) and
 // LOOP(i, n) (a grid-stride loop on the GPU); tests/test_kernels.py compiles
 // this same text for the CPU with a plain for loop and checks it against the
-// NumPy reference in minicnn.functional.
+// reference in minicnn.functional.
 //
-// Layouts (row-major, as in minicnn.functional.conv):
+// Layouts (row-major):
 //   x, image  (N, C, H, W)
-//   col       (C*KH*KW, N*OH*OW)
+//   col       (C*KH*KW, N*OH*OW), one column per window: the transpose of functional.conv.im2col
 //   pooled    (N, C, OH, OW), first_max the same shape (row-major window offset)
 
-KERNEL void im2col(const T* x, T* col, long long total, int N, int C, int H, int W, int KH, int KW,
+KERNEL void columns_by_channel(const T* x, T* col, long long total, int N, int C, int H, int W, int KH, int KW,
                    int SH, int SW, int PH, int PW, int OH, int OW) {
     LOOP(i, total) {
         long long columns = (long long)N * OH * OW;
@@ -26,7 +26,7 @@ KERNEL void im2col(const T* x, T* col, long long total, int N, int C, int H, int
 }
 
 // image[n, c, h, w] = sum of col over every (kernel offset, window) that covers pixel (h, w).
-KERNEL void col2im(const T* col, T* image, long long total, int N, int C, int H, int W, int KH, int KW,
+KERNEL void add_columns_by_channel(const T* col, T* image, long long total, int N, int C, int H, int W, int KH, int KW,
                    int SH, int SW, int PH, int PW, int OH, int OW) {
     LOOP(i, total) {
         long long columns = (long long)N * OH * OW;
@@ -47,9 +47,9 @@ KERNEL void col2im(const T* col, T* image, long long total, int N, int C, int H,
     }
 }
 
-// Maximum over each window, padding counting as -inf. first_max is the first
-// strictly greater value's offset in row-major order (the tie rule); a NaN
-// makes the maximum NaN and freezes first_max, as numpy.maximum and > do.
+// Maximum over each window, padding counting as -inf. first_max is the row-major
+// offset of the first maximum (the tie rule), or of the first NaN, which makes the
+// maximum NaN: the same offset numpy.argmax picks.
 KERNEL void max_pool_forward(const T* x, T* pooled, int* first_max, long long total, int N, int C, int H, int W,
                              int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW, T minus_infinity) {
     LOOP(i, total) {
@@ -62,11 +62,10 @@ KERNEL void max_pool_forward(const T* x, T* pooled, int* first_max, long long to
                 int h = oh * SH - PH + kh, w = ow * SW - PW + kw;
                 T value = (h >= 0 && h < H && w >= 0 && w < W) ? x[(plane * H + h) * W + w] : minus_infinity;
                 int offset = kh * KW + kw;
-                if (offset == 0) {
+                // Strict `>`: a later equal value never wins. A NaN wins and stays (best != best after it).
+                if (offset == 0 || (best == best && (value != value || value > best))) {
                     best = value;
-                } else {
-                    if (value > best) best_offset = offset;  // strict: a later equal value never wins
-                    if (best == best && (value != value || value > best)) best = value;  // a NaN wins and stays
+                    best_offset = offset;
                 }
             }
         }

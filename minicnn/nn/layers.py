@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import backend
 from .. import functional as F
-from ..functional.conv import pair
+from ..functional.windows import pair
 from .init import initializer
 from .module import Module, Parameter
 from .registry import register

@@ -1,0 +1,156 @@
+"""Fast window operations for NumPy: layouts and loops chosen for NumPy's cost model, not for reading.
+
+Each function equals a reference in minicnn.functional (named in its
+docstring; tests/test_kernels.py checks it on random shapes). NumPy's cost is
+per pass and per row, so these trade the textbook layouts for fewer, longer
+passes; benchmarks/NOTES.md (steps 2 to 4) has the measurements behind each
+choice. The code is array-module code, so CuPy arrays the raw kernels do not
+take (float16) run it too.
+
+Shapes: x (N, C, H, W); kernel_size, stride, padding and out_size = (OH, OW)
+are (h, w) pairs, out_size as functional.windows.output_size gives it (this
+package sits below functional, so the caller passes it in).
+"""
+
+from ..backend import get_array_module
+
+
+def _windows(x, kernel_size, stride, padding, pad_value):
+    """The (N, C, OH, OW, KH, KW) read-only view of every window of x padded with pad_value."""
+    xp = get_array_module(x)
+    (PH, PW), (SH, SW) = padding, stride
+    if PH or PW:
+        x = xp.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)), mode="constant", constant_values=pad_value)
+    return xp.lib.stride_tricks.sliding_window_view(x, kernel_size, axis=(2, 3))[:, :, ::SH, ::SW]
+
+
+# ----- im2col and col2im ------------------------------------------------------------------------
+
+
+def columns_by_channel(x, kernel_size, stride, padding, out_size):
+    """x -> col: (C*KH*KW, N*OH*OW), one column per window: the transpose of functional.conv.im2col.
+
+    Channel-and-offset-major, so the one copy reads whole image rows; one row per
+    window walks memory KW elements at a time (3.5x slower for the `cnn` model's
+    second layer).
+    """
+    windows = _windows(x, kernel_size, stride, padding, 0.0)  # (N, C, OH, OW, KH, KW) view
+    col = get_array_module(x).ascontiguousarray(windows.transpose(1, 4, 5, 0, 2, 3))  # (C, KH, KW, N, OH, OW)
+    return col.reshape(-1, x.shape[0] * out_size[0] * out_size[1])
+
+
+def phase_grid(x_shape, stride, padding):
+    """(HQ, WQ): the size of one phase of the padded image (see `add_wide_columns`).
+
+    A stride (SH, SW) splits the padded image into SH*SW phases, the pixels
+    (SH*r + a, SW*c + b) for fixed (a, b); each phase is an HQ x WQ grid. Kernel
+    offset (i, j) only ever touches phase (i % SH, j % SW), as a stride-1 shift.
+    """
+    _, _, H, W = x_shape
+    (SH, SW), (PH, PW) = stride, padding
+    return -(-(H + 2 * PH) // SH), -(-(W + 2 * PW) // SW)
+
+
+def widen(a, width):
+    """(..., OH, OW) -> (..., OH, width), padded on the right with zeros (width >= OW)."""
+    wide = get_array_module(a).zeros(a.shape[:-1] + (width,), dtype=a.dtype)
+    wide[..., : a.shape[-1]] = a
+    return wide
+
+
+def add_wide_columns(wide_col, x_shape, kernel_size, stride, padding, out_size):
+    """wide_col: (C*KH*KW, N*OH*WQ), column gradients whose rows are widened to WQ -> (N, C, H, W).
+
+    The adjoint of `columns_by_channel`, given its gradient in rows padded with
+    zeros from OW to the phase grid's width WQ (`phase_grid`, `widen`). In that
+    layout one kernel offset's windows cover a phase as a single run of OH*WQ
+    consecutive pixels per image, so each of the KH*KW passes is one `+=` over
+    long contiguous rows instead of N*C*OH rows of OW elements (NumPy's cost is
+    per row). The padding zeros land on pixels of the same phase, adding nothing;
+    a spare grid row past the end catches those of the last rows. Each pass holds
+    every pixel at most once, so `+=` is exact.
+    """
+    N, C, H, W = x_shape
+    (KH, KW), (SH, SW), (PH, PW) = kernel_size, stride, padding
+    grid_height, grid_width = phase_grid(x_shape, stride, padding)
+    run = out_size[0] * grid_width
+    wide_col = wide_col.reshape(C, KH, KW, N, run)
+    # Rows of phase a, in order, then those of phase a + 1: within phase (a, b) grid pixel (r, c) sits
+    # SW * (r * WQ + c) elements after its first, so a run of the grid is a slice with step SW.
+    xp = get_array_module(wide_col)
+    bands = xp.zeros((C, N, SH, (grid_height + 1) * grid_width * SW), dtype=wide_col.dtype)
+    for i in range(KH):
+        for j in range(KW):
+            start = ((i // SH) * grid_width + j // SW) * SW + j % SW
+            bands[:, :, i % SH, start : start + SW * run : SW] += wide_col[:, i, j]
+    bands = bands[..., : grid_height * grid_width * SW].reshape(C, N, SH, grid_height, grid_width * SW)
+    image = bands.transpose(1, 0, 3, 2, 4).reshape(N, C, grid_height * SH, grid_width * SW)  # interleave the bands
+    return xp.ascontiguousarray(image[:, :, PH : PH + H, PW : PW + W])
+
+
+def add_columns_by_channel(col, x_shape, kernel_size, stride, padding, out_size):
+    """col: (C*KH*KW, N*OH*OW) -> (N, C, H, W): the adjoint of `columns_by_channel` (overlaps are summed)."""
+    wide_col = widen(col.reshape(-1, *out_size), phase_grid(x_shape, stride, padding)[1])
+    return add_wide_columns(wide_col, x_shape, kernel_size, stride, padding, out_size)
+
+
+def conv2d_input_grad(grad_matrix, weight_matrix, x_shape, kernel_size, stride, padding, out_size):
+    """grad_matrix: (F, N*OH*OW), weight_matrix: (F, C*KH*KW) -> (N, C, H, W), col2im of weight_matrix.T @ grad_matrix.
+
+    Widening before the product gives `add_wide_columns` its long rows for the
+    price of widening the (F, ...) gradient, far smaller than the (C*KH*KW, ...) product.
+    """
+    F = grad_matrix.shape[0]
+    grid_width = phase_grid(x_shape, stride, padding)[1]
+    grad_wide = widen(grad_matrix.reshape(F, -1, *out_size), grid_width).reshape(F, -1)  # (F, N*OH*WQ)
+    return add_wide_columns(weight_matrix.T @ grad_wide, x_shape, kernel_size, stride, padding, out_size)
+
+
+# ----- max pooling ------------------------------------------------------------------------------
+
+
+def max_pool_forward(x, kernel_size, stride, padding, out_size):
+    """x -> (pooled, first_max), both (N, C, OH, OW); first_max is the row-major offset of each window's maximum.
+
+    The same numbers as functional.pooling.MaxPool2dOp's argmax over each window,
+    NaN included (the first NaN wins), in one pass per kernel offset over
+    (N, C, OH, OW) arrays instead of a copy of every window. first_max is one byte
+    when a window has at most 256 elements: a quarter of int32's traffic.
+    """
+    xp = get_array_module(x)
+    windows = _windows(x, kernel_size, stride, padding, -xp.inf)  # (N, C, OH, OW, KH, KW) view
+    KH, KW = kernel_size
+    pooled = windows[..., 0, 0].copy()
+    first_max = xp.zeros(pooled.shape, dtype=xp.uint8 if KH * KW <= 256 else xp.int32)
+    for offset in range(1, KH * KW):
+        candidate = windows[..., offset // KW, offset % KW]
+        better = candidate > pooled  # strict, so a later equal value never displaces the first maximum
+        # Arithmetic rather than masked writes: a random mask makes those several times slower.
+        # offset > first_max here, so the difference never wraps around.
+        first_max += better * (first_max.dtype.type(offset) - first_max)
+        xp.maximum(pooled, candidate, out=pooled)  # a NaN propagates, and `>` against it is never true
+    if xp.isnan(pooled.max()):  # `>` cannot see a NaN arrive: point those windows at their first NaN, as argmax does
+        nan_windows = xp.isnan(pooled)
+        first_max[nan_windows] = xp.isnan(windows[nan_windows].reshape(-1, KH * KW)).argmax(axis=1)
+    return pooled, first_max
+
+
+def max_pool_backward(grad, first_max, x_shape, kernel_size, stride, padding):
+    """grad, first_max: (N, C, OH, OW) -> (N, C, H, W), each window's gradient at its first maximum."""
+    xp = get_array_module(grad)
+    N, C, H, W = x_shape
+    (KH, KW), (SH, SW), (PH, PW) = kernel_size, stride, padding
+    out_height, out_width = grad.shape[2:]
+    image = xp.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=grad.dtype)
+    overlapping = SH < KH or SW < KW
+    for offset in range(KH * KW):
+        i, j = divmod(offset, KW)
+        pixels = image[:, :, i : i + SH * (out_height - 1) + 1 : SH, j : j + SW * (out_width - 1) + 1 : SW]
+        # Arithmetic again (a finite grad is assumed: 0 * inf would spread NaN over the window).
+        # Each offset's slice holds every pixel at most once, so += is exact even for overlapping windows;
+        # when windows do not overlap no other offset touches these pixels, and the product is written in place.
+        if overlapping:
+            pixels += grad * (first_max == offset)
+        else:
+            xp.multiply(grad, first_max == offset, out=pixels)
+    return image[:, :, PH : PH + H, PW : PW + W]
