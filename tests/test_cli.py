@@ -270,6 +270,7 @@ def test_graph_writes_the_training_step_graph(tmp_path, capsys, monkeypatch):
 @pytest.fixture(scope="module")
 def shown(trained_run, tmp_path_factory):
     """The pictures of `minicnn show` for test image 7 of the trained run, and what it printed."""
+    pytest.importorskip("matplotlib", reason="minicnn show draws with matplotlib (pip install -e \".[viz]\")")
     out = tmp_path_factory.mktemp("pictures")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
