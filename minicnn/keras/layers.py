@@ -49,6 +49,8 @@ class Layer:
     of a Sequential unless the data or keras.Input gives it.
     """
 
+    takes_images = False  # True for layers whose samples are (height, width, channels)
+
     def __init__(self, input_shape=None, name=None):
         self.input_shape = None if input_shape is None else tuple(input_shape)
         self.name = name
@@ -95,6 +97,8 @@ class Conv2D(Layer):
     padding 'same' keeps the size (stride 1, odd kernel: kernel_size // 2 zeros on each side, as Keras pads).
     """
 
+    takes_images = True
+
     def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", activation=None, use_bias=True,
                  kernel_initializer="glorot_uniform", input_shape=None, name=None):
         super().__init__(input_shape, name)
@@ -125,6 +129,7 @@ class Conv2D(Layer):
 
 class _Pooling2D(Layer):
     module = None
+    takes_images = True
 
     def __init__(self, pool_size=(2, 2), strides=None, padding="valid", input_shape=None, name=None):
         super().__init__(input_shape, name)
@@ -162,6 +167,8 @@ class AveragePooling2D(_Pooling2D):
 
 class GlobalAveragePooling2D(Layer):
     """(H, W, C) -> (C,): the mean of each channel over the image."""
+
+    takes_images = True
 
     def make(self, input_shape):
         self.expect_rank(input_shape, 3, "images (height, width, channels)")

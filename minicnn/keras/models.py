@@ -99,8 +99,8 @@ class Sequential:
         if self.network is None:
             if not self.layers:
                 raise ValueError(f"{self.name}: the model has no layers; add some first")
-            # (N, H, W) images for a convolution get their channel axis, as Keras wants it given.
-            needs_channels = x.ndim == 3 and hasattr(self.layers[0], "kernel_size")
+            # (N, H, W) images for a convolution or pooling get their channel axis, as Keras wants it given.
+            needs_channels = x.ndim == 3 and self.layers[0].takes_images
             self.build(x.shape[1:] + (1,) if needs_channels else x.shape[1:])
         return self.network
 
