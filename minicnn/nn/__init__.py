@@ -11,7 +11,7 @@ from .layers import (
 )
 from .losses import CrossEntropyLoss
 from .module import Module, Parameter
-from .registry import ARCHITECTURES, build, describe, register
+from .registry import ARCHITECTURES, build, describe, register, skeleton, state_shapes
 from .sequential import Sequential
 
 LAYER_TYPES = ARCHITECTURES  # the name earlier versions documented
@@ -20,4 +20,5 @@ __all__ = [
     "ARCHITECTURES", "AvgPool2D", "AvgPool2d", "BatchNorm1D", "BatchNorm1d", "BatchNorm2D", "BatchNorm2d", "Conv2D",
     "Conv2d", "CrossEntropyLoss", "Dense", "Dropout", "Flatten", "LAYER_TYPES", "Linear", "MaxPool2D", "MaxPool2d",
     "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "build", "describe", "init", "register",
+    "skeleton", "state_shapes",
 ]

@@ -6,20 +6,58 @@ can be written to a checkpoint as text and built again without pickle or eval.
 
 PyTorch's spellings stand beside minicnn's own: Conv2d, MaxPool2d, AvgPool2d,
 Linear (weight (out_features, in_features), as in PyTorch), BatchNorm1d, BatchNorm2d.
+
+Constructors check their arguments (positive sizes, bounded windows) before making any
+array, so that an architecture read from a file cannot ask for an absurd allocation or
+a division by zero; every array is made through registry.new_array (see nn.skeleton).
 """
+
+import math
 
 import numpy as np
 
 from .. import backend
 from .. import functional as F
-from ..functional.windows import pair
 from .init import initializer
 from .module import Module, Parameter
-from .registry import register
+from .registry import new_array, register
+
+MAX_SIZE = 2**31 - 1  # channels and features: far above any real layer, yet every shape stays indexable
+MAX_WINDOW = 2**16  # kernel, pool window, stride and padding along one axis
 
 
-def _new_parameter(array):
-    return Parameter(backend.to_device(array, backend.default_device()))
+def _check_int(layer, name, value, low, high=MAX_SIZE):
+    """value as an int in [low, high]; ValueError naming the layer and argument otherwise (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise ValueError(f"{layer}: {name} must be an integer in [{low}, {high}], got {value!r}")
+    return int(value)
+
+
+def _check_pair(layer, name, value, low, high=MAX_WINDOW):
+    """An int or an (h, w) pair of ints in [low, high], as a tuple of two ints."""
+    values = (value, value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
+    if not isinstance(values, (tuple, list)) or len(values) != 2:
+        raise ValueError(f"{layer}: {name} must be an int or an (h, w) pair, got {value!r}")
+    return tuple(_check_int(layer, name, item, low, high) for item in values)
+
+
+def _check_choice(layer, name, value, choices):
+    if not any(value is choice or (type(value) is type(choice) and value == choice) for choice in choices):
+        raise ValueError(f"{layer}: {name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def _check_real(layer, name, value, low, high, low_open=False):
+    """A finite real number in [low, high] ((low, high] with low_open)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or not (low < value if low_open else low <= value) or not value <= high:
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{layer}: {name} must be a number in {bracket}{low}, {high}], got {value!r}")
+    return value
+
+
+def _new_parameter(shape, make):
+    return Parameter(new_array(shape, make))
 
 
 class _Affine(Module):
@@ -34,12 +72,19 @@ class _Affine(Module):
 
     def __init__(self, weight_shape, bias_size, bias, init):
         super().__init__()
+        name = type(self).__name__
+        _check_choice(name, "bias", bias, (True, False))
+        if not isinstance(init, str):
+            raise ValueError(f"{name}: init must be 'auto', 'he' or 'glorot', got {init!r}")
         if init != "auto":
             initializer(init)  # reject unknown names now
-        self.init, self.weight_shape = init, weight_shape
+        self.init, self.weight_shape, self.bias_size = init, weight_shape, bias_size
         self.init_used = self.default_init if init == "auto" else init
-        self.weight = _new_parameter(self.draw_weight(self.init_used))
-        self.bias = _new_parameter(np.zeros(bias_size, dtype=backend.DEFAULT_FLOAT)) if bias else None
+        self.weight = _new_parameter(weight_shape, lambda: self.draw_weight(self.init_used))
+        self.bias = _new_parameter((bias_size,), self.zero_bias) if bias else None
+
+    def zero_bias(self):
+        return np.zeros(self.bias_size, dtype=backend.DEFAULT_FLOAT)
 
     def draw_weight(self, init):
         """A new weight array from the initialiser called `init`."""
@@ -51,9 +96,9 @@ class _Affine(Module):
         The Parameter objects stay the same, so an optimizer holding them keeps working.
         """
         self.init_used = init or (self.default_init if self.init == "auto" else self.init)
-        self.weight.data = backend.to_device(self.draw_weight(self.init_used), self.weight.device)
+        self.weight.data = new_array(self.weight_shape, lambda: self.draw_weight(self.init_used))
         if self.bias is not None:
-            self.bias.data = self.bias.data * 0
+            self.bias.data = new_array((self.bias_size,), self.zero_bias)
 
 
 @register
@@ -68,9 +113,11 @@ class Conv2D(_Affine):
     default_init = "he"
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, init="auto"):
-        self.in_channels, self.out_channels = in_channels, out_channels
+        self.in_channels = _check_int("Conv2D", "in_channels", in_channels, 1)
+        self.out_channels = _check_int("Conv2D", "out_channels", out_channels, 1)
         self.kernel_size, self.stride, self.padding = (
-            pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(padding, "padding"),
+            _check_pair("Conv2D", "kernel_size", kernel_size, 1), _check_pair("Conv2D", "stride", stride, 1),
+            _check_pair("Conv2D", "padding", padding, 0),
         )
         super().__init__((out_channels, in_channels) + self.kernel_size, out_channels, bias, init)
 
@@ -101,8 +148,9 @@ class Dense(_Affine):
     """
 
     def __init__(self, in_features, out_features, bias=True, init="auto"):
-        self.in_features, self.out_features = in_features, out_features
-        super().__init__((in_features, out_features), out_features, bias, init)
+        self.in_features = _check_int(type(self).__name__, "in_features", in_features, 1)
+        self.out_features = _check_int(type(self).__name__, "out_features", out_features, 1)
+        super().__init__((self.in_features, self.out_features), self.out_features, bias, init)
 
     def config(self):
         """The constructor arguments as JSON-able data."""
@@ -123,14 +171,20 @@ class MaxPool2D(Module):
 
     def __init__(self, pool_size=2, stride=None, padding=0):
         super().__init__()
+        name = type(self).__name__
+        _check_pair(name, "pool_size", pool_size, 1)
+        if stride is not None:
+            _check_pair(name, "stride", stride, 1)
+        _check_pair(name, "padding", padding, 0)
         self.pool_size, self.stride, self.padding = pool_size, stride, padding
 
     def config(self):
         """The constructor arguments as JSON-able data: pairs as [h, w] lists, stride None when it is pool_size."""
+        name = type(self).__name__
         return {
-            "pool_size": list(pair(self.pool_size, "pool_size")),
-            "stride": None if self.stride is None else list(pair(self.stride, "stride")),
-            "padding": list(pair(self.padding, "padding")),
+            "pool_size": list(_check_pair(name, "pool_size", self.pool_size, 1)),
+            "stride": None if self.stride is None else list(_check_pair(name, "stride", self.stride, 1)),
+            "padding": list(_check_pair(name, "padding", self.padding, 0)),
         }
 
     def forward(self, x):
@@ -195,8 +249,8 @@ class Dropout(Module):
 
     def __init__(self, p=0.5):
         super().__init__()
-        if not 0 <= p < 1:
-            raise ValueError(f"Dropout: p must lie in [0, 1), got {p}")
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)) or not 0 <= p < 1:
+            raise ValueError(f"Dropout: p must lie in [0, 1), got {p!r}")
         self.p = p
 
     def config(self):
@@ -219,14 +273,22 @@ class _BatchNorm(Module):
 
     def __init__(self, num_features, momentum=0.1, eps=1e-5):
         super().__init__()
-        if num_features < 1:
-            raise ValueError(f"{type(self).__name__}: num_features must be >= 1, got {num_features}")
+        name = type(self).__name__
+        num_features = _check_int(name, "num_features", num_features, 1)
+        _check_real(name, "momentum", momentum, 0, 1)
+        _check_real(name, "eps", eps, 0, 1, low_open=True)
         self.num_features, self.momentum, self.eps = num_features, momentum, eps
-        self.weight = _new_parameter(np.ones(num_features, dtype=backend.DEFAULT_FLOAT))
-        self.bias = _new_parameter(np.zeros(num_features, dtype=backend.DEFAULT_FLOAT))
-        device = backend.default_device()
-        self.register_buffer("running_mean", backend.to_device(np.zeros(num_features, backend.DEFAULT_FLOAT), device))
-        self.register_buffer("running_var", backend.to_device(np.ones(num_features, backend.DEFAULT_FLOAT), device))
+
+        def ones():
+            return np.ones(num_features, dtype=backend.DEFAULT_FLOAT)
+
+        def zeros():
+            return np.zeros(num_features, dtype=backend.DEFAULT_FLOAT)
+
+        self.weight = _new_parameter((num_features,), ones)
+        self.bias = _new_parameter((num_features,), zeros)
+        self.register_buffer("running_mean", new_array((num_features,), zeros))
+        self.register_buffer("running_var", new_array((num_features,), ones))
 
     def config(self):
         """The constructor arguments as JSON-able data."""
@@ -266,7 +328,7 @@ class Softmax(Module):
 
     def __init__(self, axis=-1):
         super().__init__()
-        self.axis = axis
+        self.axis = _check_int("Softmax", "axis", axis, -64, 64)
 
     def config(self):
         return {"axis": int(self.axis)}
@@ -294,8 +356,9 @@ class Linear(Dense):
     """
 
     def __init__(self, in_features, out_features, bias=True, init="auto"):
-        self.in_features, self.out_features = in_features, out_features
-        _Affine.__init__(self, (out_features, in_features), out_features, bias, init)
+        self.in_features = _check_int("Linear", "in_features", in_features, 1)
+        self.out_features = _check_int("Linear", "out_features", out_features, 1)
+        _Affine.__init__(self, (self.out_features, self.in_features), self.out_features, bias, init)
 
     def draw_weight(self, init):
         return initializer(init)((self.in_features, self.out_features)).T.copy()

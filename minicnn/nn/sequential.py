@@ -30,7 +30,13 @@ class Sequential(Module):
             if not isinstance(layer, Module):
                 raise TypeError(f"Sequential: layer {position} is a {type(layer).__name__}, not a Module")
         self.layers = list(layers)
-        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        if input_shape is not None and not (
+                isinstance(input_shape, (tuple, list)) and 1 <= len(input_shape) <= 8
+                and all(isinstance(size, (int, np.integer)) and not isinstance(size, bool) and 1 <= size <= 2**31 - 1
+                        for size in input_shape)):
+            raise ValueError(f"Sequential: input_shape must be a tuple of 1 to 8 positive ints (one sample's shape), "
+                             f"got {shorten(input_shape)}")
+        self.input_shape = tuple(int(size) for size in input_shape) if input_shape is not None else None
         self._choose_initialisation()
 
     def config(self):
