@@ -18,7 +18,11 @@ history), written as Python's json module writes them.
 """
 
 import json
+import math
 import os
+import re
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +30,8 @@ import numpy as np
 
 from . import backend
 from .errors import CheckpointError, ShapeError
-from .nn import build, describe
+from .nn import build, describe, skeleton, state_shapes
+from .nn.registry import shorten
 
 FORMAT = "minicnn-checkpoint"
 VERSION = 1
@@ -131,57 +136,44 @@ def _write_atomically(path, entries):
 
 
 # ----- loading ------------------------------------------------------------------------------------
+#
+# A checkpoint comes from outside, so it is read defensively: the zip's member list is checked
+# against the names a checkpoint may hold; each member's .npy header is read and its shape and
+# dtype compared with the size the zip declares, with a cap for its entry, and (for arrays) with
+# the shape the architecture or the given model needs, all before a member's data is decompressed.
+# JSON entries are checked for depth before parsing and against a schema after it.
+
+MAX_JSON_DEPTH = 64  # a real entry nests a few levels; an architecture nests 4 per Sequential
+JSON_CAPS = {"architecture": 1 << 20, "optimizer": 1 << 20, "schedule": 1 << 16, "state": 1 << 24}  # bytes
+SMALL_CAP = 1 << 12  # format and version
+_JSON_ENTRIES = tuple(JSON_CAPS)
+_CHUNK = 1 << 20
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+
 
 def load_checkpoint(path, model=None, optimizer=None, schedule=None):
     """Read a checkpoint written by save_checkpoint; load it into model, optimizer and schedule.
 
     model None: the model is built from the saved architecture (CheckpointError if
-    there is none). A given model must match the saved architecture when both are
-    known; its weights are replaced (names and shapes checked first) on its device.
-    optimizer, schedule: loaded when given (CheckpointError if the file holds none).
-    Nothing is changed unless everything fits. Raises FileNotFoundError for a missing
-    file and CheckpointError for anything that is not a minicnn checkpoint.
+    there is none), straight from the stored arrays. A given model must match the saved
+    architecture when both are known; its weights are replaced (names and shapes checked
+    first) on its device. optimizer, schedule: loaded when given (CheckpointError if the
+    file holds none). Every name, shape and size is checked before any array is read,
+    and nothing is changed unless everything fits. Raises FileNotFoundError for a missing
+    file and CheckpointError, one line naming the file and the entry, for anything else.
     """
     path = Path(path)
-    entries = _read_entries(path)
-    architecture = _json_entry(path, entries, "architecture")
-    state = _json_entry(path, entries, "state")
-    optimizer_state = _optimizer_state(path, entries)
-    schedule_state = _json_entry(path, entries, "schedule")
-    weights = {key[len("model/"):]: array for key, array in entries.items() if key.startswith("model/")}
-
-    if optimizer is not None and optimizer_state is None:
-        raise CheckpointError(f"checkpoint '{path}' holds no optimizer state to load into {type(optimizer).__name__}")
-    if schedule is not None and schedule_state is None:
-        raise CheckpointError(f"checkpoint '{path}' holds no schedule state to load into {type(schedule).__name__}")
-    if model is None:
-        model = _rebuild(path, architecture)
-    elif architecture is not None:
-        _check_architecture(path, architecture, model)
-
-    # Load one by one, and put back what was already loaded if a later one does not fit.
-    loads = [(model, weights)]
-    loads += [(optimizer, optimizer_state)] if optimizer is not None else []
-    loads += [(schedule, schedule_state)] if schedule is not None else []
-    done = []
+    _check_signature(path)
     try:
-        for target, saved in loads:
-            previous = target.state_dict()
-            try:
-                target.load_state_dict(saved)
-            except (KeyError, ShapeError, CheckpointError) as error:
-                message = error.args[0] if error.args else str(error)
-                raise CheckpointError(f"checkpoint '{path}' does not fit the {type(target).__name__}: {message}") from None
-            done.append((target, previous))
-    except BaseException:
-        for target, previous in reversed(done):
-            target.load_state_dict(previous)
+        with zipfile.ZipFile(path) as archive:
+            return _load(path, archive, model, optimizer, schedule)
+    except (CheckpointError, FileNotFoundError):
         raise
-    return Checkpoint(model, architecture, state or {}, optimizer_state, schedule_state, path)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError) as error:
+        raise CheckpointError(f"'{path}' is damaged or truncated: {type(error).__name__}: {error}") from None
 
 
-def _read_entries(path):
-    """Every entry of the .npz at `path` as NumPy arrays, or a CheckpointError saying what is wrong."""
+def _check_signature(path):
     if not path.exists():
         raise FileNotFoundError(f"load_checkpoint: no checkpoint at '{path}'")
     with open(path, "rb") as file:
@@ -190,71 +182,341 @@ def _read_entries(path):
         raise CheckpointError(f"'{path}' is a single .npy array, not a minicnn checkpoint (.npz)")
     if not start.startswith(_ZIP_SIGNATURES):
         raise CheckpointError(f"'{path}' is not a minicnn checkpoint: it is not a .npz (zip) archive")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            entries = {key: archive[key] for key in archive.files}
-    except ValueError as error:
-        if "pickle" in str(error).lower():  # NumPy refuses object arrays when allow_pickle=False
-            raise CheckpointError(f"'{path}' holds pickled objects, which minicnn never loads") from None
-        raise CheckpointError(f"'{path}' is damaged or truncated: {error}") from None
-    except Exception as error:  # zipfile.BadZipFile, zlib.error, EOFError, OSError: a broken archive
-        raise CheckpointError(f"'{path}' is damaged or truncated: {type(error).__name__}: {error}") from None
 
-    if "format" not in entries:
+
+def _load(path, archive, model, optimizer, schedule):
+    members = _members(path, archive)
+    _check_format(path, archive, members)  # first, so that any other .npz is named as such
+    _check_member_names(path, members)
+    architecture = _json_entry(path, archive, members, "architecture")
+    state = _json_entry(path, archive, members, "state")
+    optimizer_json = _json_entry(path, archive, members, "optimizer")
+    schedule_state = _json_entry(path, archive, members, "schedule")
+    _check_schemas(path, state, optimizer_json, schedule_state)
+    if optimizer is not None and optimizer_json is None:
+        raise CheckpointError(f"checkpoint '{path}' holds no optimizer state to load into {type(optimizer).__name__}")
+    if schedule is not None and schedule_state is None:
+        raise CheckpointError(f"checkpoint '{path}' holds no schedule state to load into {type(schedule).__name__}")
+
+    # What the arrays must be: the given model's, or those of the saved architecture (built as placeholders).
+    if model is None:
+        description = _description(path, architecture)
+        try:
+            target = skeleton(description)
+        except ValueError as error:
+            raise CheckpointError(f"checkpoint '{path}': entry 'architecture': cannot rebuild the model: {error}") from None
+    else:
+        if architecture is not None:
+            _check_architecture(path, architecture, model)
+        target = model
+    expected = state_shapes(target)
+    parameter_shapes = [tuple(parameter.shape) for parameter in target.parameters()]
+    headers = {key: _array_header(path, archive, members[key], key)
+               for key in members if key.startswith(("model/", "optimizer/"))}
+    _check_model_arrays(path, target, expected, headers)
+    optimizer_places = _check_optimizer_arrays(path, optimizer_json, parameter_shapes, headers)
+
+    # Everything fits on paper: now read the arrays, each exactly its declared size.
+    arrays = {key: _read_array(path, archive, members[key], key, header) for key, header in headers.items()}
+    weights = {key[len("model/"):]: array for key, array in arrays.items() if key.startswith("model/")}
+    optimizer_state = None
+    if optimizer_json is not None:
+        optimizer_state = optimizer_json
+        for key, (slot, position) in optimizer_places.items():
+            optimizer_state[slot][position] = arrays[key]
+
+    if model is None:
+        model = build(description, weights=weights)
+        loads = []
+    else:
+        loads = [(model, weights)]
+    loads += [(optimizer, optimizer_state)] if optimizer is not None else []
+    loads += [(schedule, schedule_state)] if schedule is not None else []
+    _load_all(path, loads)
+    return Checkpoint(model, architecture, state or {}, optimizer_state, schedule_state, path)
+
+
+def _load_all(path, loads):
+    """Load each (target, state) in turn; put back what was already loaded if a later one does not fit."""
+    done = []
+    try:
+        for target, saved in loads:
+            previous = target.state_dict()
+            try:
+                target.load_state_dict(saved)
+            except (KeyError, ShapeError, CheckpointError, TypeError, ValueError) as error:
+                message = error.args[0] if error.args else str(error)
+                raise CheckpointError(f"checkpoint '{path}' does not fit the {type(target).__name__}: {message}") from None
+            done.append((target, previous))
+    except BaseException:
+        for target, previous in reversed(done):
+            target.load_state_dict(previous)
+        raise
+
+
+def _members(path, archive):
+    """{entry name: ZipInfo} ('model/0.weight' for member 'model/0.weight.npy'); names checked later."""
+    members = {}
+    for info in archive.infolist():
+        key = info.filename[: -len(".npy")] if info.filename.endswith(".npy") else info.filename
+        if key in members:
+            raise CheckpointError(f"checkpoint '{path}': entry '{shorten(key, 80)[1:-1]}' appears twice")
+        if info.flag_bits & 0x1:
+            raise CheckpointError(f"checkpoint '{path}': entry '{key}' is encrypted")
+        members[key] = info
+    return members
+
+
+def _check_member_names(path, members):
+    for key, info in members.items():
+        allowed = info.filename.endswith(".npy") and (
+            key in ("format", "version") + _JSON_ENTRIES
+            or (key.startswith("model/") and len(key) > len("model/"))
+            or re.fullmatch(r"optimizer/[A-Za-z_][A-Za-z0-9_]*/[0-9]{1,9}", key) is not None)
+        if not allowed:
+            raise CheckpointError(f"checkpoint '{path}': member {shorten(info.filename, 80)} is not an entry of a "
+                                  "minicnn checkpoint (format, version, architecture, state, optimizer, schedule, "
+                                  "model/<name>, optimizer/<slot>/<index>, each a .npy)")
+
+
+def _array_header(path, archive, info, key):
+    """(shape, dtype, fortran_order, header bytes) of member `info`, checked against its declared size.
+
+    Only the header is read (at most a few KB), so nothing is decompressed beyond it.
+    """
+    where = f"checkpoint '{path}': entry '{key}'"
+    with archive.open(info) as member:
+        try:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(member)
+            else:
+                raise ValueError(f".npy format version {version} is not read here")
+        except ValueError as error:
+            raise CheckpointError(f"{where} is not a .npy array: {error}") from None
+        header_bytes = member.tell()
+    if dtype.hasobject:
+        raise CheckpointError(f"'{path}' holds pickled objects, which minicnn never loads (entry '{key}')")
+    if dtype.kind not in "biufcU" or dtype.fields is not None or dtype.subdtype is not None:
+        raise CheckpointError(f"{where} has dtype {dtype}, which a checkpoint never holds")
+    data_bytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+    if info.file_size != header_bytes + data_bytes:
+        raise CheckpointError(f"{where}: the archive declares {info.file_size} bytes but its .npy header declares "
+                              f"shape {shape} of {dtype}, {header_bytes + data_bytes} bytes")
+    return shape, dtype, fortran_order, header_bytes
+
+
+def _read_array(path, archive, info, key, header):
+    """The array of member `info`, read in chunks into an array of the size its checked header declares."""
+    shape, dtype, fortran_order, header_bytes = header
+    array = np.empty(math.prod(shape), dtype=dtype)
+    target = array.view(np.uint8)
+    with archive.open(info) as member:
+        member.read(header_bytes)
+        done = 0
+        while done < target.size:
+            chunk = member.read(min(_CHUNK, target.size - done))
+            if not chunk:
+                raise CheckpointError(f"'{path}' is damaged or truncated: entry '{key}' ends early")
+            target[done : done + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+            done += len(chunk)
+        if member.read(1):
+            raise CheckpointError(f"'{path}' is damaged: entry '{key}' holds more than its header declares")
+    return array.reshape(shape, order="F" if fortran_order else "C")
+
+
+def _small_entry(path, archive, members, key, cap):
+    """The 0-d array of entry `key` (None when absent), refused before reading when it declares more than `cap`."""
+    if key not in members:
+        return None
+    header = _array_header(path, archive, members[key], key)
+    if members[key].file_size > cap + header[3]:
+        raise CheckpointError(f"checkpoint '{path}': entry '{key}' declares {members[key].file_size} bytes, "
+                              f"more than the {cap} an entry '{key}' may hold")
+    return _read_array(path, archive, members[key], key, header)
+
+
+def _check_format(path, archive, members):
+    found_format = _small_entry(path, archive, members, "format", SMALL_CAP)
+    if found_format is None:
         raise CheckpointError(f"'{path}' is not a minicnn checkpoint: no 'format' entry")
-    found_format = entries["format"]
     if found_format.shape != () or found_format.dtype.kind != "U" or str(found_format) != FORMAT:
         raise CheckpointError(f"'{path}' is not a minicnn checkpoint: its format is {found_format!r}, not {FORMAT!r}")
-    version = entries.get("version")
+    version = _small_entry(path, archive, members, "version", SMALL_CAP)
     if version is None or version.shape != () or version.dtype.kind not in "iu":
         raise CheckpointError(f"'{path}' has no valid 'version' entry (got {version!r})")
     if int(version) != VERSION:
         raise CheckpointError(
             f"'{path}' is a version {int(version)} checkpoint; this minicnn reads version {VERSION}"
         )
-    return entries
 
 
-def _json_entry(path, entries, key):
-    """The JSON entry `key` decoded, or None when the file has none."""
-    if key not in entries:
+def _json_entry(path, archive, members, key):
+    """The JSON entry `key` decoded (None when the file has none), its depth checked before parsing."""
+    text = _small_entry(path, archive, members, key, JSON_CAPS[key])
+    if text is None:
         return None
-    text = entries[key]
     if text.shape != () or text.dtype.kind != "U":
         raise CheckpointError(f"checkpoint '{path}': entry '{key}' should be a JSON string, got a {text.dtype} array")
+    text = str(text)
+    depth = json_depth(text)
+    if depth > MAX_JSON_DEPTH:
+        raise CheckpointError(f"checkpoint '{path}': entry '{key}' nests {depth} levels deep; "
+                              f"a checkpoint's entries nest at most {MAX_JSON_DEPTH}")
     try:
-        return json.loads(str(text))
-    except json.JSONDecodeError as error:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as error:
         raise CheckpointError(f"checkpoint '{path}': entry '{key}' is not valid JSON ({error})") from None
 
 
-def _optimizer_state(path, entries):
-    """The optimizer's state dict: its JSON entry with the arrays put back where it holds None."""
-    state = _json_entry(path, entries, "optimizer")
-    if state is None:
-        return None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"checkpoint '{path}': the optimizer entry is not a JSON object")
-    for key, value in entries.items():
+def json_depth(text):
+    """How deeply the JSON `text` nests its arrays and objects (0 for a number or a string), found without parsing."""
+    skeleton_text = _STRING.sub('""', text)  # brackets inside strings do not nest
+    codes = np.frombuffer(skeleton_text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    steps = np.isin(codes, (ord("["), ord("{"))).astype(np.int64) - np.isin(codes, (ord("]"), ord("}")))
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def _check_model_arrays(path, target, expected, headers):
+    shapes = {key[len("model/"):]: header[0] for key, header in headers.items() if key.startswith("model/")}
+    name = type(target).__name__
+    missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint '{path}' does not fit the {name}: the stored weights do not match "
+                              f"(missing: {shorten(missing) if missing else 'none'}; "
+                              f"unexpected: {shorten(unexpected) if unexpected else 'none'})")
+    for key, shape in expected.items():
+        if shapes[key] != shape:
+            raise CheckpointError(f"checkpoint '{path}' does not fit the {name}: '{key}' has shape {shapes[key]} "
+                                  f"in the state but {shape} in the model")
+        dtype = headers["model/" + key][1]
+        if dtype.kind not in "fiu":
+            raise CheckpointError(f"checkpoint '{path}': entry 'model/{key}' has dtype {dtype}, not a number type")
+
+
+def _check_optimizer_arrays(path, optimizer_json, parameter_shapes, headers):
+    """{entry: (slot, position)} for each optimizer array, checked against its place and its parameter's shape."""
+    places = {}
+    for key, (shape, dtype, _, _) in headers.items():
         if not key.startswith("optimizer/"):
             continue
-        _, slot, position = key.split("/", 2)
-        if not (isinstance(state.get(slot), list) and position.isdigit() and int(position) < len(state[slot])):
+        _, slot, position = key.split("/")
+        position = int(position)
+        if not (isinstance(optimizer_json, dict) and isinstance(optimizer_json.get(slot), list)
+                and position < len(optimizer_json[slot]) and optimizer_json[slot][position] is None):
             raise CheckpointError(f"checkpoint '{path}': array '{key}' has no place in the optimizer's state")
-        state[slot][int(position)] = value
-    return state
+        if position >= len(parameter_shapes) or shape != parameter_shapes[position]:
+            wanted = parameter_shapes[position] if position < len(parameter_shapes) else "no parameter"
+            raise CheckpointError(f"checkpoint '{path}': array '{key}' has shape {shape}, but parameter {position} "
+                                  f"of the model has {wanted}")
+        if dtype.kind != "f":
+            raise CheckpointError(f"checkpoint '{path}': entry '{key}' has dtype {dtype}, not a floating type")
+        places[key] = (slot, position)
+    return places
 
 
-def _rebuild(path, architecture):
+# ----- the schema of the JSON entries -------------------------------------------------------------
+
+def _is_int(value, low=0):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# The keys Trainer.save writes into `state`; any other key a caller saves is kept as it is.
+STATE_SCHEMA = {
+    "epoch": ("an int >= 0", _is_int),
+    "step": ("an int >= 0", _is_int),
+    "sums": ("null or [loss sum, correct, seen]",
+             lambda v: v is None or (isinstance(v, list) and len(v) == 3 and _is_number(v[0])
+                                     and _is_int(v[1]) and _is_int(v[2]))),
+    "history": ("an object of lists of numbers",
+                lambda v: isinstance(v, dict) and all(isinstance(values, list) and all(
+                    value is None or _is_number(value) for value in values) for values in v.values())),
+    "cpu_rng": ("null or a generator state object", lambda v: v is None or isinstance(v, dict)),
+    "run": ("null or an object of run settings", lambda v: v is None or isinstance(v, dict)),
+    "best_value": ("null or a number", lambda v: v is None or _is_number(v)),
+    "best_epoch": ("null or an int >= 0", lambda v: v is None or _is_int(v)),
+}
+
+# The settings `minicnn train` saves as state["run"].
+RUN_SCHEMA = {
+    "model": ("a string", lambda v: isinstance(v, str)),
+    "dataset": ("a string", lambda v: isinstance(v, str)),
+    "epochs": ("an int >= 1", lambda v: _is_int(v, 1)),
+    "batch_size": ("an int >= 1", lambda v: _is_int(v, 1)),
+    "optimizer": ("a string", lambda v: isinstance(v, str)),
+    "lr": ("a finite number >= 0", lambda v: _is_number(v) and math.isfinite(v) and v >= 0),
+    "schedule": ("null or a string", lambda v: v is None or isinstance(v, str)),
+    "patience": ("null or an int >= 0", lambda v: v is None or _is_int(v)),
+    "validation": ("null or an int >= 0", lambda v: v is None or _is_int(v)),
+    "shift": ("an int >= 0", _is_int),
+    "limit": ("null or an int >= 1", lambda v: v is None or _is_int(v, 1)),
+    "seed": ("an int >= 0", _is_int),
+}
+
+
+def _check_fields(path, entry, value, schema):
+    for field, (wanted, ok) in schema.items():
+        if field in value and not ok(value[field]):
+            raise CheckpointError(f"checkpoint '{path}': entry '{entry}': '{field}' must be {wanted}, "
+                                  f"got {shorten(value[field], 80)}")
+
+
+def _check_schemas(path, state, optimizer_json, schedule_state):
+    for key, value in (("state", state), ("optimizer", optimizer_json), ("schedule", schedule_state)):
+        if value is not None and not isinstance(value, dict):
+            raise CheckpointError(f"checkpoint '{path}': entry '{key}' must be a JSON object, "
+                                  f"got {type(value).__name__}")
+    if state is not None:
+        _check_fields(path, "state", state, STATE_SCHEMA)
+        if state.get("run") is not None:
+            _check_fields(path, "state.run", state["run"], RUN_SCHEMA)
+        rng = state.get("cpu_rng")
+        if rng is not None and not _same_layout(rng, backend.cpu_rng().bit_generator.state):
+            raise CheckpointError(f"checkpoint '{path}': entry 'state': 'cpu_rng' is not a state of minicnn's "
+                                  f"{backend.cpu_rng().bit_generator.state.get('bit_generator')} generator")
+    for key, value in (("optimizer", optimizer_json), ("schedule", schedule_state)):
+        if value is not None and not isinstance(value.get("type"), str):
+            raise CheckpointError(f"checkpoint '{path}': entry '{key}' has no 'type' naming its class")
+
+
+def _same_layout(saved, current):
+    """True when `saved` has the keys and value types of the generator state `current` (and equal strings)."""
+    if isinstance(current, dict):
+        return isinstance(saved, dict) and saved.keys() == current.keys() and all(
+            _same_layout(saved[key], current[key]) for key in current)
+    if isinstance(current, str):
+        return saved == current
+    return _is_int(saved, low=-(2**128)) and saved < 2**128
+
+
+def run_settings(checkpoint, **choices):
+    """The run settings a checkpoint's state holds ({} when none), each named in `choices` checked.
+
+    choices: setting name -> the values it may take, e.g. dataset=LOADERS, model=models.MODELS;
+    a setting outside them raises CheckpointError naming the file, the setting and the choices.
+    The types of all settings were already checked by load_checkpoint.
+    """
+    run = checkpoint.state.get("run") or {}
+    for name, allowed in choices.items():
+        if name in run and run[name] not in allowed:
+            raise CheckpointError(f"checkpoint '{checkpoint.path}': entry 'state.run': '{name}' is "
+                                  f"{shorten(run[name], 80)}, not one of {sorted(allowed)}")
+    return run
+
+
+def _description(path, architecture):
     if architecture is None:
         raise CheckpointError(
             f"checkpoint '{path}' holds no architecture (the model that saved it has no config()); "
             "build the model and pass it: load_checkpoint(path, model=...)"
         )
-    try:
-        return build(_as_description(architecture))
-    except ValueError as error:
-        raise CheckpointError(f"checkpoint '{path}': cannot rebuild the model: {error}") from None
+    return _as_description(architecture)
 
 
 def _as_description(architecture):
