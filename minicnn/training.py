@@ -233,6 +233,7 @@ class Trainer:
         self._resume_from = None  # (epoch, step, running sums) after resume()
         self.run_info = None  # JSON-able settings saved with each checkpoint (the command line's)
         self.best_value = None  # the best validation accuracy so far, which decides when best.npz is written
+        self.best_epoch = None  # the epoch (counted from 1) whose weights best.npz holds
 
     # ----- data -----------------------------------------------------------------------------------
     def _loader(self, x, y, batch_size, shuffle=False, seed=0, shift=0):
@@ -319,10 +320,15 @@ class Trainer:
         improved = self.best_value is None or logs[monitor] > self.best_value
         if improved:
             self.best_value = logs[monitor]
+        if improved:
+            self.best_epoch = epoch + 1
         if checkpoint_dir is not None:
-            self.save(checkpoint_dir / "last.npz", epoch + 1, 0)
+            # best.npz before last.npz: a kill between the two leaves last.npz at the epoch before, so a
+            # resumed run trains this epoch again and writes best.npz again. The other order would leave a
+            # last.npz whose best_value best.npz does not hold, and best.npz would never be written again.
             if improved:
                 self.save(checkpoint_dir / "best.npz", epoch + 1, 0)
+            self.save(checkpoint_dir / "last.npz", epoch + 1, 0)
         if verbose:
             print(self._epoch_line(epoch, epochs, logs), flush=True)
         if self.stop_requests.requested:  # the request came during the epoch's last step
@@ -395,6 +401,7 @@ class Trainer:
             "epoch": epoch, "step": step, "sums": list(sums) if sums else None,
             "history": {key: list(values) for key, values in self.history.items()},
             "cpu_rng": backend.cpu_rng().bit_generator.state, "run": self.run_info, "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
         }
         checkpoint.save_checkpoint(path, self.model, self.optimizer, self.schedule, state)
         return Path(path)
@@ -410,6 +417,7 @@ class Trainer:
         if state.get("cpu_rng"):
             backend.cpu_rng().bit_generator.state = state["cpu_rng"]
         self.best_value = state.get("best_value")
+        self.best_epoch = state.get("best_epoch")
         sums = tuple(state["sums"]) if state.get("sums") else None
         self._resume_from = (int(state["epoch"]), int(state.get("step", 0)), sums)
         return loaded

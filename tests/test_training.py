@@ -242,3 +242,66 @@ def test_the_training_steps_core_reads_as_five_lines():
             "optimizer.step()"]
     start = source.index(core[0])
     assert source[start:start + 5] == core
+
+
+# ----- a kill at any instant keeps best.npz and last.npz consistent ---------------------------------------------
+
+_KILLED_RUN = r"""
+import json, os, signal, sys
+import numpy as np
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+from conftest import bars_dataset
+import test_training
+
+real_savez = np.savez
+
+
+def savez_then_die(file, **entries):
+    # SIGKILL halfway through writing best.npz of epoch 2: no handler, no cleanup, as `kill -9` would.
+    if ".best.npz.tmp-" in file.name and json.loads(str(entries["state"]))["epoch"] == 2:
+        real_savez(file, **entries)
+        file.truncate(file.tell() // 2)
+        file.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_savez(file, **entries)
+
+
+np.savez = savez_then_die
+images, labels = bars_dataset(count_per_class=40)
+images = images.astype(np.float32)
+test_training._trainer().fit(images, labels, epochs=2, batch_size=32, validation_data=(images, labels),
+                             checkpoint_dir=sys.argv[3], verbose=0)
+"""
+
+
+def test_a_kill_while_best_npz_is_written_loses_nothing_after_resume(bars, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from minicnn.checkpoint import load_checkpoint
+
+    images, labels = bars
+    fit = dict(epochs=2, batch_size=32, validation_data=(images, labels), verbose=0)
+    _trainer().fit(images, labels, checkpoint_dir=tmp_path / "whole", **fit)
+    whole = load_checkpoint(tmp_path / "whole" / "best.npz")
+    assert whole.state["epoch"] == 2  # epoch 2 improved, so the kill below hits a best.npz that matters
+
+    tests = Path(__file__).resolve().parent
+    killed = subprocess.run([sys.executable, "-c", _KILLED_RUN, str(tests.parent), str(tests), str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert load_checkpoint(tmp_path / "run" / "best.npz").state["epoch"] == 1  # the kill came mid-write
+    assert any(path.name.startswith(".best.npz.tmp-") for path in (tmp_path / "run").iterdir())
+
+    resumed = _trainer(seed=3)
+    resumed.resume(tmp_path / "run")
+    resumed.fit(images, labels, checkpoint_dir=tmp_path / "run", **fit)
+    best = load_checkpoint(tmp_path / "run" / "best.npz")
+    assert best.state["epoch"] == 2
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):  # not seconds: those are timings
+        assert best.state["history"][key] == pytest.approx(whole.state["history"][key]), key
+    for name, array in _weights(whole.model).items():
+        np.testing.assert_array_equal(_weights(best.model)[name], array, err_msg=name)
+    last = load_checkpoint(tmp_path / "run" / "last.npz")
+    assert (last.state["best_epoch"], last.state["best_value"]) == (2, whole.state["best_value"])
