@@ -144,7 +144,7 @@ def _write_atomically(path, entries):
 # JSON entries are checked for depth before parsing and against a schema after it.
 
 MAX_JSON_DEPTH = 64  # a real entry nests a few levels; an architecture nests 4 per Sequential
-JSON_CAPS = {"architecture": 1 << 20, "optimizer": 1 << 20, "schedule": 1 << 16, "state": 1 << 24}  # bytes
+JSON_CAPS = {"architecture": 1 << 20, "optimizer": 1 << 20, "schedule": 1 << 20, "state": 1 << 24}  # bytes
 SMALL_CAP = 1 << 12  # format and version
 _JSON_ENTRIES = tuple(JSON_CAPS)
 _CHUNK = 1 << 20
