@@ -28,6 +28,7 @@ import math
 import pickletools
 import reprlib
 import tarfile
+import warnings
 import zlib
 from pathlib import Path
 
@@ -235,7 +236,9 @@ class _PickleReader:
     # -- the interpreter ----------------------------------------------------------------------------
     def read(self):
         try:
-            return self.interpret()
+            with warnings.catch_warnings():  # genops warns of odd escapes in Python 2 strings
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return self.interpret()
         except DataError:
             raise
         except Exception as exc:  # genops on a truncated or unknown opcode, or anything unforeseen
@@ -500,6 +503,8 @@ def _read_from_folder(path, names):
     for name in names:
         where = f"{path / name}"
         try:
+            if (path / name).stat().st_size > MAX_BATCH_BYTES:
+                raise DataError(f"{where}: larger than {MAX_BATCH_BYTES} bytes, more than a CIFAR-10 batch can be")
             with open(path / name, "rb") as file:
                 content = file.read(MAX_BATCH_BYTES + 1)
         except OSError as exc:
