@@ -16,8 +16,11 @@ This module is an entry point, so it is where process-wide settings are made: `t
 import argparse
 import contextlib
 import datetime
+import fcntl
 import json
+import math
 import os
+import re
 import resource
 import shutil
 import sys
@@ -48,6 +51,100 @@ DEFAULT_LR = {"adam": 1e-3, "sgd": 0.01}
 SCHEDULES = ("none", "step", "cosine")
 RUNS = Path("runs")  # where a run without --out gets its own folder
 RUN_FILES = ("last.npz", "best.npz", "metrics.json")  # a folder holding any of them holds a run
+LOCK_FILE = ".lock"  # in a run folder while a `train` writes there: the holder's process id
+# What an interrupted write of a run file leaves: the dot-name with the writer's pid that
+# checkpoint.save_checkpoint (and the metrics.json write below) renames into place when done.
+TEMPORARY = re.compile(r"\.(?:" + "|".join(re.escape(name) for name in RUN_FILES) + r")\.tmp-\d+")
+SEED_LIMIT = 2**32  # seeds are 0 .. 2**32 - 1, which every generator minicnn seeds (NumPy's, CuPy's) accepts
+GRAPH_BATCH_LIMIT = 1024  # `graph` builds a random batch of this many images; its graph is the same for any size
+
+
+# ----- checking the arguments: each flag's type= function, so the parser's error names the flag ------------
+
+def _range_text(minimum, maximum):
+    return f"at least {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+
+
+def _count_problem(value, minimum, maximum=None):
+    """None if `value` is an integer (not a bool) in [minimum, maximum], else what is wrong with it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"expected an integer {_range_text(minimum, maximum)}, got {value!r}"
+    if value < minimum or (maximum is not None and value > maximum):
+        return f"expected an integer {_range_text(minimum, maximum)}, got {value}"
+    return None
+
+
+def _at_least(minimum, maximum=None):
+    """An argparse type: an integer in [minimum, maximum] (no upper bound when maximum is None)."""
+
+    def count(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer {_range_text(minimum, maximum)}, got {text!r}") from None
+        problem = _count_problem(value, minimum, maximum)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    count.__name__ = f"integer {_range_text(minimum, maximum)}"
+    return count
+
+
+def _rate_problem(value):
+    """None if `value` is a finite number above 0 (a learning rate), else what is wrong with it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"expected a finite number above 0, got {value!r}"
+    if not (math.isfinite(value) and value > 0):
+        return f"expected a finite number above 0, got {value}"
+    return None
+
+
+def _positive_float(text):
+    """An argparse type: a finite number above 0 (nan, inf, 0 and negatives are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text!r}") from None
+    problem = _rate_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def _blocking_file(path):
+    """The first of `path` and its ancestors that exists and is not a folder (so `path` cannot be a folder)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists() or candidate.is_symlink():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def _folder_to_write(text):
+    """An argparse type: a folder that exists or could be made (no file in the way); writing is tried later."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a folder, got an empty name")
+    path = Path(text)
+    blocking = _blocking_file(path)
+    if blocking == path:
+        raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
+    if blocking is not None:
+        raise argparse.ArgumentTypeError(f"{blocking} is a file, so {path} cannot be a folder under it")
+    return path
+
+
+def _file_to_write(text):
+    """An argparse type: a file name that is not a folder and whose folder could be made."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file name, got an empty name")
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder, not a file")
+    blocking = _blocking_file(path.parent)
+    if blocking is not None:
+        raise argparse.ArgumentTypeError(f"{blocking} is a file, so {path} cannot be written under it")
+    return path
 
 
 def _parser():
@@ -60,23 +157,24 @@ def _parser():
                                             "runs/MODEL-DATE-N (runs/latest points at the newest) or to --out.")
     train.add_argument("--model", choices=sorted(models.MODELS), default="cnn")
     train.add_argument("--dataset", choices=sorted(LOADERS), default="mnist")
-    train.add_argument("--epochs", type=int, default=None, help="default 5 (with --resume: the run's own)")
-    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--epochs", type=_at_least(1), default=None, help="default 5 (with --resume: the run's own)")
+    train.add_argument("--batch-size", type=_at_least(1), default=64)
     train.add_argument("--optimizer", choices=["sgd", "adam"], default=None,
                        help="default: adam for cnn, sgd with momentum 0.9 for lenet")
-    train.add_argument("--lr", type=float, default=None, help="default: 1e-3 for adam, 0.01 for sgd")
+    train.add_argument("--lr", type=_positive_float, default=None, help="default: 1e-3 for adam, 0.01 for sgd")
     train.add_argument("--schedule", choices=SCHEDULES, default="none",
                        help="learning-rate schedule per epoch: step (x0.1 every 2 epochs) or cosine to 0")
-    train.add_argument("--patience", type=int, default=None,
-                       help="stop early when validation accuracy has not improved for this many epochs")
-    train.add_argument("--validation", type=int, default=None,
+    train.add_argument("--patience", type=_at_least(0), default=None,
+                       help="stop early when validation accuracy has not improved for this many epochs "
+                            "(default, or 0: never stop early)")
+    train.add_argument("--validation", type=_at_least(0), default=None,
                        help="training images held out for validation (default: a tenth of the training images "
                             "used, at most 5000; 0: none)")
-    train.add_argument("--shift", type=int, default=0, help="augment by random shifts of up to this many pixels")
-    train.add_argument("--limit", type=int, default=None, help="train on only the first N training images")
+    train.add_argument("--shift", type=_at_least(0), default=0, help="augment by random shifts of up to this many pixels")
+    train.add_argument("--limit", type=_at_least(1), default=None, help="train on only the first N training images")
     train.add_argument("--device", choices=list(backend.DEVICES), default="cpu")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", type=Path, default=None,
+    train.add_argument("--seed", type=_at_least(0, SEED_LIMIT - 1), default=0)
+    train.add_argument("--out", type=_folder_to_write, default=None,
                        help="folder for checkpoints and metrics (default: a fresh runs/MODEL-DATE-N); "
                             "refused when it already holds a run, unless --overwrite")
     train.add_argument("--overwrite", action="store_true", help="let --out replace the run already there")
@@ -97,7 +195,7 @@ def _parser():
                           help="default: the dataset the checkpoint was trained on")
     evaluate.add_argument("--split", choices=["train", "test"], default="test")
     evaluate.add_argument("--device", choices=list(backend.DEVICES), default="cpu")
-    evaluate.add_argument("--batch-size", type=int, default=256)
+    evaluate.add_argument("--batch-size", type=_at_least(1), default=256)
     _malloc_flag(evaluate)
 
     fetch = commands.add_parser("fetch", help="download and verify a dataset into the cache",
@@ -110,8 +208,9 @@ def _parser():
                                             "`dot`; without it the .dot file is written, with the command that "
                                             "draws it).")
     graph.add_argument("--model", choices=sorted(models.MODELS), default="cnn")
-    graph.add_argument("--out", type=Path, default=Path("graph.svg"), help="a .svg, .png, .pdf or .dot file")
-    graph.add_argument("--batch-size", type=int, default=8)
+    graph.add_argument("--out", type=_file_to_write, default=Path("graph.svg"), help="a .svg, .png, .pdf or .dot file")
+    graph.add_argument("--batch-size", type=_at_least(1, GRAPH_BATCH_LIMIT), default=8,
+                       help=f"the random batch's size, at most {GRAPH_BATCH_LIMIT} (the graph is the same for any)")
 
     show = commands.add_parser("show", help="write pictures of a trained model: feature maps, filters, saliency",
                                description="For one image of the dataset, write PNGs of every Conv2D layer's "
@@ -120,8 +219,8 @@ def _parser():
                                            "and, when the checkpoint's folder holds metrics.json, the training "
                                            "curves and the confusion matrix. Needs matplotlib.")
     show.add_argument("checkpoint", type=Path, help="a .npz checkpoint, or a run folder (uses best.npz)")
-    show.add_argument("--image-index", type=int, default=0, help="which image of the split (default 0)")
-    show.add_argument("--out", type=Path, default=None, help="folder for the PNGs (default: CHECKPOINT's folder/show)")
+    show.add_argument("--image-index", type=_at_least(0), default=0, help="which image of the split (default 0)")
+    show.add_argument("--out", type=_folder_to_write, default=None, help="folder for the PNGs (default: CHECKPOINT's folder/show)")
     show.add_argument("--dataset", choices=sorted(LOADERS), default=None,
                       help="default: the dataset the checkpoint was trained on")
     show.add_argument("--split", choices=["train", "test"], default="test")
@@ -180,18 +279,41 @@ def _run_settings(args):
     """The settings that define a run, saved in its checkpoints so --resume can reuse them."""
     optimizer = args.optimizer or DEFAULT_OPTIMIZER[args.model]
     return {
-        "model": args.model, "dataset": args.dataset, "epochs": args.epochs or 5, "batch_size": args.batch_size,
+        "model": args.model, "dataset": args.dataset, "epochs": 5 if args.epochs is None else args.epochs, "batch_size": args.batch_size,
         "optimizer": optimizer, "lr": args.lr if args.lr is not None else DEFAULT_LR[optimizer],
         "schedule": args.schedule, "patience": args.patience, "validation": args.validation,
         "shift": args.shift, "limit": args.limit, "seed": args.seed,
     }
 
 
+# What each saved run setting may be, checked when --resume reuses them as the flags are checked when given.
+RESUMED_COUNTS = {"epochs": (1, None), "batch_size": (1, None), "shift": (0, None), "seed": (0, SEED_LIMIT - 1)}
+RESUMED_OPTIONAL_COUNTS = {"patience": 0, "validation": 0, "limit": 1}  # None allowed; else at least this
+RESUMED_DEFAULTS = {"schedule": "none", "patience": None, "validation": None, "shift": 0, "limit": None, "seed": 0}
+
+
 def _settings_of_checkpoint(folder):
+    """The run settings saved in folder/last.npz, each checked as its flag would be (CheckpointError if not)."""
     path = Path(folder) / "last.npz"
     if not path.exists():
         raise FileNotFoundError(f"--resume {folder}: no last.npz there (is it the folder of a run?)")
-    return load_checkpoint(path).state.get("run") or {}
+    saved = load_checkpoint(path).state.get("run")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path}: holds no run settings to resume (state 'run' is {type(saved).__name__})")
+    settings = {**RESUMED_DEFAULTS, **saved}
+    choices = {"model": sorted(models.MODELS), "dataset": sorted(LOADERS), "optimizer": sorted(DEFAULT_LR),
+               "schedule": list(SCHEDULES)}
+    for key, allowed in choices.items():
+        if settings.get(key) not in allowed:
+            raise CheckpointError(f"{path}: run setting {key} is {settings.get(key)!r}; expected one of {allowed}")
+    problems = {key: _count_problem(settings.get(key), *bounds) for key, bounds in RESUMED_COUNTS.items()}
+    problems.update({key: _count_problem(settings[key], minimum) for key, minimum in RESUMED_OPTIONAL_COUNTS.items()
+                     if settings[key] is not None})
+    problems["lr"] = _rate_problem(settings.get("lr"))
+    for key, problem in problems.items():
+        if problem:
+            raise CheckpointError(f"{path}: run setting {key}: {problem}")
+    return settings
 
 
 def _follow_latest(path):
@@ -218,6 +340,112 @@ def _check_out_folder(out, overwrite):
         raise ValueError(f"--out {out} already holds a run ({', '.join(held)}); choose another --out, leave --out "
                          f"out for a fresh folder under {RUNS}/, add --overwrite to replace it, or continue it "
                          f"with --resume {out}")
+
+
+def _made_and_writable(folder, flag):
+    """Make `folder` (and its parents) and write and remove a probe file in it, so a folder that cannot hold
+    the run is refused before any work, naming `flag`. Returns whether the folder was made here."""
+    made = not folder.is_dir()
+    probe = folder / f".write-probe-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(descriptor, b"minicnn")
+        finally:
+            os.close(descriptor)
+            probe.unlink(missing_ok=True)
+    except OSError as error:
+        raise ValueError(f"{flag} {folder}: cannot make or write this folder "
+                         f"({error.strerror or error}{f': {error.filename}' if error.filename else ''})") from None
+    return made
+
+
+class _RunLock:
+    """An exclusive lock on a run folder while a `train` writes there: folder/.lock holds the holder's pid.
+
+    The lock itself is an flock on that file, which the system drops when its process dies, however it dies;
+    so a .lock whose flock is free was left by a process that is gone, and is taken over (with a note).
+    """
+
+    def __init__(self, folder, flag):
+        self.folder, self.flag, self.path, self.file = folder, flag, folder / LOCK_FILE, None
+
+    def __enter__(self):
+        while True:
+            file = open(self.path, "a+")
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # held by a live process
+                holder = self._holder(file)
+                file.close()
+                raise ValueError(f"{self.flag} {self.folder} is in use by another minicnn train "
+                                 f"(process {holder or 'unknown'}, which holds {self.path}); wait for it to end, "
+                                 f"or choose another folder") from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(file.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            file.close()  # the holder removed the file between our open and our flock: lock the new one
+        previous = self._holder(file)
+        if previous is not None:
+            print(f"note: {self.path} was left by process {previous}, which has ended; taking the lock over",
+                  file=sys.stderr)
+        file.seek(0)
+        file.truncate()
+        file.write(f"{os.getpid()}\n")
+        file.flush()
+        self.file = file
+        return self
+
+    def __exit__(self, *exception):
+        self.path.unlink(missing_ok=True)  # while still holding the flock, so no one locks the old file
+        self.file.close()
+
+    @staticmethod
+    def _holder(file):
+        file.seek(0)
+        text = file.read(64).strip()
+        return text or None
+
+
+def _remove_temporaries(folder):
+    """Remove the temporary files an interrupted write left in a run folder (run with its lock held)."""
+    left = sorted(path for path in folder.iterdir() if TEMPORARY.fullmatch(path.name))
+    for path in left:
+        path.unlink(missing_ok=True)
+    if left:
+        print(f"note: removed {len(left)} temporary file{'s' if len(left) > 1 else ''} an interrupted run left in "
+              f"{folder}: {', '.join(path.name for path in left)}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _run_folder(folder, flag):
+    """`folder` made, checked writable, locked and cleared of temporaries while the block runs.
+
+    A folder made here that is still empty at the end (the run failed before writing) is removed again.
+    """
+    made = _made_and_writable(folder, flag)
+    try:
+        with _RunLock(folder, flag):
+            _remove_temporaries(folder)
+            yield folder
+    finally:
+        if made and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _write_text_atomically(path, text):
+    """Write `path` through a temporary that is renamed into place, so a kill never leaves half a file."""
+    temporary = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def _fresh_run_folder(model, root=RUNS):
@@ -297,20 +525,32 @@ class _ProfileFirstEpoch:
 
 
 def train(args):
+    """Check everything the arguments name (the GPU, the output folder, a resumed run) before loading data,
+    then train with the run folder locked."""
     if args.health:
         require_matplotlib()  # fail before training, not after it
-    settings = _run_settings(args)
-    if args.resume is not None:
-        args.resume = _follow_latest(args.resume)
-        if args.out is not None and args.out.resolve() != args.resume.resolve():
-            raise ValueError(f"--resume continues the run in its own folder ({args.resume}); leave out --out")
-        saved = _settings_of_checkpoint(args.resume)
-        settings = {**saved, "epochs": args.epochs or saved["epochs"]}
-    elif args.out is not None:
-        _check_out_folder(args.out, args.overwrite)
-    if settings["limit"] is not None and settings["limit"] < 1:
-        raise ValueError(f"--limit must be at least 1, got {settings['limit']}")
     backend.array_module_for(args.device)  # a clear error now if the GPU is missing
+    with contextlib.ExitStack() as folder:
+        if args.resume is not None:
+            args.resume = _follow_latest(args.resume)
+            if args.out is not None and args.out.resolve() != args.resume.resolve():
+                raise ValueError(f"--resume continues the run in its own folder ({args.resume}); leave out --out")
+            if not args.resume.is_dir():
+                raise FileNotFoundError(f"--resume {args.resume}: no such folder (is it the folder of a run?)")
+            folder.enter_context(_run_folder(args.resume, "--resume"))
+            saved = _settings_of_checkpoint(args.resume)
+            settings = {**saved, "epochs": saved["epochs"] if args.epochs is None else args.epochs}
+        else:
+            settings = _run_settings(args)
+            if args.out is not None:
+                folder.enter_context(_run_folder(args.out, "--out"))
+                _check_out_folder(args.out, args.overwrite)
+            else:
+                _made_and_writable(RUNS, "the runs folder")  # a fresh folder is made there after the data loads
+        return _train(args, settings, folder)
+
+
+def _train(args, settings, folder):
     backend.set_default_device(args.device)
     backend.manual_seed(settings["seed"])
 
@@ -333,8 +573,10 @@ def train(args):
         out = args.resume
         loaded = trainer.resume(out)
         print(_resume_line(out, loaded.state, len(loader), settings["epochs"]), flush=True)
+    elif args.out is not None:
+        out = args.out
     else:
-        out = args.out or _fresh_run_folder(settings["model"])
+        out = folder.enter_context(_run_folder(_fresh_run_folder(settings["model"]), "the run folder"))
     print(f"training {settings['model']} on {settings['dataset']} ({loader.num_samples} images, "
           f"{settings['validation']} held out) on the {args.device.upper()} with "
           f"{settings['optimizer']} lr {settings['lr']:g}, batch {settings['batch_size']}; checkpoints in {out}",
@@ -357,8 +599,7 @@ def train(args):
         "peak_memory_mib": round(_peak_memory_mib(), 1), "gpu_pool_mib_per_epoch": history.get("gpu_pool_mib"),
         "confusion_matrix": result["confusion_matrix"].tolist(), "history": dict(history),
     }
-    Path(out).mkdir(parents=True, exist_ok=True)  # fit wrote nothing when there was no epoch left to train
-    (out / "metrics.json").write_text(json.dumps(summary, indent=1))
+    _write_text_atomically(out / "metrics.json", json.dumps(summary, indent=1))
     mean_text = "-" if mean_seconds is None else f"{mean_seconds:.1f} s"
     left_out = f" (leaving out {partial} epoch{'s' if partial > 1 else ''} resumed mid-way)" if partial else ""
     print(f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}  mean epoch {mean_text}{left_out}"
@@ -376,14 +617,26 @@ def _checkpoint_path(path):
     return path / "best.npz" if path.is_dir() else path
 
 
+def _dataset_of(path, loaded, given):
+    """The dataset to evaluate on: --dataset, or the one the checkpoint's run settings name."""
+    if given is not None:
+        return given
+    run = loaded.state.get("run")
+    dataset = run.get("dataset") if isinstance(run, dict) else None
+    if dataset is None:
+        raise ValueError(f"{path} does not say which dataset it was trained on; pass --dataset")
+    if dataset not in LOADERS:
+        raise CheckpointError(f"{path}: names the dataset {dataset!r}, which minicnn does not know "
+                              f"({', '.join(sorted(LOADERS))}); pass --dataset")
+    return dataset
+
+
 def evaluate(args):
     path = _checkpoint_path(args.checkpoint)
     backend.set_default_device(args.device)
     loaded = load_checkpoint(path)
     model = loaded.model.to(args.device)
-    dataset = args.dataset or (loaded.state.get("run") or {}).get("dataset")
-    if dataset is None:
-        raise ValueError(f"{path} does not say which dataset it was trained on; pass --dataset")
+    dataset = _dataset_of(path, loaded, args.dataset)
     images, labels = LOADERS[dataset](args.split)
     result = Trainer(model).evaluate(images, labels, batch_size=args.batch_size)
     names = data.FASHION_MNIST_CLASSES if dataset == "fashion-mnist" else data.MNIST_CLASSES
@@ -401,8 +654,6 @@ def fetch(args):
 
 
 def graph(args):
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     backend.manual_seed(0)
     model = models.build(args.model)
     rng = np.random.default_rng(0)
@@ -433,9 +684,7 @@ def show(args):
     path = _checkpoint_path(args.checkpoint)
     loaded = load_checkpoint(path)
     model = loaded.model
-    dataset = args.dataset or (loaded.state.get("run") or {}).get("dataset")
-    if dataset is None:
-        raise ValueError(f"{path} does not say which dataset it was trained on; pass --dataset")
+    dataset = _dataset_of(path, loaded, args.dataset)
     images, labels = LOADERS[dataset](args.split)
     if not 0 <= args.image_index < len(images):
         raise ValueError(f"--image-index must lie in [0, {len(images)}) for {dataset} {args.split}, "
@@ -477,7 +726,8 @@ def main(argv=None):
         print("stopped.", file=sys.stderr)
         return 130
     except (BackendUnavailableError, CheckpointError, DataError, ShapeError, TrainingDivergedError,
-            FileNotFoundError, ImportError, ValueError) as error:  # ImportError: matplotlib is missing
+            OSError, ImportError, ValueError) as error:  # ImportError: matplotlib is missing
+        # A user's mistake (a bad file, flag or folder) is one line naming it, never a traceback.
         print(f"minicnn {args.command}: {error}", file=sys.stderr)
         return 1
 
