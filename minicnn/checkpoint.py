@@ -120,19 +120,29 @@ def _to_json(value, what):
         ) from None
 
 
-def _write_atomically(path, entries):
+def write_atomically(path, write):
+    """Call write(file) on a temporary file beside `path`, then rename it over `path`.
+
+    A kill at any instant leaves either the old file or the new one, plus at most a
+    temporary `.NAME.tmp-PID` (a dot-name with the pid: hidden, obviously temporary, distinct
+    for concurrent writers), which `minicnn train` removes from its folder on the next run.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A dot-name with the pid: hidden, obviously temporary, and distinct for concurrent writers.
     temporary = path.parent / f".{path.name}.tmp-{os.getpid()}"
     try:
         with open(temporary, "wb") as file:
-            np.savez(file, **entries)  # a file object, so NumPy adds no '.npz' to the name
+            write(file)
             file.flush()
-            os.fsync(file.fileno())  # the bytes are on disk before the rename makes them the checkpoint
+            os.fsync(file.fileno())  # the bytes are on disk before the rename makes them the file
         os.replace(temporary, path)
     except BaseException:  # KeyboardInterrupt too: never leave a half-written temporary behind
         temporary.unlink(missing_ok=True)
         raise
+
+
+def _write_atomically(path, entries):
+    write_atomically(path, lambda file: np.savez(file, **entries))  # a file object: NumPy adds no '.npz'
 
 
 # ----- loading ------------------------------------------------------------------------------------
@@ -493,21 +503,6 @@ def _same_layout(saved, current):
     if isinstance(current, str):
         return saved == current
     return _is_int(saved, low=-(2**128)) and saved < 2**128
-
-
-def run_settings(checkpoint, **choices):
-    """The run settings a checkpoint's state holds ({} when none), each named in `choices` checked.
-
-    choices: setting name -> the values it may take, e.g. dataset=LOADERS, model=models.MODELS;
-    a setting outside them raises CheckpointError naming the file, the setting and the choices.
-    The types of all settings were already checked by load_checkpoint.
-    """
-    run = checkpoint.state.get("run") or {}
-    for name, allowed in choices.items():
-        if name in run and run[name] not in allowed:
-            raise CheckpointError(f"checkpoint '{checkpoint.path}': entry 'state.run': '{name}' is "
-                                  f"{shorten(run[name], 80)}, not one of {sorted(allowed)}")
-    return run
 
 
 def _description(path, architecture):

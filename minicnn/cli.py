@@ -30,7 +30,7 @@ import numpy as np
 
 from . import __version__, backend, data, metrics, models, optim
 from . import functional as F
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, write_atomically
 from .errors import (
     BackendUnavailableError, CheckpointError, DataError, ShapeError, TrainingDivergedError,
 )
@@ -439,13 +439,7 @@ def _run_folder(folder, flag):
 
 def _write_text_atomically(path, text):
     """Write `path` through a temporary that is renamed into place, so a kill never leaves half a file."""
-    temporary = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        temporary.write_text(text)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda file: file.write(text.encode()))
 
 
 def _fresh_run_folder(model, root=RUNS):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from minicnn import CheckpointError, nn, optim
-from minicnn.checkpoint import load_checkpoint, run_settings, save_checkpoint
+from minicnn.checkpoint import load_checkpoint, save_checkpoint
 
 MEMORY_BUDGET = 64 * 2**20  # bytes Python and NumPy may allocate while refusing a file
 
@@ -146,14 +146,6 @@ def test_json_entries_of_the_wrong_shape_are_refused(tmp_path, entry, value, mat
     members = _members_of(real)
     members[f"{entry}.npy"] = _npy(np.array(value))
     _refused(_write(tmp_path / "bad.npz", members), match)
-
-
-def test_unknown_run_settings_are_refused_by_run_settings(tmp_path):
-    path = save_checkpoint(tmp_path / "c.npz", nn.Dense(2, 2), state={"run": {"dataset": "imagenet", "seed": 0}})
-    loaded = load_checkpoint(path, nn.Dense(2, 2))
-    assert run_settings(loaded) == {"dataset": "imagenet", "seed": 0}
-    with pytest.raises(CheckpointError, match=r"'state.run': 'dataset' is 'imagenet', not one of \['mnist'\]"):
-        run_settings(loaded, dataset={"mnist": None})
 
 
 @pytest.mark.parametrize("name, content, match", [
