@@ -245,10 +245,12 @@ def _read_tar_members(archive, member_of_name, wanted, origin, size_cap_of):
         for name in list(wanted):
             member_name = member_of_name(name)
             try:
-                member = tar.getmember(member_name)
+                member = tar.getmember(member_name)  # reads the headers of the whole archive the first time
             except KeyError:
                 yield _Offer(name, origin, problem=f"{origin} has no member {member_name}")
                 continue
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                raise _SourceUnavailable(f"cannot read {archive.name}: {exc}") from None
             if not member.isfile() or member.issparse():  # a sparse member can declare any size it likes
                 yield _Offer(name, origin, problem=f"{origin}: {member_name} is not a regular file")
                 continue

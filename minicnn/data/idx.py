@@ -128,8 +128,8 @@ def gunzip_idx(content, where, max_size=None):
     _, shape, header_size, data_size = idx_header(start, where)
     if header_size + data_size > limit:
         raise DataError(
-            f"{where}: the IDX header declares shape {shape}, {format_bytes(header_size + data_size)} in all, "
-            f"more than the {format_bytes(limit)} this file may hold"
+            f"{where}: the IDX header declares shape {shape}, {format_bytes(data_size)} of data, "
+            f"more than the {format_bytes(limit)} this file may hold (max_bytes, or backend.set_memory_limit)"
         )
     data = stream.read(data_size + 1)  # one byte more tells "extra bytes" from an exact fit
     _check_length(where, shape, data_size, len(data) if len(data) <= data_size else f"more than {data_size}")
