@@ -174,6 +174,64 @@ def scatter_add(xp, target, index, values):
         cupyx.scatter_add(target, index, values)
 
 
+# ----- the memory limit ------------------------------------------------------------------------
+# One bound on what a single operation or a single decoded file may ask for, checked *before*
+# allocating: a convolution's padded image and columns, an IDX file's declared size, a gzip
+# stream's output. Past it minicnn refuses with its own error (ShapeError, DataError) naming
+# the bytes needed, instead of filling the machine's memory and ending in MemoryError.
+MEMORY_SHARE = 0.5  # the default limit: this share of the machine's memory
+_memory_limit = None  # bytes, when set_memory_limit gave one
+
+
+def machine_memory_bytes():
+    """The memory this process may use: physical RAM, or a smaller cgroup (container) limit; None if unknown."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system that reports it
+        total = None
+    for cgroup_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(cgroup_file) as file:
+                text = file.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and (total is None or int(text) < total):
+            total = int(text)  # "max" (no limit) and huge sentinels leave the RAM size
+    return total
+
+
+def memory_limit():
+    """Bytes one operation or one decoded file may allocate before minicnn refuses it.
+
+    Default: MEMORY_SHARE (half) of machine_memory_bytes(), or 8 GiB where that is unknown;
+    change it with set_memory_limit.
+    """
+    if _memory_limit is not None:
+        return _memory_limit
+    total = machine_memory_bytes()
+    return int(total * MEMORY_SHARE) if total else 8 << 30
+
+
+def set_memory_limit(limit):
+    """Set the bytes one operation or decoded file may allocate (an int > 0), or None for the default."""
+    global _memory_limit
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit <= 0:
+            raise ValueError(f"set_memory_limit: expected a positive number of bytes or None, got {limit!r}")
+        limit = int(limit)
+    _memory_limit = limit
+
+
+def format_bytes(count):
+    """A byte count for messages: '34.8 GiB (37363892224 bytes)'."""
+    size, unit = float(count), "bytes"
+    for next_unit in ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, next_unit
+    return f"{count} bytes" if unit == "bytes" else f"{size:.1f} {unit} ({count} bytes)"
+
+
 def gpu_pool_mib():
     """MiB held by CuPy's default memory pool (its high-water mark: the pool keeps freed blocks), or None."""
     if _cupy is None:

@@ -27,6 +27,8 @@ import signal
 import sys
 import threading
 import time
+import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,7 @@ from .tensor import no_grad
 LOSSES = {"sparse_categorical_crossentropy": F.cross_entropy, "cross_entropy": F.cross_entropy}
 OPTIMIZERS = {"sgd": (optim.SGD, 0.01), "adam": (optim.Adam, 1e-3)}  # class and default learning rate
 SUPPORTED_METRICS = ("accuracy",)
+_warned_nonfinite = weakref.WeakSet()  # the DataLoaders evaluate has warned about NaN or infinite images
 
 
 class History(dict):
@@ -370,6 +373,11 @@ class Trainer:
         confusion_matrix ((classes, classes) int64, row = true class).
         """
         loader = self._loader(x, y, batch_size)
+        nonfinite = loader.nonfinite_images()
+        if nonfinite and loader not in _warned_nonfinite:  # once per loader: fit validates on one each epoch
+            _warned_nonfinite.add(loader)
+            warnings.warn(f"evaluate: {nonfinite} of {loader.num_samples} images hold NaN or infinite values; "
+                          "the loss (val_loss in fit) will be NaN", RuntimeWarning, stacklevel=2)
         loss_sum, labels, predictions, classes = 0.0, [], [], None
         with self.model.evaluating(), no_grad():
             for images, targets in loader:

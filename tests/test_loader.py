@@ -206,3 +206,22 @@ def test_resume_arguments_are_checked():
         loader.batches(0, start=4)
     with pytest.raises(ValueError, match="epoch must be at least 0"):
         loader.set_epoch(-1)
+
+
+def test_no_batch_is_ever_empty():
+    for num_samples in range(1, 12):
+        for batch_size in range(1, 14):
+            for drop_last in (False, True):
+                if drop_last and num_samples < batch_size:
+                    continue  # refused at construction (test above)
+                loader = DataLoader(np.zeros((num_samples, 2, 2), np.uint8), np.zeros(num_samples, np.int64),
+                                    batch_size=batch_size, drop_last=drop_last, device="cpu")
+                sizes = [x.shape[0] for x, _ in loader]
+                assert len(sizes) == len(loader) and min(sizes) >= 1
+
+
+def test_nonfinite_images_counts_samples_with_nan_or_inf():
+    images = np.zeros((10, 3, 3), np.float32)
+    images[2, 0, 0], images[5, 1, 1], images[5, 2, 2], images[9, 0, 1] = np.nan, np.inf, np.nan, -np.inf
+    assert DataLoader(images, device="cpu").nonfinite_images() == 3
+    assert DataLoader(np.zeros((4, 3, 3), np.uint8), device="cpu").nonfinite_images() == 0

@@ -259,3 +259,23 @@ def test_pooling_rejects_input_that_is_not_4d(device, name):
     x = minicnn.tensor(np.zeros((3, 4, 4)), device=device)
     with pytest.raises(minicnn.ShapeError, match=name):
         POOLS[name](x, kernel_size=2)
+
+
+# ----- sizes checked before allocating, empty batches (issue 16) ------------------------------
+@pytest.mark.parametrize("pool", ["max_pool2d", "avg_pool2d"])
+def test_pooling_refuses_windows_past_the_memory_limit_and_empty_batches(pool):
+    from minicnn import backend
+    from minicnn.errors import ShapeError
+    from minicnn.tensor import Tensor
+    operation = getattr(F, pool)
+    x = Tensor(np.zeros((16, 4, 32, 32), np.float32))  # 256 KiB
+    backend.set_memory_limit(1 << 20)
+    try:
+        with pytest.raises(ShapeError) as caught:
+            operation(x, kernel_size=200, stride=1, padding=100)  # padded (16, 4, 232, 232): 13 MiB
+        assert pool in str(caught.value) and "(16, 4, 232, 232)" in str(caught.value)
+        assert operation(x, kernel_size=2).shape == (16, 4, 16, 16)
+    finally:
+        backend.set_memory_limit(None)
+    with pytest.raises(ShapeError, match=f"{pool}: the batch is empty"):
+        operation(Tensor(np.zeros((0, 4, 8, 8), np.float32)), kernel_size=2)

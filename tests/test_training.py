@@ -305,3 +305,21 @@ def test_a_kill_while_best_npz_is_written_loses_nothing_after_resume(bars, tmp_p
         np.testing.assert_array_equal(_weights(best.model)[name], array, err_msg=name)
     last = load_checkpoint(tmp_path / "run" / "last.npz")
     assert (last.state["best_epoch"], last.state["best_value"]) == (2, whole.state["best_value"])
+
+
+def test_nan_in_validation_data_warns_once_with_the_count(bars):
+    import warnings
+    images, labels = bars
+    validation = images[:30].copy()
+    validation[[3, 7], 0, 0, 0] = np.nan
+    validation[11, 0, 5, 5] = np.inf
+    trainer = Trainer(_small_cnn(), "sgd", lr=0.01)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # so that only our own once-rule can keep it to one
+        trainer.fit(images, labels, epochs=2, batch_size=32, validation_data=(validation, labels[:30]), verbose=0)
+    messages = [str(warning.message) for warning in caught if str(warning.message).startswith("evaluate:")]
+    assert messages == ["evaluate: 3 of 30 images hold NaN or infinite values; the loss (val_loss in fit) will be NaN"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.evaluate(images[:30], labels[:30])  # clean data: nothing to say
+    assert not [warning for warning in caught if str(warning.message).startswith("evaluate:")]

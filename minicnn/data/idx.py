@@ -13,6 +13,7 @@ two bytes (1f 8b), whatever the file is called.
 """
 
 import gzip
+import math
 import os
 import struct
 import tempfile
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backend import format_bytes, memory_limit
 from ..errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -37,33 +39,108 @@ _DTYPE_OF_CODE = {
 _CODE_OF_DTYPE = {(dtype.kind, dtype.itemsize): code for code, dtype in _DTYPE_OF_CODE.items()}
 
 
-def read_idx(path):
+def read_idx(path, max_bytes=None):
     """The array stored in the IDX file at `path` (gzipped or raw), in native byte order.
 
-    Raises DataError, naming the file, when the file is not IDX, is truncated,
-    has bytes left over after the data, or is a corrupt gzip stream.
+    max_bytes: the most bytes the decoded file may take (default: backend.memory_limit()).
+    The header's declared size is checked against the file's length (raw) or the cap (gzip)
+    before the data are read or decompressed, so a small file cannot make this allocate much.
+    Raises DataError, naming the file, when the file is not IDX, is truncated, has bytes left
+    over after the data, declares more than the cap, or is a corrupt gzip stream.
     """
     path = Path(path)
     try:
-        content = path.read_bytes()
+        with open(path, "rb") as file:
+            start = file.read(4 + 4 * 255)  # the longest header: 255 dimensions
+            if start[:2] == GZIP_MAGIC:
+                content = gunzip_idx(start + file.read(), path, max_bytes)
+            else:
+                _, shape, header_size, data_size = idx_header(start, path)
+                _check_length(path, shape, data_size, os.fstat(file.fileno()).st_size - header_size)
+                content = start + file.read()
     except OSError as exc:
         raise DataError(f"cannot read IDX file {path}: {exc}") from None
-    if content[:2] == GZIP_MAGIC:
-        content = gunzip(content, path)
     return decode_idx(content, path)
 
 
-def gunzip(content, where):
-    """The decompressed bytes of gzip data `content`; DataError naming `where` if it is corrupt."""
-    try:
-        return gzip.decompress(content)
-    except (OSError, EOFError, zlib.error) as exc:
-        # OSError covers BadGzipFile; EOFError means the stream stops early.
-        raise DataError(f"{where}: corrupt gzip data ({exc})") from None
+class GzipStream:
+    """Reads the decompressed bytes of gzip data (one member or several, as `gzip` writes them) a piece at a time.
+
+    Nothing is decompressed beyond what `read` asks for, so a small stream that would expand to
+    gigabytes costs only what the caller is prepared to accept.
+    """
+
+    CHUNK = 1 << 24  # decompress at most 16 MiB per call
+
+    def __init__(self, content, where):
+        self.where = where
+        self.decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # 16+: the gzip wrapper
+        self.pending = bytes(content)  # compressed bytes not yet given to the decompressor
+        self.finished = False
+
+    def read(self, size):
+        """Up to `size` more decompressed bytes; fewer only where the stream ends."""
+        pieces, have = [], 0
+        while have < size and not self.finished:
+            try:
+                piece = self.decompressor.decompress(self.pending, min(size - have, self.CHUNK))
+            except zlib.error as exc:
+                raise DataError(f"{self.where}: corrupt gzip data ({exc})") from None
+            progressed = piece or len(self.decompressor.unconsumed_tail) != len(self.pending)
+            self.pending = self.decompressor.unconsumed_tail
+            pieces.append(piece)
+            have += len(piece)
+            if self.decompressor.eof:
+                # The next member, if any; gzip allows zero bytes of padding after the last one.
+                self.pending = self.decompressor.unused_data.lstrip(b"\x00")
+                if self.pending:
+                    self.decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+                else:
+                    self.finished = True
+            elif not progressed:
+                raise DataError(f"{self.where}: corrupt gzip data (the stream ends before its end-of-stream marker)")
+        return b"".join(pieces)
 
 
-def decode_idx(content, where):
-    """The array in the IDX bytes `content`; `where` (a path or URL) names them in errors."""
+def gunzip(content, where, max_size=None):
+    """The decompressed bytes of gzip data `content`, at most `max_size` of them.
+
+    max_size: default backend.memory_limit(). DataError naming `where` if the data are corrupt
+    or would expand past max_size (found after decompressing max_size + 1 bytes, no more).
+    """
+    limit = memory_limit() if max_size is None else max_size
+    content = GzipStream(content, where).read(limit + 1)
+    if len(content) > limit:
+        raise DataError(f"{where}: gzip data expand past {format_bytes(limit)}, more than this file can hold")
+    return content
+
+
+def gunzip_idx(content, where, max_size=None):
+    """The IDX bytes (header and data) inside gzip data `content`, decompressing only what the header declares.
+
+    max_size: the most bytes the IDX file may have (default backend.memory_limit()); a header
+    declaring more is refused before the data are decompressed. DataError naming `where` otherwise too.
+    """
+    limit = memory_limit() if max_size is None else max_size
+    stream = GzipStream(content, where)
+    start = stream.read(4)
+    start += stream.read(4 * start[3]) if len(start) == 4 else b""
+    _, shape, header_size, data_size = idx_header(start, where)
+    if header_size + data_size > limit:
+        raise DataError(
+            f"{where}: the IDX header declares shape {shape}, {format_bytes(data_size)} of data, "
+            f"more than the {format_bytes(limit)} this file may hold (max_bytes, or backend.set_memory_limit)"
+        )
+    data = stream.read(data_size + 1)  # one byte more tells "extra bytes" from an exact fit
+    _check_length(where, shape, data_size, len(data) if len(data) <= data_size else f"more than {data_size}")
+    return start + data
+
+
+def idx_header(content, where):
+    """(dtype, shape, header_size, data_size) from the start of IDX bytes `content`.
+
+    Sizes are Python ints: a header whose dimensions multiply past 2**63 gives its true size.
+    """
     if len(content) < 4:
         raise DataError(f"{where}: not an IDX file: {len(content)} bytes, shorter than the 4-byte magic number")
     zero1, zero2, type_code, ndim = content[:4]
@@ -82,13 +159,20 @@ def decode_idx(content, where):
         )
     shape = struct.unpack(f">{ndim}I", content[4:header_size])
     dtype = _DTYPE_OF_CODE[type_code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    found = len(content) - header_size
+    return dtype, shape, header_size, math.prod(shape) * dtype.itemsize
+
+
+def _check_length(where, shape, expected, found):
+    """DataError unless the data after the header are exactly `expected` bytes long (`found` may be text)."""
     if found != expected:
-        problem = "truncated file" if found < expected else "extra bytes after the data"
-        raise DataError(
-            f"{where}: {problem}: expected {expected} bytes of data for shape {shape}, found {found}"
-        )
+        problem = "truncated file" if isinstance(found, int) and found < expected else "extra bytes after the data"
+        raise DataError(f"{where}: {problem}: expected {expected} bytes of data for shape {shape}, found {found}")
+
+
+def decode_idx(content, where):
+    """The array in the IDX bytes `content`; `where` (a path or URL) names them in errors."""
+    dtype, shape, header_size, data_size = idx_header(content, where)
+    _check_length(where, shape, data_size, len(content) - header_size)
     array = np.frombuffer(content, dtype=dtype, offset=header_size).reshape(shape)
     return array.astype(dtype.newbyteorder("="))  # a writable, native-endian copy
 

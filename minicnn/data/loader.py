@@ -64,6 +64,7 @@ class DataLoader:
                 "leaves no batch at all"
             )
         self.epoch = 0
+        self._nonfinite = None  # nonfinite_images(), once counted
 
     def __len__(self):
         """The number of batches in one epoch."""
@@ -75,6 +76,17 @@ class DataLoader:
             f"DataLoader(num_samples={self.num_samples}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
             f"seed={self.seed}, shift={self.shift}, epoch={self.epoch})"
         )
+
+    def nonfinite_images(self):
+        """How many samples hold a NaN or an infinity (0 for uint8 data); counted once, then remembered."""
+        if self._nonfinite is None:
+            images, count = self._images, 0
+            if images.dtype.kind == "f":
+                for start in range(0, len(images), 4096):  # in blocks: the test allocates one bool per value
+                    block = images[start:start + 4096].reshape(min(4096, len(images) - start), -1)
+                    count += int(np.count_nonzero(~np.isfinite(block).all(axis=1)))
+            self._nonfinite = count
+        return self._nonfinite
 
     def set_epoch(self, epoch):
         """Make the next iteration serve epoch `epoch` (e.g. when resuming training)."""

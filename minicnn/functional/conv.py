@@ -15,7 +15,7 @@ from .. import kernels
 from ..backend import get_array_module
 from ..errors import ShapeError
 from ..tensor import Operation
-from .windows import add_windows, crop_padding, output_shape, pad_image, pair, sliding_windows
+from .windows import add_windows, check_window_sizes, crop_padding, pad_image, pair, sliding_windows
 
 
 def im2col(x, kernel_size, stride=1, padding=0):
@@ -25,7 +25,7 @@ def im2col(x, kernel_size, stride=1, padding=0):
     """
     kernel_size, stride, padding = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(padding, "padding")
     N = x.shape[0]
-    out_size = output_shape(x.shape, kernel_size, stride, padding)
+    out_size = check_window_sizes("im2col", x.shape, x.dtype.itemsize, kernel_size, stride, padding)
     col = kernels.im2col(x, kernel_size, stride, padding, out_size)  # a fast path, or None
     if col is None:
         windows = sliding_windows(pad_image(x, padding), kernel_size, stride)  # (N, C, OH, OW, KH, KW), a view
@@ -38,7 +38,8 @@ def col2im(col, x_shape, kernel_size, stride=1, padding=0):
     kernel_size, stride, padding = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(padding, "padding")
     N, C, H, W = x_shape
     (KH, KW), (PH, PW) = kernel_size, padding
-    out_size = output_shape(x_shape, kernel_size, stride, padding)
+    out_size = check_window_sizes("col2im", x_shape, col.dtype.itemsize, kernel_size, stride, padding,
+                                  copies_windows=False)  # col exists already; the image is new
     image = kernels.col2im(col, x_shape, kernel_size, stride, padding, out_size)  # a fast path, or None
     if image is None:
         window_grads = col.reshape(N, *out_size, C, KH, KW).transpose(0, 3, 1, 2, 4, 5)  # (N, C, OH, OW, KH, KW)
@@ -64,7 +65,9 @@ class Conv2dOp(Operation):
         _check_conv_shapes(x, weight, bias, self.padding)
         N = x.shape[0]
         F, _, KH, KW = weight.shape
-        out_height, out_width = output_shape(x.shape, (KH, KW), self.stride, self.padding)
+        # Before the padded image and the columns exist (here or in a fast path): their size, an empty batch.
+        out_height, out_width = check_window_sizes("conv2d", x.shape, x.dtype.itemsize, (KH, KW), self.stride,
+                                                   self.padding)
         col = im2col(x, (KH, KW), self.stride, self.padding)  # (N*OH*OW, C*KH*KW)
         weight_matrix = weight.reshape(F, -1)  # (F, C*KH*KW), one filter per row
         # Every filter against every window. Filter-major (F, N*OH*OW) rather than col @ weight_matrix.T:

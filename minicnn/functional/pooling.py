@@ -8,7 +8,7 @@ from .. import kernels
 from ..backend import get_array_module
 from ..errors import ShapeError
 from ..tensor import Operation
-from .windows import add_windows, crop_padding, output_shape, pad_image, pair, sliding_windows
+from .windows import add_windows, check_window_sizes, crop_padding, pad_image, pair, sliding_windows
 
 
 def _pool_settings(name, kernel_size, stride, padding):
@@ -48,7 +48,9 @@ class MaxPool2dOp(Operation):
         xp = get_array_module(x)
         N, C, _, _ = self.x_shape = x.shape
         KH, KW = self.kernel_size
-        out_size = output_shape(x.shape, self.kernel_size, self.stride, self.padding)
+        # The reference copies every window (rows below); the fast paths are held to the same bound.
+        out_size = check_window_sizes("max_pool2d", x.shape, x.dtype.itemsize, self.kernel_size, self.stride,
+                                      self.padding)
         fast = kernels.max_pool2d(x, self.kernel_size, self.stride, self.padding, out_size)  # a fast path, or None
         if fast is not None:
             out, self.argmax = fast
@@ -85,6 +87,9 @@ class AvgPool2dOp(Operation):
 
     def forward(self, x):
         _check_pool_input("avg_pool2d", x, self.kernel_size, self.padding)
+        # The mean reads the windows through a view: only the padded image is new.
+        check_window_sizes("avg_pool2d", x.shape, x.dtype.itemsize, self.kernel_size, self.stride, self.padding,
+                           copies_windows=False)
         padded = pad_image(x, self.padding)
         windows = sliding_windows(padded, self.kernel_size, self.stride)
         self.padded_shape, self.window_shape = padded.shape, windows.shape

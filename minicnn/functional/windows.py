@@ -6,7 +6,8 @@ here works on raw NumPy or CuPy arrays; kernel_size, stride and padding are
 (h, w) pairs of ints (`pair` makes them).
 """
 
-from ..backend import as_strided, get_array_module
+from ..backend import as_strided, format_bytes, get_array_module, memory_limit
+from ..errors import ShapeError
 
 
 def pair(value, name):
@@ -29,6 +30,43 @@ def output_shape(x_shape, kernel_size, stride, padding):
     """(OH, OW) for an image of shape (N, C, H, W): `output_size` along each spatial axis."""
     H, W = x_shape[2:]
     return output_size(H, kernel_size[0], stride[0], padding[0]), output_size(W, kernel_size[1], stride[1], padding[1])
+
+
+def check_window_sizes(operation, x_shape, itemsize, kernel_size, stride, padding, copies_windows=True):
+    """Refuse, before anything is allocated, a batch that is empty or whose windows need too much memory.
+
+    operation: the name for messages ('conv2d', 'max_pool2d', ...). x_shape: (N, C, H, W);
+    itemsize: bytes per element. Counts the padded image (N, C, H + 2 PH, W + 2 PW), when there is
+    padding, and, when `copies_windows`, one copy of every window, (N*OH*OW, C*KH*KW): the columns
+    of im2col, the rows max pooling takes the maximum of. Sizes are Python ints, so no product
+    overflows. Raises ShapeError naming the operation, the shapes and the bytes needed when the sum
+    passes backend.memory_limit() (see backend.set_memory_limit). Every window operation calls this
+    before its reference or its fast path runs. Returns out_size, (OH, OW).
+    """
+    N, C, H, W = (int(size) for size in x_shape)
+    (KH, KW), (PH, PW) = kernel_size, padding
+    if N == 0:
+        # Refused here rather than passed on: an empty batch has no loss to average (it would be NaN).
+        raise ShapeError(f"{operation}: the batch is empty (input shape {tuple(x_shape)}); give at least one image")
+    out_height, out_width = output_shape(x_shape, kernel_size, stride, padding)
+    padded_shape = (N, C, H + 2 * PH, W + 2 * PW)
+    padded_bytes = N * C * padded_shape[2] * padded_shape[3] * itemsize if PH or PW else 0
+    windows_shape = (N * out_height * out_width, C * KH * KW)
+    windows_bytes = windows_shape[0] * windows_shape[1] * itemsize if copies_windows else 0
+    needed, limit = padded_bytes + windows_bytes, memory_limit()
+    if needed > limit:
+        parts = []
+        if padded_bytes:
+            parts.append(f"the padded image {padded_shape} takes {format_bytes(padded_bytes)}")
+        if windows_bytes:
+            parts.append(f"its windows {windows_shape} take {format_bytes(windows_bytes)}")
+        raise ShapeError(
+            f"{operation}: input {tuple(x_shape)} with kernel {tuple(kernel_size)}, stride {tuple(stride)} and "
+            f"padding {tuple(padding)} needs {format_bytes(needed)} ({'; '.join(parts)}), more than the memory "
+            f"limit of {format_bytes(limit)}; use a smaller batch, padding or kernel, or raise the limit with "
+            "minicnn.backend.set_memory_limit"
+        )
+    return out_height, out_width
 
 
 def pad_image(x, padding, value=0.0):
