@@ -218,3 +218,11 @@ def test_cross_entropy_labels_of_the_wrong_length_raise_shape_error(device):
     logits = minicnn.tensor(np.zeros((2, 3)), device=device)
     with pytest.raises(minicnn.ShapeError, match="cross_entropy"):
         F.cross_entropy(logits, labels_tensor([0, 1, 2], device))
+
+
+def test_an_empty_batch_is_refused_rather_than_a_nan_loss(device):
+    # Dense layers pass an empty batch on; the loss is where the mean over no sample would turn NaN.
+    logits = minicnn.tensor(np.zeros((0, 3), dtype=np.float32), device=device)
+    labels = minicnn.tensor(np.zeros(0, dtype=np.int64), device=device)
+    with pytest.raises(minicnn.ShapeError, match=r"cross_entropy: the batch is empty \(logits \(0, 3\)\)"):
+        F.cross_entropy(logits, labels)

@@ -59,11 +59,13 @@ class CrossEntropyOp(Operation):
         if logits.ndim != 2:
             raise ShapeError(f"cross_entropy: logits must have shape (N, classes), got {logits.shape}")
         count, classes = logits.shape
+        if count == 0:  # the mean over no sample would be NaN
+            raise ShapeError(f"cross_entropy: the batch is empty (logits {logits.shape}); give at least one sample")
         if labels.shape != (count,):
             raise ShapeError(f"cross_entropy: labels must have shape ({count},) to match logits {logits.shape}, got {labels.shape}")
         if labels.dtype.kind not in "iu":
             raise TypeError(f"cross_entropy: labels must be integer class indices, got dtype {labels.dtype}")
-        if self.check_labels and count and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        if self.check_labels and (int(labels.min()) < 0 or int(labels.max()) >= classes):
             raise ValueError(
                 f"cross_entropy: labels must lie in [0, {classes}), got values from "
                 f"{int(labels.min())} to {int(labels.max())}"
