@@ -8,6 +8,7 @@
     minicnn fetch mnist
     minicnn graph --model cnn --out graph.svg  # the computation graph of one training step
     minicnn show runs/latest/best.npz --image-index 7 --layer 3
+    minicnn export runs/latest/best.npz cnn.onnx --softmax   # needs the onnx extra
 
 This module is an entry point, so it is where process-wide settings are made: `train` and
 `evaluate` call backend.keep_freed_memory() first (--no-keep-freed-memory leaves malloc alone).
@@ -34,6 +35,7 @@ from .checkpoint import load_checkpoint, write_atomically
 from .errors import (
     BackendUnavailableError, CheckpointError, DataError, ShapeError, TrainingDivergedError,
 )
+from .onnx import export as export_to_onnx, read as read_onnx  # the `onnx` package is imported only when used
 from .profiler import profile
 from .tensor import Tensor
 from .training import EarlyStopping, Trainer
@@ -228,6 +230,13 @@ def _parser():
                       help="the layer Grad-CAM explains: its position ('3') or name ('3 Conv2D'); default the "
                            "output of the last convolution (after its ReLU), a 3x3 map for cnn. An earlier layer "
                            "gives a finer map, e.g. --layer 4 (11x11, the second convolution's ReLU) for cnn")
+
+    export = commands.add_parser("export", help="write a checkpoint's model as ONNX (needs the onnx extra)",
+                                 description="Write the model of CHECKPOINT as an ONNX file (opset 17, dynamic batch "
+                                             "axis), checked by onnx.checker, for onnxruntime and other tools.")
+    export.add_argument("checkpoint", type=Path, help="a .npz checkpoint, or a run folder (uses best.npz)")
+    export.add_argument("out", type=_file_to_write, help="the .onnx file to write")
+    export.add_argument("--softmax", action="store_true", help="end with a Softmax: the file gives probabilities")
     return parser
 
 
@@ -676,7 +685,7 @@ def graph(args):
 def show(args):
     require_matplotlib()
     path = _checkpoint_path(args.checkpoint)
-    loaded = load_checkpoint(path)
+    loaded = read_onnx(path) if path.suffix.lower() == ".onnx" else load_checkpoint(path)
     model = loaded.model
     dataset = _dataset_of(path, loaded, args.dataset)
     images, labels = LOADERS[dataset](args.split)
@@ -709,9 +718,21 @@ def show(args):
     return 0
 
 
+def export_onnx(args):
+    path = _checkpoint_path(args.checkpoint)
+    loaded = load_checkpoint(path)
+    run = loaded.state.get("run")
+    dataset = run.get("dataset") if isinstance(run, dict) else None
+    written = export_to_onnx(loaded.model, args.out, softmax=args.softmax,
+                             metadata={"minicnn.dataset": dataset} if isinstance(dataset, str) else None)
+    print(f"wrote {written}")
+    return 0
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
-    command = {"train": train, "evaluate": evaluate, "fetch": fetch, "graph": graph, "show": show}[args.command]
+    command = {"train": train, "evaluate": evaluate, "fetch": fetch, "graph": graph, "show": show,
+               "export": export_onnx}[args.command]
     if getattr(args, "keep_freed_memory", False):
         backend.keep_freed_memory()  # process-wide, so made here at the entry point and not on import
     try:
