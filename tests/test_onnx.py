@@ -149,6 +149,8 @@ def test_a_pytorch_export_loads_and_matches_pytorch(tmp_path):
                           output_names=["logits"], dynamic_axes={"x": {0: "N"}})
     except (TypeError, ImportError, ModuleNotFoundError) as error:
         pytest.skip(f"torch.onnx.export(dynamo=False) is not available here: {error}")
+    assert {"GlobalAveragePool", "AveragePool", "MaxPool", "Gemm", "Flatten"} <= {
+        node.op_type for node in onnx.load(path).graph.node}
     model = mo.load(path)
     x = np.random.default_rng(0).normal(size=(5, 1, 12, 12)).astype(np.float32)
     with torch.no_grad():
@@ -192,7 +194,8 @@ def test_every_unsupported_operator_is_listed_in_one_error(tmp_path):
     proto = make_model([helper.make_node("Relu", ["x"], ["a"], name="fine"),
                         helper.make_node("LeakyRelu", ["a"], ["b"], name="leaky"),
                         helper.make_node("Elu", ["b"], ["y"], name="elu")])
-    with pytest.raises(mo.OnnxError, match=r"2 operator\(s\).*LeakyRelu \(LeakyRelu node 'leaky'\).*Elu \(Elu node 'elu'\)"):
+    listed = r"2 operator\(s\).*LeakyRelu \(LeakyRelu node 'leaky'\).*Elu \(Elu node 'elu'\)"
+    with pytest.raises(mo.OnnxError, match=listed):
         mo.load(write(tmp_path, proto))
 
 
@@ -219,8 +222,8 @@ def conv_model(**attributes):
      "axis=2"),
     (make_model([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Add", ["x", "a"], ["y"], name="skip")]),
      "residual"),
-    (make_model([helper.make_node("Relu", ["x"], ["a"], name="one"), helper.make_node("Relu", ["x"], ["y"], name="two")]),
-     "read by 2 nodes"),
+    (make_model([helper.make_node("Relu", ["x"], ["a"], name="one"),
+                 helper.make_node("Relu", ["x"], ["y"], name="two")]), "read by 2 nodes"),
 ])
 def test_attributes_and_graphs_minicnn_cannot_build_are_refused_with_the_node(tmp_path, proto, message):
     with pytest.raises(mo.OnnxError, match=message):
@@ -273,7 +276,8 @@ def test_an_initialiser_whose_size_does_not_match_its_shape_is_refused(tmp_path,
     proto = onnx.load(good_file)
     weight = proto.graph.initializer[0]
     weight.raw_data = weight.raw_data[:-4]
-    with pytest.raises(mo.OnnxError, match=r"initialiser 'model\[0\].weight' has the shape \[2, 1, 3, 3\].*holds 68 bytes"):
+    short = r"initialiser 'model\[0\].weight' has the shape \[2, 1, 3, 3\].*holds 68 bytes"
+    with pytest.raises(mo.OnnxError, match=short):
         mo.load(write(tmp_path, proto, "short.onnx"))
     proto.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.ones((2, 1, 3, 3), np.int8), weight.name))
     with pytest.raises(mo.OnnxError, match="dtype INT8"):
@@ -310,3 +314,15 @@ def test_cli_export_of_a_bad_checkpoint_is_one_line(tmp_path, capsys):
     bad.write_bytes(b"nonsense")
     assert cli.main(["export", str(bad), str(tmp_path / "out.onnx")]) == 1
     assert "minicnn export:" in capsys.readouterr().err
+
+
+def test_cli_show_opens_an_onnx_file(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib", reason="minicnn show draws with matplotlib (pip install -e \".[viz]\")")
+    rng = np.random.default_rng(0)
+    monkeypatch.setitem(cli.LOADERS, "mnist", lambda split: (rng.integers(0, 256, (4, 28, 28), dtype=np.uint8),
+                                                             np.arange(4)))
+    model = nn.Sequential(nn.Conv2D(1, 2, 3), nn.ReLU(), nn.MaxPool2D(2), nn.Flatten(), nn.Dense(2 * 13 * 13, 10))
+    path = mo.export(model, tmp_path / "model.onnx", metadata={"minicnn.dataset": "mnist"})
+    assert cli.main(["show", str(path), "--image-index", "1", "--out", str(tmp_path / "show")]) == 0
+    assert (tmp_path / "show" / "saliency.png").exists()
+    assert "model.onnx: mnist test image 1" in capsys.readouterr().out

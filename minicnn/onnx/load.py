@@ -103,9 +103,12 @@ class _Builder:
     def check_operators(self):
         if self.opset is None or not 7 <= self.opset:
             self.fail(f"opset {self.opset} of the default domain is not supported (7 or later)")
-        unsupported = [f"{node.op_type} ({_node_name(node, index)})" + (f" from domain '{node.domain}'" if node.domain not in ("", "ai.onnx") else "")
-                       for index, node in enumerate(self.graph.node)
-                       if node.domain not in ("", "ai.onnx") or node.op_type not in SUPPORTED_OPS]
+        unsupported = []
+        for index, node in enumerate(self.graph.node):
+            foreign = node.domain not in ("", "ai.onnx")
+            if foreign or node.op_type not in SUPPORTED_OPS:
+                domain = f" from domain '{node.domain}'" if foreign else ""
+                unsupported.append(f"{node.op_type} ({_node_name(node, index)}){domain}")
         if unsupported:
             self.fail(f"{len(unsupported)} operator(s) minicnn cannot build: {'; '.join(unsupported)}. "
                       f"Supported: {', '.join(SUPPORTED_OPS)}")
@@ -217,7 +220,8 @@ class _Builder:
             index, node = found[0]
             extra = [name for name in node.output[1:] if name and (name in readers or name == output)]
             if extra:
-                self.fail(f"{_node_name(node, index)}: its extra output(s) {extra} are used; minicnn uses the first only")
+                self.fail(f"{_node_name(node, index)}: its extra output(s) {extra} are used; minicnn uses the "
+                          f"first only")
             chain.append((index, node))
             current = node.output[0]
         if len(chain) != sum(node.op_type != "Constant" for node in self.graph.node):
@@ -265,7 +269,8 @@ class _Builder:
             with layer.evaluating(), no_grad():
                 return tuple(layer(x).shape)
         except ValueError as error:
-            self.fail(f"{self.where} does not fit its input of shape (N, {', '.join(map(str, self.shape[1:]))}): {error}")
+            sample = ", ".join(map(str, self.shape[1:]))
+            self.fail(f"{self.where} does not fit its input of shape (N, {sample}): {error}")
 
     def attributes(self, node):
         from onnx import helper
