@@ -221,3 +221,9 @@ def test_onnx_files_need_minicnn_onnx(tmp_path, capsys):
     Image.fromarray(synthetic_seven()).save(tmp_path / "seven.png")
     assert main(["predict", str(tmp_path / "model.onnx"), str(tmp_path / "seven.png"), "--dataset", "mnist"]) == 1
     assert "need minicnn.onnx" in capsys.readouterr().err
+
+
+def test_without_pillow_the_error_names_the_images_extra(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "PIL", None)  # as if Pillow were not installed
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[images\]"'):
+        prepare("seven.png")
