@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data
+from . import data, nn
 from .checkpoint import load_checkpoint
 from .errors import CheckpointError, DataError, ShapeError
 from .training import Trainer
@@ -212,19 +212,28 @@ def prepare(image, dataset="mnist"):
 def load_model(checkpoint, dataset=None):
     """(model, dataset) from a checkpoint path: a .npz, a run folder (its best.npz) or an .onnx file.
 
-    The dataset is `dataset` when given, else the one the checkpoint's run settings name.
-    model is callable as model(batch) -> logits, batch float32 (N, 1, 28, 28).
+    The dataset is `dataset` when given, else the one the checkpoint names (a .npz's run settings;
+    an .onnx file's metadata when minicnn exported it). model is a callable: batch float32
+    (N, 1, 28, 28) -> logits (N, classes) as a NumPy array.
     """
     path = Path(checkpoint)
-    if path.suffix.lower() == ".onnx":
-        return _onnx_model(path), _checked_dataset(path, dataset)
     if path.is_dir():
         path = path / "best.npz"
-    loaded = load_checkpoint(path)
+    loaded = _read_onnx(path) if path.suffix.lower() == ".onnx" else load_checkpoint(path)
     if dataset is None:
         run = loaded.state.get("run")
         dataset = run.get("dataset") if isinstance(run, dict) else None
-    return _trained(loaded.model, path), _checked_dataset(path, dataset)
+    return _as_function(loaded.model, path), _checked_dataset(path, dataset)
+
+
+def _read_onnx(path):
+    """An .onnx file read by minicnn.onnx (the `onnx` extra) as a checkpoint.Checkpoint."""
+    if importlib.util.find_spec("minicnn.onnx") is None:
+        raise ImportError(f"{path}: .onnx checkpoints need minicnn.onnx, which this version of minicnn does "
+                          "not have; use the .npz checkpoint")
+    from . import onnx as onnx_format  # raises ImportError naming the `onnx` extra when it is missing
+
+    return onnx_format.read(path)
 
 
 def _checked_dataset(path, dataset):
@@ -237,26 +246,19 @@ def _checked_dataset(path, dataset):
     return dataset
 
 
-def _trained(model, where):
-    """A minicnn model as a callable on NumPy batches; its input must be 1x28x28."""
+def _as_function(model, where):
+    """A minicnn model as a function from NumPy batches to logits; its input must be 1x28x28."""
     shape = tuple(getattr(model, "input_shape", None) or ())
     if shape and shape != (1, SIDE, SIDE):
         raise ShapeError(f"{where}: the model takes {shape} inputs; predicting on image files supports "
-                                f"1x{SIDE}x{SIDE} (MNIST, Fashion-MNIST) models")
-    return Trainer(model).predict
-
-
-
-def _onnx_model(path):
-    """An exported model run by minicnn.onnx (the `onnx` extra), as a callable on NumPy batches."""
-    if importlib.util.find_spec("minicnn.onnx") is None:
-        raise ImportError(f"{path}: .onnx checkpoints need minicnn.onnx, which this version of minicnn does "
-                          "not have; use the .npz checkpoint")
-    from . import onnx as onnx_format  # raises ImportError naming the `onnx` extra when onnxruntime is missing
-
-    if not hasattr(onnx_format, "load_onnx"):
-        raise ImportError(f"{path}: minicnn.onnx has no load_onnx(path) to run the file with")
-    return onnx_format.load_onnx(path)
+                         f"1x{SIDE}x{SIDE} (MNIST, Fashion-MNIST) models")
+    outputs = Trainer(model).predict
+    layers = getattr(model, "layers", None)
+    if layers and isinstance(layers[-1], nn.Softmax):
+        # The model ends in Softmax (an ONNX file exported with softmax=True, say): its outputs are
+        # probabilities already; their logarithms are logits that the softmax below gives back unchanged.
+        return lambda batch: np.log(np.maximum(outputs(batch), np.finfo(np.float64).tiny))
+    return outputs
 
 
 def softmax(logits):
@@ -302,7 +304,7 @@ def predict(model, images, top=3, dataset=None, batch_size=256):
     if isinstance(model, (str, Path)):
         run, dataset = load_model(model, dataset)
     else:
-        run, dataset = _trained(model, type(model).__name__), _checked_dataset("the model", dataset)
+        run, dataset = _as_function(model, type(model).__name__), _checked_dataset("the model", dataset)
     if isinstance(images, (str, Path)) or isinstance(images, np.ndarray) and images.ndim == 2:
         images = [images]
     names = class_names(dataset)

@@ -227,3 +227,33 @@ def test_without_pillow_the_error_names_the_images_extra(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "PIL", None)  # as if Pillow were not installed
     with pytest.raises(ImportError, match=r'pip install -e "\.\[images\]"'):
         prepare("seven.png")
+
+
+def test_a_model_ending_in_softmax_is_not_softmaxed_twice():
+    minicnn.manual_seed(0)
+    model = models.lenet()
+    with_softmax = minicnn.nn.Sequential(*model.layers, minicnn.nn.Softmax(), input_shape=(1, 28, 28))
+    digit = synthetic_seven()
+    plain = minicnn.predict(model, digit, top=10, dataset="mnist")[0]["predictions"]
+    ending = minicnn.predict(with_softmax, digit, top=10, dataset="mnist")[0]["predictions"]
+    assert [guess["index"] for guess in ending] == [guess["index"] for guess in plain]
+    np.testing.assert_allclose([g["probability"] for g in ending], [g["probability"] for g in plain], atol=1e-6)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("minicnn.onnx") is None, reason="this minicnn has no minicnn.onnx")
+@pytest.mark.parametrize("softmax", [False, True])
+def test_an_exported_onnx_file_predicts_as_its_checkpoint(checkpoint, tmp_path, softmax):
+    pytest.importorskip("onnx", reason="exporting needs the onnx extra")
+    from minicnn import onnx as minicnn_onnx
+    from minicnn.checkpoint import load_checkpoint
+
+    path = tmp_path / "lenet.onnx"
+    minicnn_onnx.export(load_checkpoint(checkpoint).model, path, input_shape=(1, 28, 28), softmax=softmax,
+                        metadata={"minicnn.dataset": "mnist"})
+    images = list(data.load_mnist("test")[0][:20])
+    from_onnx = minicnn.predict(path, images, top=3)
+    from_npz = minicnn.predict(checkpoint, images, top=3)
+    assert [[g["index"] for g in r["predictions"]] for r in from_onnx] == \
+           [[g["index"] for g in r["predictions"]] for r in from_npz]
+    np.testing.assert_allclose([g["probability"] for r in from_onnx for g in r["predictions"]],
+                               [g["probability"] for r in from_npz for g in r["predictions"]], atol=1e-5)
