@@ -1,6 +1,7 @@
 """How well `minicnn.predict` reads MNIST digits saved as picture files in four forms.
 
-Saves the first N MNIST test images as PNG files in a temporary folder, in four forms:
+Saves the first N MNIST test images (Fashion-MNIST's for a checkpoint trained on Fashion-MNIST) as
+PNG files in a temporary folder, in four forms:
     stored    the 28x28 grey image as MNIST stores it (light digit on black)
     inverted  dark digit on a white background (ink on paper)
     rgb112    scaled up to 112x112 (bicubic) and saved as RGB
@@ -21,7 +22,8 @@ import numpy as np
 
 import minicnn
 from minicnn.checkpoint import load_checkpoint
-from minicnn.data import load_mnist
+from minicnn.data import load_fashion_mnist, load_mnist
+from minicnn.predict import load_model
 from minicnn.training import Trainer
 
 CANVAS = 60  # the `shifted` form's canvas side
@@ -75,12 +77,13 @@ def main():
     parser.add_argument("--out", type=Path, default=None, help="also write the accuracies as JSON here")
     args = parser.parse_args()
 
-    images, labels = load_mnist("test")
+    dataset = load_model(args.checkpoint)[1]
+    images, labels = (load_fashion_mnist if dataset == "fashion-mnist" else load_mnist)("test")
     images, labels = images[:args.count], labels[:args.count]
     model = load_checkpoint(args.checkpoint).model
     raw = float((Trainer(model).predict(images).argmax(axis=1) == labels).mean())
-    results = {"checkpoint": str(args.checkpoint), "count": len(labels), "raw_arrays": raw, "forms": {}}
-    print(f"{args.checkpoint}: {len(labels)} MNIST test images per form")
+    results = {"checkpoint": str(args.checkpoint), "dataset": dataset, "count": len(labels), "raw_arrays": raw, "forms": {}}
+    print(f"{args.checkpoint}: {len(labels)} {dataset} test images per form")
     print(f"{'form':<10} {'accuracy':>9} {'seconds':>8}")
     print(f"{'raw':<10} {raw:>9.2%} {'':>8}")
     with tempfile.TemporaryDirectory() as folder:

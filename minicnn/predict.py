@@ -199,7 +199,8 @@ def prepare(image, dataset="mnist"):
     if dataset == "fashion-mnist":
         patch = _scaled(cropped, SIDE)
         height, width = patch.shape
-        return _paste(patch, (SIDE - height) // 2, (SIDE - width) // 2)
+        # An odd margin puts its extra pixel above and to the left, as in most Fashion-MNIST images.
+        return _paste(patch, (SIDE - height + 1) // 2, (SIDE - width + 1) // 2)
     patch = _scaled(cropped, MNIST_BOX)
     if patch.sum() == 0:
         return np.zeros((SIDE, SIDE), dtype=np.float32)
