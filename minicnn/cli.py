@@ -8,6 +8,7 @@
     minicnn fetch mnist
     minicnn graph --model cnn --out graph.svg  # the computation graph of one training step
     minicnn show runs/latest/best.npz --image-index 7 --layer 3
+    minicnn predict runs/latest/best.npz seven.png photo.jpg --top 3 [--json]   # needs Pillow
 
 This module is an entry point, so it is where process-wide settings are made: `train` and
 `evaluate` call backend.keep_freed_memory() first (--no-keep-freed-memory leaves malloc alone).
