@@ -9,6 +9,7 @@
     minicnn graph --model cnn --out graph.svg  # the computation graph of one training step
     minicnn show runs/latest/best.npz --image-index 7 --layer 3
     minicnn export runs/latest/best.npz cnn.onnx --softmax   # needs the onnx extra
+    minicnn predict runs/latest/best.npz seven.png photo.jpg --top 3 [--json]   # needs Pillow
 
 This module is an entry point, so it is where process-wide settings are made: `train` and
 `evaluate` call backend.keep_freed_memory() first (--no-keep-freed-memory leaves malloc alone).
@@ -237,6 +238,18 @@ def _parser():
     export.add_argument("checkpoint", type=Path, help="a .npz checkpoint, or a run folder (uses best.npz)")
     export.add_argument("out", type=_file_to_write, help="the .onnx file to write")
     export.add_argument("--softmax", action="store_true", help="end with a Softmax: the file gives probabilities")
+    predict = commands.add_parser("predict", help="classify picture files with a trained model",
+                                  description="Read each picture (any size, colour or mode; needs Pillow), prepare "
+                                              "it as the dataset's images were made and print the top classes "
+                                              "with their probabilities. A file that cannot be read is named on "
+                                              "stderr, the others are still predicted, and the exit code is 1.")
+    predict.add_argument("checkpoint", type=Path, help="a .npz checkpoint, a run folder (uses best.npz) or an .onnx file")
+    predict.add_argument("images", type=Path, nargs="+", metavar="IMAGE", help="picture files (PNG, JPEG, ...)")
+    predict.add_argument("--top", type=_at_least(1), default=3, help="how many classes to show per file (default 3)")
+    predict.add_argument("--json", action="store_true",
+                         help="print a JSON list: [{file, predictions: [{class, index, probability}]}]")
+    predict.add_argument("--dataset", choices=sorted(LOADERS), default=None,
+                         help="default: the dataset the checkpoint was trained on (needed for .onnx files)")
     return parser
 
 
@@ -729,10 +742,31 @@ def export_onnx(args):
     return 0
 
 
+def predict_files(args):
+    from .predict import class_names, classify, load_model, prepare
+
+    model, dataset = load_model(_checkpoint_path(args.checkpoint), args.dataset)
+    prepared, sources, failed = [], [], 0
+    for path in args.images:
+        try:
+            prepared.append(prepare(path, dataset))
+            sources.append(str(path))
+        except DataError as error:  # this file only: the others are still predicted
+            print(f"minicnn predict: {error}", file=sys.stderr)
+            failed += 1
+    results = classify(model, np.stack(prepared) if prepared else [], class_names(dataset), args.top, sources)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    for result in [] if args.json else results:
+        shown = ", ".join(f"{guess['class']} {guess['probability']:.1%}" for guess in result["predictions"])
+        print(f"{result['file']}: {shown}")
+    return 1 if failed else 0
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
     command = {"train": train, "evaluate": evaluate, "fetch": fetch, "graph": graph, "show": show,
-               "export": export_onnx}[args.command]
+               "export": export_onnx, "predict": predict_files}[args.command]
     if getattr(args, "keep_freed_memory", False):
         backend.keep_freed_memory()  # process-wide, so made here at the entry point and not on import
     try:
