@@ -149,3 +149,38 @@ def test_bad_arguments(tmp_path):
         TensorBoard(tmp_path, health=True)
     with pytest.raises(TypeError, match="HealthMonitor"):
         TensorBoard(tmp_path, health="yes")
+
+
+
+def train_command(tmp_path, monkeypatch, *flags):
+    """Two epochs of `minicnn train --model lenet --tensorboard DIR` on 128 MNIST images; (the events, the history)."""
+    import json
+
+    from minicnn import cli, data
+
+    def small_mnist(split):
+        images, labels = data.load_mnist(split)
+        return images[:192], labels[:192]
+
+    monkeypatch.setitem(cli.LOADERS, "mnist", small_mnist)
+    logs, out = tmp_path / "tb", tmp_path / "run"
+    assert cli.main(["train", "--model", "lenet", "--epochs", "2", "--limit", "192", "--validation", "64",
+                     "--batch-size", "32", "--quiet", "--tensorboard", str(logs), "--out", str(out), *flags]) == 0
+    return read_events(logs), json.loads((out / "metrics.json").read_text())["history"]
+
+
+def test_train_command_writes_the_logs(tmp_path, monkeypatch, capsys):
+    events, history = train_command(tmp_path, monkeypatch)
+    assert f"TensorBoard logs in {tmp_path / 'tb'}" in capsys.readouterr().out
+    assert [s.value for s in events.Scalars("epoch/val_accuracy")] == pytest.approx(history["val_accuracy"])
+    assert set(events.Tags()["images"]) == {"filters/0_Conv2D", "feature_maps/0_Conv2D", "feature_maps/3_Conv2D"}
+    assert [h.histogram_value.num for h in events.Histograms("weights/0_Conv2D/weight")] == [6 * 25, 6 * 25]
+    assert not [tag for tag in events.Tags()["scalars"] if tag.startswith("health/")]
+
+
+@pytest.mark.slow  # --health draws health.png with matplotlib: a few seconds
+def test_train_command_with_health_writes_its_statistics(tmp_path, monkeypatch):
+    events, history = train_command(tmp_path, monkeypatch, "--health")
+    values = [s.value for s in events.Scalars("health/1_ReLU/dead_relu_share")]
+    assert len(values) == 2 and all(0 <= value <= 1 for value in values)
+    assert (tmp_path / "run" / "health.png").is_file()
