@@ -41,6 +41,7 @@ from .viz.plots import feature_maps, image_grid
 from .viz.saliency import named_layers
 
 GAP = (176, 196, 222)  # light steel blue between tiles: a colour neither picture uses
+BINS = 30  # buckets per histogram, as TensorFlow 2 writes them; TensorBoard re-bins for its charts anyway
 
 
 def _summary_writer(log_dir):
@@ -57,6 +58,23 @@ def _summary_writer(log_dir):
 def tag_name(layer_name):
     """'0 Conv2D' -> '0_Conv2D': TensorBoard tags allow no spaces."""
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in layer_name)
+
+
+def histogram(values, bins=BINS):
+    """The fields of a TensorBoard histogram of `values` (any shape): min, max, num, sum, sum_squares,
+    bucket_limits (the right edge of each bucket; the first starts at min) and bucket_counts.
+    None when a value is NaN or infinite (training has diverged; the trainer says so after this step).
+
+    Computed here rather than by tensorboardX's add_histogram, whose ~1,500 fixed buckets and BLAS
+    dot product took several times longer (see benchmarks/tensorboard_overhead.py).
+    """
+    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    if not np.isfinite(flat).all():
+        return None
+    counts, edges = np.histogram(flat, bins=bins)
+    return {"min": float(flat.min()), "max": float(flat.max()), "num": flat.size, "sum": float(flat.sum()),
+            "sum_squares": float(np.square(flat).sum()), "bucket_limits": edges[1:].tolist(),
+            "bucket_counts": counts.tolist()}
 
 
 def _enlarged(tiles, at_least=24):
@@ -171,10 +189,11 @@ class TensorBoard:
     def _write_histograms(self, epochs_done):
         for name, module in named_layers(self.model):
             for parameter_name, parameter in module.named_parameters():
-                tag = f"{tag_name(name)}/{parameter_name}"
-                self.writer.add_histogram(f"weights/{tag}", backend.to_numpy(parameter.data), epochs_done)
-                if parameter.grad is not None:
-                    self.writer.add_histogram(f"gradients/{tag}", backend.to_numpy(parameter.grad), epochs_done)
+                for kind, values in (("weights", parameter.data), ("gradients", parameter.grad)):
+                    fields = None if values is None else histogram(backend.to_numpy(values))
+                    if fields is not None:
+                        self.writer.add_histogram_raw(f"{kind}/{tag_name(name)}/{parameter_name}",
+                                                      global_step=epochs_done, **fields)
 
     def _write_images(self, epochs_done):
         convs = [(name, module) for name, module in named_layers(self.model) if isinstance(module, Conv2D)]

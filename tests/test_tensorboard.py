@@ -13,7 +13,7 @@ event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.ev
 
 import minicnn  # noqa: E402
 from minicnn import backend, nn  # noqa: E402
-from minicnn.tensorboard import TensorBoard, filter_image  # noqa: E402
+from minicnn.tensorboard import TensorBoard, filter_image, histogram  # noqa: E402
 from minicnn.training import Trainer  # noqa: E402
 
 from conftest import BARS_CLASSES, bars_dataset  # noqa: E402
@@ -107,6 +107,16 @@ def test_histograms_hold_every_parameter_and_gradient(run):
         assert final.sum == pytest.approx(weight.sum(), rel=1e-6, abs=1e-9)
         assert (final.min, final.max) == pytest.approx((weight.min(), weight.max()), rel=1e-6)
     assert set(events.Tags()["histograms"]) == expected
+
+
+def test_histogram_fields():
+    values = np.array([[-1.0, 0.0], [0.5, 2.0]], dtype=np.float32)
+    fields = histogram(values, bins=3)  # buckets [-1, 0), [0, 1), [1, 2]
+    assert fields["bucket_limits"] == pytest.approx([0.0, 1.0, 2.0]) and fields["bucket_counts"] == [1, 2, 1]
+    assert (fields["min"], fields["max"], fields["num"]) == (-1.0, 2.0, 4)
+    assert (fields["sum"], fields["sum_squares"]) == pytest.approx((1.5, 5.25))
+    assert histogram(np.zeros(5))["bucket_counts"] == [0] * 15 + [5] + [0] * 14  # one value: range v +- 0.5
+    assert histogram(np.array([1.0, np.nan])) is None
 
 
 def decoded(image_event):
