@@ -38,6 +38,7 @@ from .errors import (
 )
 from .onnx import export as export_to_onnx, read as read_onnx  # the `onnx` package is imported only when used
 from .profiler import profile
+from .tensorboard import TensorBoard
 from .tensor import Tensor
 from .training import EarlyStopping, Trainer
 from .viz.graph import export_graph
@@ -189,6 +190,9 @@ def _parser():
     train.add_argument("--health", action="store_true",
                        help="record per-layer activation and gradient statistics; write health.png to --out "
                             "(needs matplotlib)")
+    train.add_argument("--tensorboard", type=_folder_to_write, default=None, metavar="DIR",
+                       help="write TensorBoard logs to DIR (view: tensorboard --logdir DIR); with --health they hold "
+                            "its statistics too (needs the tensorboard extra)")
     _malloc_flag(train)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a checkpoint on a test set",
@@ -566,6 +570,16 @@ def train(args):
         return _train(args, settings, folder)
 
 
+def _tensorboard(folder, model, image, monitor):
+    """The --tensorboard callback (None without the flag), showing `image`'s feature maps; it drives the
+    --health monitor, when there is one, so that each epoch's statistics are averaged before they are written."""
+    if folder is None:
+        return None
+    board = TensorBoard(folder, model=model, image=image, health=monitor or False)
+    print(f"TensorBoard logs in {folder} (view them with: tensorboard --logdir {folder})", flush=True)
+    return board
+
+
 def _train(args, settings, folder):
     backend.set_default_device(args.device)
     backend.manual_seed(settings["seed"])
@@ -599,13 +613,16 @@ def _train(args, settings, folder):
           flush=True)
     monitor = HealthMonitor(model) if args.health else None
     profiler = _ProfileFirstEpoch(len(loader)) if args.profile else None
-    callbacks += [callback for callback in (monitor, profiler) if callback is not None]
+    board = _tensorboard(args.tensorboard, model, test_images[0], monitor)
+    callbacks += [callback for callback in (board or monitor, profiler) if callback is not None]
     try:
         history = trainer.fit(loader, epochs=settings["epochs"], validation_data=validation, callbacks=callbacks,
                               checkpoint_dir=out, verbose=2 if args.quiet else "auto")
     finally:
         if profiler is not None:
             profiler.recording.close()  # ends the profile if the first epoch was interrupted
+        if board is not None:
+            board.close()
 
     result = trainer.evaluate(test_images, test_labels, batch_size=256)
     mean_seconds, partial = _mean_epoch_seconds(history, len(loader))

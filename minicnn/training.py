@@ -237,6 +237,8 @@ class Trainer:
         self.run_info = None  # JSON-able settings saved with each checkpoint (the command line's)
         self.best_value = None  # the best validation accuracy so far, which decides when best.npz is written
         self.best_epoch = None  # the epoch (counted from 1) whose weights best.npz holds
+        # For callbacks: batches per epoch of the running fit, and the last step's loss, logits and labels (arrays).
+        self.steps_per_epoch = self.last_loss = self.last_logits = self.last_labels = None
 
     # ----- data -----------------------------------------------------------------------------------
     def _loader(self, x, y, batch_size, shuffle=False, seed=0, shift=0):
@@ -253,13 +255,15 @@ class Trainer:
         x, y: NumPy images (N, H, W) or (N, C, H, W) (uint8 scaled to [0, 1]) and int labels (N,),
         or x a DataLoader and y None. validation_data: (x, y) or a DataLoader, evaluated
         after each epoch. callbacks: objects with any of on_batch_end(trainer, epoch, step) (after
-        each optimizer step, gradients still in place), on_epoch_end(trainer, epoch, logs) and
+        each optimizer step, gradients still in place; trainer.last_loss, last_logits, last_labels and
+        steps_per_epoch describe the step), on_epoch_end(trainer, epoch, logs) and
         should_stop(epoch, logs, model) -> bool, such as EarlyStopping. verbose: 0 silent, 2 one line
         per epoch, 'auto' / 1 a progress bar (on a terminal) and one line per epoch.
         Returns the History (loss, accuracy, val_loss, val_accuracy, lr, seconds per epoch and
         steps: the training batches those seconds cover, fewer than a whole epoch's when resumed mid-epoch).
         """
         loader = self._loader(x, y, batch_size, shuffle, seed, shift)
+        self.steps_per_epoch = len(loader)
         validation = None
         if validation_data is not None:
             validation = (validation_data if isinstance(validation_data, DataLoader)
@@ -294,6 +298,7 @@ class Trainer:
 
     def _after_step(self, epoch, step, logits, y, loss, meter, checkpoint_dir, callbacks):
         """The callbacks' on_batch_end, the running metrics (and NaN check), then a pending stop request."""
+        self.last_loss, self.last_logits, self.last_labels = loss.data, logits.data, y.data
         for callback in callbacks:
             if hasattr(callback, "on_batch_end"):
                 callback.on_batch_end(self, epoch, step)

@@ -14,7 +14,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "minicnn"
 
 # Top to bottom. The package's own __init__ gathers everything, so it sits at the top.
 LAYERS = [
-    {"__init__", "__main__", "cli", "keras", "predict", "pytorch_names", "viz", "serve"},
+    {"__init__", "__main__", "cli", "keras", "predict", "pytorch_names", "serve", "tensorboard", "viz"},
     {"training", "distributed"},
     {"checkpoint", "data", "optim", "metrics", "models", "interop", "onnx"},
     {"nn"},
