@@ -32,13 +32,19 @@ hands them over. Reading a step's loss waits for the GPU, which is why it happen
 only every `every` steps. What it costs on the CPU: about 0.03 s per epoch for `cnn`
 (0.01 s of histograms, 0.02 s of images), under 1% of an epoch of 6,000 MNIST images
 (`python3 -m benchmarks.tensorboard_overhead`). health=True adds the HealthMonitor's
-own hooks, which cost more (about 15% there).
+own hooks, which cost more (about 15% there). The model's graph is written once, after the first
+epoch, through its ONNX export, where the onnx extra is installed.
 Install with `python3 -m pip install -e ".[tensorboard]"`.
 """
+
+import tempfile
+import warnings
+from pathlib import Path
 
 import numpy as np
 
 from . import backend
+from .errors import ShapeError
 from .nn import Conv2D
 from .viz.health import HealthMonitor
 from .viz.plots import feature_maps, image_grid
@@ -133,10 +139,13 @@ class TensorBoard:
     health: False, True (a HealthMonitor on `model`, driven by this callback) or a HealthMonitor
     to drive and write (give it to this callback instead of to fit, so its epoch is averaged
     before it is written).
+    graph: write the model's graph once, through its ONNX export (minicnn.onnx), where the onnx
+    extra is installed; without it, or for a model ONNX cannot describe, no graph is written.
     Call close() (or use it as a context manager) when training is over, to flush the files.
     """
 
-    def __init__(self, log_dir, every=50, model=None, image=None, histograms=True, images=True, health=False):
+    def __init__(self, log_dir, every=50, model=None, image=None, histograms=True, images=True, health=False,
+                 graph=True):
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"TensorBoard: every must be a whole number >= 1, got {every!r}")
         if health is True:
@@ -147,6 +156,7 @@ class TensorBoard:
             raise TypeError(f"TensorBoard: health must be True, False or a HealthMonitor, got {type(health).__name__}")
         self.log_dir, self.every, self.model, self.image = log_dir, every, model, image
         self.histograms, self.images, self.health = histograms, images, health or None
+        self.graph_pending = graph
         self.writer = _summary_writer(log_dir)
 
     def __enter__(self):
@@ -180,6 +190,9 @@ class TensorBoard:
         for key, value in logs.items():
             if key != "steps":
                 self.writer.add_scalar(f"epoch/{key}", float(value), epoch + 1)
+        if self.graph_pending:
+            self.graph_pending = False
+            self._write_graph()
         if self.images:
             self._write_images(epoch + 1)
         if self.health is not None:
@@ -189,7 +202,25 @@ class TensorBoard:
                     self.writer.add_scalar(f"health/{tag_name(layer)}/{stat}", values[-1], epoch + 1)
         self.writer.flush()
 
-    # ----- what is written per epoch ----------------------------------------------------------------------
+    # ----- what is written once, and per epoch -----------------------------------------------------------------
+    def _write_graph(self):
+        """The model's graph, as TensorBoard draws an ONNX file; skipped (with a warning) where ONNX cannot say it."""
+        from . import onnx as minicnn_onnx
+
+        try:
+            minicnn_onnx.require_onnx()
+        except ImportError:
+            return  # the onnx extra is optional: no graph, and nothing to warn about
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.onnx"
+            try:
+                minicnn_onnx.export(self.model, path)
+            except (minicnn_onnx.OnnxError, ShapeError, ValueError) as error:
+                warnings.warn(f"TensorBoard: no graph written, the model cannot be exported as ONNX ({error})",
+                              stacklevel=3)
+                return
+            self.writer.add_onnx_graph(str(path))
+
     def _write_histograms(self, epochs_done):
         for name, module in named_layers(self.model):
             for parameter_name, parameter in module.named_parameters():

@@ -16,7 +16,7 @@ from minicnn import backend, nn  # noqa: E402
 from minicnn.tensorboard import TensorBoard, filter_image, histogram  # noqa: E402
 from minicnn.training import Trainer  # noqa: E402
 
-from conftest import BARS_CLASSES, bars_dataset  # noqa: E402
+from conftest import BARS_CLASSES, BARS_SIZE, bars_dataset  # noqa: E402
 
 BATCH = 32
 LAYERS = ["0_Conv2D", "1_ReLU", "2_MaxPool2D", "3_Conv2D", "4_ReLU", "5_Flatten", "6_Dense"]
@@ -28,6 +28,7 @@ def bars_model():
     return nn.Sequential(
         nn.Conv2D(1, 4, 3), nn.ReLU(), nn.MaxPool2D(2),
         nn.Conv2D(4, 8, 3), nn.ReLU(), nn.Flatten(), nn.Dense(8 * 3 * 3, len(BARS_CLASSES)),
+        input_shape=(1, BARS_SIZE, BARS_SIZE),
     )
 
 
@@ -194,3 +195,27 @@ def test_train_command_with_health_writes_its_statistics(tmp_path, monkeypatch):
     values = [s.value for s in events.Scalars("health/1_ReLU/dead_relu_share")]
     assert len(values) == 2 and all(0 <= value <= 1 for value in values)
     assert (tmp_path / "run" / "health.png").is_file()
+
+
+def test_the_model_graph_is_written_through_its_onnx_export(tmp_path):
+    pytest.importorskip("onnx", reason="the graph goes through minicnn.onnx (pip install -e \".[onnx]\")")
+    images, labels = bars_dataset()
+    minicnn.manual_seed(0)
+    model = nn.Sequential(nn.Conv2D(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Dense(4 * 10 * 10, 3), input_shape=(1, 12, 12))
+    with TensorBoard(tmp_path, model=model, histograms=False, images=False) as board:
+        Trainer(model, "adam").fit(images, labels, epochs=2, batch_size=BATCH, callbacks=[board], verbose=0)
+    events = read_events(tmp_path)
+    assert events.Tags()["graph"]
+    operators = [node.op for node in events.Graph().node]
+    assert operators.count("Conv") == 1 and operators.count("Relu") == 1 and "Gemm" in operators
+
+
+def test_a_model_onnx_cannot_export_gets_no_graph_and_a_warning(tmp_path):
+    pytest.importorskip("onnx", reason="the graph goes through minicnn.onnx (pip install -e \".[onnx]\")")
+    images, labels = bars_dataset()
+    # No input_shape: the export tries 28x28 samples, which this 12x12 model cannot take.
+    model = nn.Sequential(nn.Conv2D(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Dense(4 * 10 * 10, 3))
+    with pytest.warns(UserWarning, match="no graph written"):
+        with TensorBoard(tmp_path, model=model, histograms=False, images=False) as board:
+            Trainer(model, "adam").fit(images, labels, epochs=1, batch_size=BATCH, callbacks=[board], verbose=0)
+    assert not read_events(tmp_path).Tags()["graph"]
