@@ -58,6 +58,12 @@ class Checkpoint:
     schedule_state: dict | None
     path: Path
 
+    @property
+    def dataset(self):
+        """The dataset the run settings name (state['run']['dataset']), or None."""
+        run = self.state.get("run")
+        return run.get("dataset") if isinstance(run, dict) else None
+
 
 # ----- saving ------------------------------------------------------------------------------------
 

@@ -654,8 +654,7 @@ def _dataset_of(path, loaded, given):
     """The dataset to evaluate on: --dataset, or the one the checkpoint's run settings name."""
     if given is not None:
         return given
-    run = loaded.state.get("run")
-    dataset = run.get("dataset") if isinstance(run, dict) else None
+    dataset = loaded.dataset
     if dataset is None:
         raise ValueError(f"{path} does not say which dataset it was trained on; pass --dataset")
     if dataset not in LOADERS:
@@ -672,7 +671,7 @@ def evaluate(args):
     dataset = _dataset_of(path, loaded, args.dataset)
     images, labels = LOADERS[dataset](args.split)
     result = Trainer(model).evaluate(images, labels, batch_size=args.batch_size)
-    names = data.FASHION_MNIST_CLASSES if dataset == "fashion-mnist" else data.MNIST_CLASSES
+    names = data.class_names(dataset)
     print(f"{path}: {dataset} {args.split}, {len(labels)} images, loss {result['loss']:.4f}")
     print(metrics.classification_report(result["confusion_matrix"], names))  # ends with the accuracy
     print("confusion matrix (row: true class, column: predicted):")
@@ -730,7 +729,7 @@ def show(args):
         if layer is None:
             raise ValueError(f"--layer {args.layer!r} is not a layer of the model; give a position or a name "
                              f"from {layers}")
-    names = data.FASHION_MNIST_CLASSES if dataset == "fashion-mnist" else data.MNIST_CLASSES
+    names = data.class_names(dataset)
     out = args.out or path.parent / "show"
     print(f"{path}: {dataset} {args.split} image {args.image_index} (class {names[label]})")
     written = save_feature_maps(model, image, out)
@@ -751,8 +750,7 @@ def show(args):
 def export_onnx(args):
     path = _checkpoint_path(args.checkpoint)
     loaded = load_checkpoint(path)
-    run = loaded.state.get("run")
-    dataset = run.get("dataset") if isinstance(run, dict) else None
+    dataset = loaded.dataset
     written = export_to_onnx(loaded.model, args.out, softmax=args.softmax,
                              metadata={"minicnn.dataset": dataset} if isinstance(dataset, str) else None)
     print(f"wrote {written}")

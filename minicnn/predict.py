@@ -42,8 +42,10 @@ from pathlib import Path
 import numpy as np
 
 from . import data, nn
+from . import functional as F
 from .checkpoint import load_checkpoint
 from .errors import CheckpointError, DataError, ShapeError
+from .tensor import Tensor
 from .training import Trainer
 
 SIDE = 28  # the models' input: (1, 28, 28)
@@ -56,7 +58,7 @@ DATASETS = ("mnist", "fashion-mnist")
 
 def class_names(dataset):
     """The class names of a dataset, in the order of the model's outputs."""
-    return list(data.FASHION_MNIST_CLASSES if dataset == "fashion-mnist" else data.MNIST_CLASSES)
+    return list(data.class_names(dataset))
 
 
 def _pillow():
@@ -222,8 +224,7 @@ def load_model(checkpoint, dataset=None):
         path = path / "best.npz"
     loaded = _read_onnx(path) if path.suffix.lower() == ".onnx" else load_checkpoint(path)
     if dataset is None:
-        run = loaded.state.get("run")
-        dataset = run.get("dataset") if isinstance(run, dict) else None
+        dataset = loaded.dataset
     return _as_function(loaded.model, path), _checked_dataset(path, dataset)
 
 
@@ -263,10 +264,8 @@ def _as_function(model, where):
 
 
 def softmax(logits):
-    """(N, classes) logits -> probabilities, computed stably in float64."""
-    shifted = np.asarray(logits, dtype=np.float64) - np.max(logits, axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
+    """(N, classes) logits -> probabilities in float64, by minicnn's stable softmax."""
+    return F.softmax(Tensor(np.asarray(logits, dtype=np.float64)), axis=1).numpy()
 
 
 def classify(model, batch, names, top=3, sources=None):

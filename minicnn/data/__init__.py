@@ -5,13 +5,13 @@ that turns NumPy arrays into reproducible, resumable batches of Tensors.
 
 from .cifar import CIFAR10_CLASSES, load_cifar10
 from .datasets import (
-    DATASETS, FASHION_MNIST_CLASSES, MNIST_CLASSES, DatasetSpec, data_dir, fetch, load_dataset, load_fashion_mnist,
+    DATASETS, FASHION_MNIST_CLASSES, MNIST_CLASSES, DatasetSpec, class_names, data_dir, fetch, load_dataset, load_fashion_mnist,
     load_mnist,
 )
 from .idx import read_idx, write_idx
 from .loader import DataLoader
 
 __all__ = [
-    "CIFAR10_CLASSES", "DATASETS", "DataLoader", "DatasetSpec", "FASHION_MNIST_CLASSES", "MNIST_CLASSES", "data_dir", "fetch", "load_cifar10",
+    "CIFAR10_CLASSES", "DATASETS", "DataLoader", "DatasetSpec", "FASHION_MNIST_CLASSES", "class_names", "MNIST_CLASSES", "data_dir", "fetch", "load_cifar10",
     "load_dataset", "load_fashion_mnist", "load_mnist", "read_idx", "write_idx",
 ]

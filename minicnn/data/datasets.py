@@ -112,6 +112,11 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
                          "Bag", "Ankle boot")
 
 
+def class_names(dataset):
+    """The class names of 'mnist' or 'fashion-mnist', in the order of a model's outputs."""
+    return FASHION_MNIST_CLASSES if dataset == "fashion-mnist" else MNIST_CLASSES
+
+
 def data_dir():
     """The cache root: $MINICNN_DATA if set, else ~/.cache/minicnn."""
     configured = os.environ.get("MINICNN_DATA", "").strip()
