@@ -10,6 +10,7 @@ Shapes here are Keras's: one sample, channels last, e.g. (28, 28, 1).
 """
 
 from .. import nn
+from ..functional.windows import output_size
 
 # Keras's initialiser names -> minicnn's (nn.init)
 INITIALIZERS = {"glorot_uniform": "glorot", "he_normal": "he"}
@@ -120,8 +121,8 @@ class Conv2D(Layer):
         height, width, channels = input_shape
         padding = tuple(k // 2 for k in self.kernel_size) if self.padding == "same" else (0, 0)
         conv = nn.Conv2D(channels, self.filters, self.kernel_size, self.strides, padding, self.use_bias, self.init)
-        out_height = (height + 2 * padding[0] - self.kernel_size[0]) // self.strides[0] + 1
-        out_width = (width + 2 * padding[1] - self.kernel_size[1]) // self.strides[1] + 1
+        out_height = output_size(height, self.kernel_size[0], self.strides[0], padding[0])
+        out_width = output_size(width, self.kernel_size[1], self.strides[1], padding[1])
         if min(out_height, out_width) < 1:
             raise ValueError(f"{self.describe()}: kernel {self.kernel_size} does not fit samples of shape {input_shape}")
         return [conv, activation_module(self.activation, "Conv2D")], (out_height, out_width, self.filters)
@@ -142,8 +143,8 @@ class _Pooling2D(Layer):
     def make(self, input_shape):
         self.expect_rank(input_shape, 3, "images (height, width, channels)")
         height, width, channels = input_shape
-        out_height = (height - self.pool_size[0]) // self.strides[0] + 1
-        out_width = (width - self.pool_size[1]) // self.strides[1] + 1
+        out_height = output_size(height, self.pool_size[0], self.strides[0], 0)
+        out_width = output_size(width, self.pool_size[1], self.strides[1], 0)
         if self.padding == "same" and (out_height, out_width) != (-(-height // self.strides[0]), -(-width // self.strides[1])):
             # Keras would pad unevenly here; where no padding is needed 'same' equals 'valid'.
             raise ValueError(f"{self.describe()}: padding='same' is supported only where it needs no padding "

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import backend
 from ..errors import ShapeError
+from ..functional.windows import output_size
 from ..nn import AvgPool2D, BatchNorm2D, Conv2D, Dropout, MaxPool2D, ReLU, Sigmoid, Tanh
 from ..tensor import Tensor
 
@@ -172,7 +173,7 @@ def receptive_field_grid(model, layer, image_size, map_size):
             for axis in range(2):
                 origin[axis] += spacing[axis] * ((kernel[axis] - 1) / 2 - padding[axis])
                 spacing[axis] *= stride[axis]
-                size[axis] = (size[axis] + 2 * padding[axis] - kernel[axis]) // stride[axis] + 1
+                size[axis] = output_size(size[axis], kernel[axis], stride[axis], padding[axis])
         elif not isinstance(module, SAME_SIZE):
             return None
         if module is layer:
