@@ -1,5 +1,6 @@
 """The README's code and the examples run as written, so they never go stale."""
 
+import os
 import pathlib
 import re
 import subprocess
@@ -28,6 +29,7 @@ def test_readme_test_command_is_what_ci_runs():
 
 
 def test_quickstart_example_runs():
-    result = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py")], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py")], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     assert "loss:" in result.stdout and "gradcheck max errors" in result.stdout
