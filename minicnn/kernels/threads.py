@@ -1,0 +1,177 @@
+"""A small thread pool for the memory-bound passes: copies and elementwise loops split along one axis.
+
+NumPy lets go of the GIL inside a copy or a ufunc loop over a large array, so
+two Python threads copying two halves of an array run on two cores at once.
+The fast paths use `for_each_part(work, count, elements)`: it cuts range(count)
+(batch items, channels, ...) into one part per thread and calls work(start, stop)
+on each, the caller's thread taking the first part. Each part writes its own
+slice of the output, so nothing is summed in another order: a threaded result
+equals the one-thread result bit for bit.
+
+How many threads: `num_threads()`, which is MINICNN_NUM_THREADS when set, else
+the cores this process may run on (os.sched_getaffinity); `set_num_threads(n)`
+changes it (1: every pass on the caller's thread). A pass is split only when
+each part gets at least `min_elements()` elements (64Ki by default,
+`set_min_elements`): a hand-over to the pool costs tens of microseconds, the
+time to copy about that many floats. NumPy arrays only; CuPy arrays run on one
+host thread, their device does the rest.
+
+Sharing the cores with BLAS: the passes here call no BLAS, so the BLAS pool is
+left as it is (benchmarks/NOTES.md, "Threads in the memory-bound passes", has
+the measurements, and `blas_threads()` reports the BLAS pool when threadpoolctl
+is installed).
+"""
+
+import concurrent.futures
+import contextlib
+import os
+import threading
+
+from ..backend import is_cupy_array
+
+DEFAULT_MIN_ELEMENTS = 1 << 16
+
+
+def _cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
+def _from_environment():
+    text = os.environ.get("MINICNN_NUM_THREADS", "").strip()
+    if not text:
+        return None
+    try:
+        count = int(text)
+    except ValueError:
+        raise ValueError(f"MINICNN_NUM_THREADS must be a whole number >= 1, got {text!r}") from None
+    if count < 1:
+        raise ValueError(f"MINICNN_NUM_THREADS must be a whole number >= 1, got {text!r}")
+    return count
+
+
+_num_threads = None  # None: follow MINICNN_NUM_THREADS or the affinity, read on first use
+_min_elements = DEFAULT_MIN_ELEMENTS
+_pool, _pool_workers = None, 0
+_pool_lock = threading.Lock()
+_inside_pool = threading.local()  # a part that starts parts of its own runs them itself: no pool deadlock
+
+
+def num_threads():
+    """The threads a memory-bound pass may use: set_num_threads's n, else MINICNN_NUM_THREADS, else the cores."""
+    global _num_threads
+    if _num_threads is None:
+        _num_threads = _from_environment() or _cores()
+    return _num_threads
+
+
+def set_num_threads(count):
+    """Use `count` threads (>= 1) in the memory-bound passes; None goes back to MINICNN_NUM_THREADS or the cores.
+
+    A process-wide setting, like torch.set_num_threads; it leaves the BLAS pool alone.
+    """
+    global _num_threads, _pool, _pool_workers
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise ValueError(f"set_num_threads: expected a whole number >= 1 or None, got {count!r}")
+    with _pool_lock:
+        _num_threads = count
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+            _pool, _pool_workers = None, 0
+
+
+def min_elements():
+    """The fewest elements a part of a split pass gets; smaller passes run on one thread."""
+    return _min_elements
+
+
+def set_min_elements(count):
+    """Split a pass only where each part gets at least `count` elements (>= 1); None restores the default."""
+    global _min_elements
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise ValueError(f"set_min_elements: expected a whole number >= 1 or None, got {count!r}")
+    _min_elements = DEFAULT_MIN_ELEMENTS if count is None else count
+
+
+@contextlib.contextmanager
+def settings(threads=None, min_elements=None):
+    """Within the block, `threads` threads and parts of at least `min_elements` elements (None: unchanged)."""
+    saved = _num_threads, _min_elements
+    try:
+        if threads is not None:
+            set_num_threads(threads)
+        if min_elements is not None:
+            set_min_elements(min_elements)
+        yield
+    finally:
+        set_num_threads(saved[0])
+        set_min_elements(saved[1])
+
+
+def _get_pool(workers):
+    global _pool, _pool_workers
+    with _pool_lock:
+        if _pool is None or _pool_workers < workers:
+            if _pool is not None:
+                _pool.shutdown(wait=True)
+            _pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="minicnn",
+                                                          initializer=_mark_pool_thread)
+            _pool_workers = workers
+        return _pool
+
+
+def _mark_pool_thread():
+    _inside_pool.active = True
+
+
+def _forget_pool_after_fork():
+    # A forked child (a data-loader worker) has none of the parent's threads: start a new pool on demand.
+    global _pool, _pool_workers, _pool_lock
+    _pool, _pool_workers, _pool_lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
+def parts(count, elements):
+    """[(start, stop), ...]: range(count) cut into near-equal parts, one per thread, each >= min_elements().
+
+    elements: the elements the whole pass touches (so elements / count per index).
+    """
+    wanted = min(num_threads(), count, max(1, elements // _min_elements))
+    if getattr(_inside_pool, "active", False):
+        wanted = 1
+    bounds = [count * index // wanted for index in range(wanted + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def for_each_part(work, count, elements, array=None):
+    """Call work(start, stop) over `parts(count, elements)`, the first part on this thread; wait for all.
+
+    array: any array of the pass; a CuPy array keeps the pass on one thread. work must write
+    disjoint outputs for disjoint ranges. An exception in any part is raised here.
+    """
+    ranges = [(0, count)] if array is not None and is_cupy_array(array) else parts(count, elements)
+    if len(ranges) == 1:
+        work(*ranges[0])
+        return
+    pool = _get_pool(len(ranges) - 1)
+    futures = [pool.submit(work, start, stop) for start, stop in ranges[1:]]
+    try:
+        work(*ranges[0])
+    finally:
+        for future in futures:
+            future.result()
+
+
+def blas_threads():
+    """{library prefix: threads} of the BLAS pools loaded in this process (threadpoolctl), {} without it."""
+    try:
+        import threadpoolctl
+    except ImportError:
+        return {}
+    return {info["prefix"]: info["num_threads"] for info in threadpoolctl.threadpool_info()
+            if info["user_api"] == "blas"}
