@@ -5,6 +5,9 @@ minicnn_old) and timed step by step in alternating blocks, so both see the same 
 shared 2-core machine that is steadier than two benchmark runs one after the other.
 
     python3 -m benchmarks.ab_step 404fa1c        # prints medians, minima and new/old per model
+    python3 -m benchmarks.ab_step HEAD --threads 2,1 --batch 256   # this checkout on 2 threads, HEAD on 1
+
+--threads NEW[,OLD] sets each package's kernels.set_num_threads (a package without it runs as it is).
 """
 
 import argparse
@@ -34,13 +37,13 @@ def import_commit(commit, folder):
     return importlib.import_module("minicnn_old")
 
 
-def training_step(package, name):
+def training_step(package, name, batch):
     rng = np.random.default_rng(2)
     package.manual_seed(0)
     model = package.models.build(name)
     optimizer = package.optim.Adam(model.parameters())
-    x = package.tensor(rng.random((64, 1, 28, 28), dtype=np.float32))
-    y = package.tensor(rng.integers(0, 10, 64))
+    x = package.tensor(rng.random((batch, 1, 28, 28), dtype=np.float32))
+    y = package.tensor(rng.integers(0, 10, batch))
 
     def step():
         loss = package.functional.cross_entropy(model(x), y)
@@ -55,6 +58,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("commit", help="the older commit, e.g. 404fa1c")
     parser.add_argument("--blocks", type=int, default=15, help="alternating blocks of 4 steps per package")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--models", default="cnn,lenet")
+    parser.add_argument("--threads", default=None, help="NEW[,OLD]: threads of each package's memory-bound passes")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     import minicnn
@@ -62,22 +68,32 @@ def main():
     minicnn.keep_freed_memory()  # the old package did this at import; the same process setting for both
     with tempfile.TemporaryDirectory() as folder:
         packages = {"old": import_commit(args.commit, folder), "new": minicnn}
-        for name in ("cnn", "lenet"):
-            steps = {key: training_step(package, name) for key, package in packages.items()}
+        threads = dict(zip(("new", "old"), [int(text) for text in args.threads.split(",")])) if args.threads else {}
+        for name in args.models.split(","):
+            steps = {key: training_step(package, name, args.batch) for key, package in packages.items()}
             times = {key: [] for key in steps}
-            for step in steps.values():
+            cpu_times = {key: [] for key in steps}  # process CPU time: less moved by other processes' load
+            setters = {key: (lambda count=threads.get(key), kernels=getattr(package, "kernels", None):
+                             count and hasattr(kernels, "set_num_threads") and kernels.set_num_threads(count))
+                       for key, package in packages.items()}
+            for key, step in steps.items():
+                setters[key]()
                 for _ in range(3):
                     step()
             for _ in range(args.blocks):
                 for key, step in steps.items():
+                    setters[key]()
                     for _ in range(4):
-                        started = time.perf_counter()
+                        started, cpu_started = time.perf_counter(), time.process_time()
                         step()
                         times[key].append((time.perf_counter() - started) * 1e3)
+                        cpu_times[key].append((time.process_time() - cpu_started) * 1e3)
             for key in steps:
                 print(f"{name:<6} {key}: median {statistics.median(times[key]):6.2f} ms  min {min(times[key]):6.2f} ms"
-                      f"  ({len(times[key])} steps)")
-            print(f"{name:<6} new/old median {statistics.median(times['new']) / statistics.median(times['old']):.3f}")
+                      f"  CPU {statistics.median(cpu_times[key]):6.2f} ms  ({len(times[key])} steps)")
+            ratio = statistics.median(times["new"]) / statistics.median(times["old"])
+            cpu_ratio = statistics.median(cpu_times["new"]) / statistics.median(cpu_times["old"])
+            print(f"{name:<6} new/old median {ratio:.3f}  (CPU time {cpu_ratio:.3f})")
 
 
 if __name__ == "__main__":

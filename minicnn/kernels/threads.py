@@ -72,14 +72,10 @@ def set_num_threads(count):
 
     A process-wide setting, like torch.set_num_threads; it leaves the BLAS pool alone.
     """
-    global _num_threads, _pool, _pool_workers
+    global _num_threads
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise ValueError(f"set_num_threads: expected a whole number >= 1 or None, got {count!r}")
-    with _pool_lock:
-        _num_threads = count
-        if _pool is not None:
-            _pool.shutdown(wait=True)
-            _pool, _pool_workers = None, 0
+    _num_threads = count  # the pool stays; a pass uses at most num_threads() - 1 of its workers
 
 
 def min_elements():
