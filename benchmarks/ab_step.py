@@ -7,10 +7,14 @@ shared 2-core machine that is steadier than two benchmark runs one after the oth
     python3 -m benchmarks.ab_step 404fa1c        # prints medians, minima and new/old per model
     python3 -m benchmarks.ab_step HEAD --threads 2,1 --batch 256   # this checkout on 2 threads, HEAD on 1
 
---threads NEW[,OLD] sets each package's kernels.set_num_threads (a package without it runs as it is).
+--threads NEW[,OLD] sets each package's kernels.set_num_threads (a package without it runs as it is);
+--blas-threads NEW[,OLD] limits the BLAS pool during each package's blocks (threadpoolctl, the `threads` extra):
+
+    python3 -m benchmarks.ab_step HEAD --threads 2,2 --blas-threads 1,2   # BLAS on 1 thread against 2
 """
 
 import argparse
+import contextlib
 import importlib
 import io
 import pathlib
@@ -54,14 +58,59 @@ def training_step(package, name, batch):
     return step
 
 
+# The `cnn` model's layers at batch B, forward + backward alone: --models cnn.conv2,cnn.pool1,...
+LAYERS = {
+    "cnn.conv1": (lambda nn: nn.Conv2D(1, 32, 3), (1, 28), False),
+    "cnn.conv2": (lambda nn: nn.Conv2D(32, 64, 3), (32, 13), True),
+    "cnn.conv3": (lambda nn: nn.Conv2D(64, 64, 3), (64, 5), True),
+    "cnn.relu1": (lambda nn: nn.ReLU(), (32, 26), True),
+    "cnn.pool1": (lambda nn: nn.MaxPool2D(2), (32, 26), True),
+    "cnn.pool2": (lambda nn: nn.MaxPool2D(2), (64, 11), True),
+}
+
+
+def layer_step(package, name, batch):
+    make, (channels, size), input_grad = LAYERS[name]
+    rng = np.random.default_rng(3)
+    package.manual_seed(0)
+    layer = make(package.nn)
+    x = package.tensor(rng.standard_normal((batch, channels, size, size), dtype=np.float32), requires_grad=input_grad)
+    grad = None
+
+    def step():
+        nonlocal grad
+        out = layer(x)
+        if grad is None:
+            grad = rng.standard_normal(out.shape, dtype=np.float32)
+        out.backward(grad)
+
+    return step
+
+
+def _blas_limits(text):
+    """{'new'/'old': a function giving a context that limits the BLAS pool} from 'NEW[,OLD]' (or {})."""
+    if not text:
+        return {}
+    try:
+        import threadpoolctl
+    except ImportError:
+        raise SystemExit('--blas-threads needs threadpoolctl: pip install -e ".[threads]"') from None
+    controller = threadpoolctl.ThreadpoolController()
+    return {key: (lambda count=int(count): controller.limit(limits=count, user_api="blas"))
+            for key, count in zip(("new", "old"), text.split(","))}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("commit", help="the older commit, e.g. 404fa1c")
     parser.add_argument("--blocks", type=int, default=15, help="alternating blocks of 4 steps per package")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--models", default="cnn,lenet")
+    parser.add_argument("--models", default="cnn,lenet",
+                        help=f"models (whole steps) or layers (forward + backward): cnn, lenet, {', '.join(LAYERS)}")
     parser.add_argument("--threads", default=None, help="NEW[,OLD]: threads of each package's memory-bound passes")
+    parser.add_argument("--blas-threads", default=None, help="NEW[,OLD]: BLAS threads during each package's blocks")
     args = parser.parse_args()
+    blas_limits = _blas_limits(args.blas_threads)
     sys.path.insert(0, str(ROOT))
     import minicnn
 
@@ -70,7 +119,8 @@ def main():
         packages = {"old": import_commit(args.commit, folder), "new": minicnn}
         threads = dict(zip(("new", "old"), [int(text) for text in args.threads.split(",")])) if args.threads else {}
         for name in args.models.split(","):
-            steps = {key: training_step(package, name, args.batch) for key, package in packages.items()}
+            make_step = layer_step if name in LAYERS else training_step
+            steps = {key: make_step(package, name, args.batch) for key, package in packages.items()}
             times = {key: [] for key in steps}
             cpu_times = {key: [] for key in steps}  # process CPU time: less moved by other processes' load
             setters = {key: (lambda count=threads.get(key), kernels=getattr(package, "kernels", None):
@@ -83,11 +133,12 @@ def main():
             for _ in range(args.blocks):
                 for key, step in steps.items():
                     setters[key]()
-                    for _ in range(4):
-                        started, cpu_started = time.perf_counter(), time.process_time()
-                        step()
-                        times[key].append((time.perf_counter() - started) * 1e3)
-                        cpu_times[key].append((time.process_time() - cpu_started) * 1e3)
+                    with blas_limits.get(key, contextlib.nullcontext)():
+                        for _ in range(4):
+                            started, cpu_started = time.perf_counter(), time.process_time()
+                            step()
+                            times[key].append((time.perf_counter() - started) * 1e3)
+                            cpu_times[key].append((time.process_time() - cpu_started) * 1e3)
             for key in steps:
                 print(f"{name:<6} {key}: median {statistics.median(times[key]):6.2f} ms  min {min(times[key]):6.2f} ms"
                       f"  CPU {statistics.median(cpu_times[key]):6.2f} ms  ({len(times[key])} steps)")
