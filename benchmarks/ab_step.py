@@ -122,7 +122,7 @@ def main():
             make_step = layer_step if name in LAYERS else training_step
             steps = {key: make_step(package, name, args.batch) for key, package in packages.items()}
             times = {key: [] for key in steps}
-            cpu_times = {key: [] for key in steps}  # process CPU time: less moved by other processes' load
+            cpu_times = {key: [] for key in steps}  # this thread's CPU time: BLAS and pool workers not counted
             setters = {key: (lambda count=threads.get(key), kernels=getattr(package, "kernels", None):
                              count and hasattr(kernels, "set_num_threads") and kernels.set_num_threads(count))
                        for key, package in packages.items()}
@@ -135,16 +135,16 @@ def main():
                     setters[key]()
                     with blas_limits.get(key, contextlib.nullcontext)():
                         for _ in range(4):
-                            started, cpu_started = time.perf_counter(), time.process_time()
+                            started, cpu_started = time.perf_counter(), time.thread_time()
                             step()
                             times[key].append((time.perf_counter() - started) * 1e3)
-                            cpu_times[key].append((time.process_time() - cpu_started) * 1e3)
+                            cpu_times[key].append((time.thread_time() - cpu_started) * 1e3)
             for key in steps:
                 print(f"{name:<6} {key}: median {statistics.median(times[key]):6.2f} ms  min {min(times[key]):6.2f} ms"
-                      f"  CPU {statistics.median(cpu_times[key]):6.2f} ms  ({len(times[key])} steps)")
+                      f"  main-thread CPU {statistics.median(cpu_times[key]):6.2f} ms  ({len(times[key])} steps)")
             ratio = statistics.median(times["new"]) / statistics.median(times["old"])
             cpu_ratio = statistics.median(cpu_times["new"]) / statistics.median(cpu_times["old"])
-            print(f"{name:<6} new/old median {ratio:.3f}  (CPU time {cpu_ratio:.3f})")
+            print(f"{name:<6} new/old median {ratio:.3f}  (main-thread CPU {cpu_ratio:.3f})")
 
 
 if __name__ == "__main__":
