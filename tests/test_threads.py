@@ -181,3 +181,24 @@ def test_adam_in_place_gives_the_numbers_of_the_formula_written_out():
         np.testing.assert_array_equal(parameter.data, p)
     np.testing.assert_array_equal(optimizer.first_moments[0], m)
     np.testing.assert_array_equal(optimizer.second_moments[0], v)
+
+
+def test_the_layout_dispatch_points_give_the_references_numbers_within_rounding():
+    """Through functional, threaded fast paths against the references. Within float32 rounding, not bit for bit:
+    the references multiply im2col's rows through a transposed view (BLAS then runs another kernel) and
+    col2im sums overlaps in another order; test_threaded_layout_passes_... checks the layouts bit for bit."""
+    rng = np.random.default_rng(4)
+    x_host = rng.standard_normal((3, 4, 9, 9)).astype(np.float32)
+    weight_host = rng.standard_normal((5, 4, 3, 3)).astype(np.float32)
+    bias_host = rng.standard_normal(5).astype(np.float32)
+    grad = rng.standard_normal((3, 5, 9, 9)).astype(np.float32)
+    results = []
+    for context in (threads.settings(threads=3, min_elements=1), kernels.reference_only()):
+        with context:
+            x, weight, bias = (minicnn.tensor(a, requires_grad=True) for a in (x_host, weight_host, bias_host))
+            out = F.relu(F.conv2d(x, weight, bias, padding=1))
+            out.backward(grad)
+            results.append((out.data, weight.grad, bias.grad, x.grad))
+    for fast, reference in zip(*results):
+        assert fast.dtype == reference.dtype == np.float32
+        np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-5)

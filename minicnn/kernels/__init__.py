@@ -1,4 +1,4 @@
-"""Fast paths for the window operations, each with a reference twin in minicnn.functional.
+"""Fast paths, each with a reference twin in minicnn.functional: the window operations, ReLU, the conv layouts.
 
 minicnn.functional holds each operation as a textbook writes it; this package
 holds the faster ways to compute the same numbers:
@@ -102,7 +102,9 @@ def relu(x):
 
 def relu_backward(grad, positive):
     """grad, positive (x > 0) -> grad * positive, or None."""
-    return cpu_layout.relu_backward(grad, positive) if _numpy_fast(grad, positive) and grad.shape == positive.shape else None
+    if not (_numpy_fast(grad, positive) and grad.shape == positive.shape):
+        return None
+    return cpu_layout.relu_backward(grad, positive)
 
 
 def conv2d_output(out_matrix, bias, batch, out_size):
