@@ -192,7 +192,7 @@ def run_device(device, args, torch):
                     if batch * image_size * image_size > IMAGE_SWEEP_PIXELS:
                         continue
                     row = training_step(xp, torch, torch_device, "cnn", batch, image_size)
-                    row.group = "image-size sweep"
+                    row.group, row.shape = "image-size sweep", f"batch {batch}, {image_size}x{image_size}"
                     measure(row, images=batch, extra={"image_size": image_size, "batch": batch})
 
     machine = machine_description(xp)
