@@ -94,7 +94,8 @@ def _plot_image_sweep(plt, results, folder):
         sweep = [row for row in payload["rows"] if row["group"] == "image-size sweep"]
         for image_size in sorted({row["image_size"] for row in sweep}):
             rows = sorted((row for row in sweep if row["image_size"] == image_size), key=lambda row: row["batch"])
-            batches, color = [row["batch"] for row in rows], f"C{len({label for *_, label in lines})}"
+            batches = [row["batch"] for row in rows]
+            color = f"C{sum(label.startswith('minicnn') for *_, label in lines)}"  # one colour per image size
             lines.append((batches, [row["median_ms"] / row["batch"] for row in rows],
                           dict(marker="o", color=color), f"minicnn {image_size}x{image_size} {device}"))
             if all("torch_median_ms" in row for row in rows):  # the same colour, dashed
