@@ -11,6 +11,7 @@ shared 2-core machine that is steadier than two benchmark runs one after the oth
 --blas-threads NEW[,OLD] limits the BLAS pool during each package's blocks (threadpoolctl, the `threads` extra):
 
     python3 -m benchmarks.ab_step HEAD --threads 2,2 --blas-threads 1,2   # BLAS on 1 thread against 2
+    python3 -m benchmarks.ab_step HEAD --share 1,0    # products cut over minicnn's pool, BLAS on 1 thread
 """
 
 import argparse
@@ -87,6 +88,15 @@ def layer_step(package, name, batch):
     return step
 
 
+def _configure(kernels, count, share):
+    """Set a package's thread count and BLAS sharing for its block (a package without them runs as it is)."""
+    for package_kernels in {kernels} - {None}:
+        if count and hasattr(package_kernels, "set_num_threads"):
+            package_kernels.set_num_threads(count)
+        if share is not None and hasattr(package_kernels, "share_cores_with_blas"):
+            package_kernels.share_cores_with_blas(share)
+
+
 def _blas_limits(text):
     """{'new'/'old': a function giving a context that limits the BLAS pool} from 'NEW[,OLD]' (or {})."""
     if not text:
@@ -109,6 +119,8 @@ def main():
                         help=f"models (whole steps) or layers (forward + backward): cnn, lenet, {', '.join(LAYERS)}")
     parser.add_argument("--threads", default=None, help="NEW[,OLD]: threads of each package's memory-bound passes")
     parser.add_argument("--blas-threads", default=None, help="NEW[,OLD]: BLAS threads during each package's blocks")
+    parser.add_argument("--share", default=None,
+                        help="NEW[,OLD]: 1 or 0, kernels.share_cores_with_blas on or off during each package's blocks")
     args = parser.parse_args()
     blas_limits = _blas_limits(args.blas_threads)
     sys.path.insert(0, str(ROOT))
@@ -118,14 +130,14 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         packages = {"old": import_commit(args.commit, folder), "new": minicnn}
         threads = dict(zip(("new", "old"), [int(text) for text in args.threads.split(",")])) if args.threads else {}
+        shares = dict(zip(("new", "old"), [text == "1" for text in args.share.split(",")])) if args.share else {}
         for name in args.models.split(","):
             make_step = layer_step if name in LAYERS else training_step
             steps = {key: make_step(package, name, args.batch) for key, package in packages.items()}
             times = {key: [] for key in steps}
             cpu_times = {key: [] for key in steps}  # this thread's CPU time: BLAS and pool workers not counted
-            setters = {key: (lambda count=threads.get(key), kernels=getattr(package, "kernels", None):
-                             count and hasattr(kernels, "set_num_threads") and kernels.set_num_threads(count))
-                       for key, package in packages.items()}
+            setters = {key: (lambda key=key, kernels=getattr(package, "kernels", None): _configure(
+                kernels, threads.get(key), shares.get(key))) for key, package in packages.items()}
             for key, step in steps.items():
                 setters[key]()
                 for _ in range(3):

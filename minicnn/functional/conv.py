@@ -72,7 +72,7 @@ class Conv2dOp(Operation):
         weight_matrix = weight.reshape(F, -1)  # (F, C*KH*KW), one filter per row
         # Every filter against every window. Filter-major (F, N*OH*OW) rather than col @ weight_matrix.T:
         # the same numbers, but then (N, F, OH, OW) is a copy of whole OH*OW planes, not a transpose.
-        out = weight_matrix @ col.T
+        out = _product(weight_matrix, col.T)
         self.x_shape, self.kernel_size, self.weight_matrix = x.shape, (KH, KW), weight_matrix
         self.col = col if self.needs_input_grad[1] else None
         fast = kernels.conv2d_output(out, bias, N, (out_height, out_width))  # bias and layout in one pass, or None
@@ -101,8 +101,14 @@ class Conv2dOp(Operation):
                 grad_col = grad_matrix.T @ self.weight_matrix  # (N*OH*OW, C*KH*KW): each window's gradient
                 grad_x = col2im(grad_col, *settings[:4])
         if self.needs_input_grad[1]:
-            grad_weight = (grad_matrix @ self.col).reshape((F, self.x_shape[1]) + self.kernel_size)
+            grad_weight = _product(grad_matrix, self.col).reshape((F, self.x_shape[1]) + self.kernel_size)
         return grad_x, grad_weight, grad_bias
+
+
+def _product(a, b):
+    """a @ b, or its fast path (cut over minicnn's threads when they, not BLAS's, share the cores)."""
+    fast = kernels.matmul(a, b)
+    return a @ b if fast is None else fast
 
 
 def _check_conv_shapes(x, weight, bias, padding):

@@ -25,8 +25,8 @@ import contextlib
 import os
 
 from ..backend import is_cupy_array
-from . import cpu_layout, cpu_windows, cupy_windows
-from .threads import num_threads, set_num_threads
+from . import cpu_layout, cpu_windows, cupy_windows, threads
+from .threads import num_threads, set_num_threads, share_cores_with_blas
 
 _fast = os.environ.get("MINICNN_FAST", "1") != "0"
 _cupy_kernels = os.environ.get("MINICNN_CUPY_KERNELS", "1") != "0"
@@ -115,3 +115,10 @@ def conv2d_output(out_matrix, bias, batch, out_size):
 def conv2d_grad_matrix(grad, with_bias):
     """grad: (N, F, OH, OW) -> (grad_matrix: (F, N*OH*OW), grad.sum(axis=(0, 2, 3)) or None), or None."""
     return cpu_layout.conv2d_grad_matrix(grad, with_bias) if _numpy_fast(grad) else None
+
+
+def matmul(a, b):
+    """a: (M, K) @ b: (K, N) cut over the thread pool while threads.share_cores_with_blas() is on, or None."""
+    if not (_fast and threads.sharing_cores_with_blas()) or is_cupy_array(a):
+        return None
+    return threads.matmul(a, b)

@@ -17,7 +17,7 @@ thread would, so the results are the same bit for bit with any thread count.
 """
 
 from ..backend import get_array_module
-from .threads import for_each_part, num_threads
+from .threads import for_each_part, matmul, num_threads
 
 
 def _windows(x, kernel_size, stride, padding, pad_value):
@@ -129,7 +129,7 @@ def conv2d_input_grad(grad_matrix, weight_matrix, x_shape, kernel_size, stride, 
     F = grad_matrix.shape[0]
     grid_width = phase_grid(x_shape, stride, padding)[1]
     grad_wide = widen(grad_matrix.reshape(F, -1, *out_size), grid_width).reshape(F, -1)  # (F, N*OH*WQ)
-    return add_wide_columns(weight_matrix.T @ grad_wide, x_shape, kernel_size, stride, padding, out_size)
+    return add_wide_columns(matmul(weight_matrix.T, grad_wide), x_shape, kernel_size, stride, padding, out_size)
 
 
 # ----- max pooling ------------------------------------------------------------------------------

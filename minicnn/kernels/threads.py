@@ -16,10 +16,15 @@ each part gets at least `min_elements()` elements (64Ki by default,
 time to copy about that many floats. NumPy arrays only; CuPy arrays run on one
 host thread, their device does the rest.
 
-Sharing the cores with BLAS: the passes here call no BLAS, so the BLAS pool is
-left as it is (benchmarks/NOTES.md, "Threads in the memory-bound passes", has
-the measurements, and `blas_threads()` reports the BLAS pool when threadpoolctl
-is installed).
+Sharing the cores with BLAS: by default the BLAS pool is left as it is, and the
+matrix products run on it between the threaded passes. `share_cores_with_blas()`,
+a process-wide setting for entry points, limits BLAS to one thread (threadpoolctl,
+the `threads` extra) and cuts the convolutions' products over this pool instead,
+one BLAS call per part (`matmul`). OpenBLAS's threads spin between calls and wait
+for each other at barriers: on a machine with more runnable threads than cores a
+step then ran 3-10 times slower (benchmarks/NOTES.md, "Threads in the
+memory-bound passes"); the pool's parts wait by sleeping. `blas_threads()`
+reports the BLAS pool.
 """
 
 import concurrent.futures
@@ -27,7 +32,7 @@ import contextlib
 import os
 import threading
 
-from ..backend import is_cupy_array
+from ..backend import get_array_module, is_cupy_array
 
 DEFAULT_MIN_ELEMENTS = 1 << 16
 
@@ -171,3 +176,66 @@ def blas_threads():
         return {}
     return {info["prefix"]: info["num_threads"] for info in threadpoolctl.threadpool_info()
             if info["user_api"] == "blas"}
+
+
+# ----- sharing the cores with BLAS -------------------------------------------------------------
+
+_split_products = False
+_blas_limit = None  # threadpoolctl's record of the BLAS pool before share_cores_with_blas, to restore it
+
+
+def share_cores_with_blas(enabled=True):
+    """On: BLAS on one thread, the convolutions' matrix products cut over this pool. Off: both as they were.
+
+    A process-wide setting (call it from an entry point, as torch.set_num_threads). Needs threadpoolctl
+    to reach the BLAS library loaded by NumPy; without it, raises ImportError naming the extra.
+    """
+    global _split_products, _blas_limit
+    if enabled:
+        try:
+            import threadpoolctl
+        except ImportError:
+            raise ImportError('share_cores_with_blas needs threadpoolctl: pip install "minicnn[threads]"') from None
+        if _blas_limit is None:
+            _blas_limit = threadpoolctl.threadpool_limits(limits=1, user_api="blas")
+        _split_products = True
+    else:
+        if _blas_limit is not None:
+            _blas_limit.restore_original_limits()
+            _blas_limit = None
+        _split_products = False
+
+
+def sharing_cores_with_blas():
+    """True between share_cores_with_blas() and share_cores_with_blas(False)."""
+    return _split_products
+
+
+# A part of a product gets at least this many multiply-adds per min_elements(): about the time of the hand-off.
+MULTIPLY_ADDS_PER_ELEMENT = 32
+
+
+def matmul(a, b):
+    """a: (M, K) @ b: (K, N) -> (M, N): one BLAS call, or, sharing the cores with BLAS, one per part.
+
+    Cut along N (b's columns) when N >= M, else along M; each part is a whole product of its slice
+    (the same K-long sums as one call makes, though BLAS may block them differently: the same
+    numbers within float32 rounding).
+    """
+    on_host = not (is_cupy_array(a) or is_cupy_array(b))
+    if not (_split_products and on_host and a.ndim == 2 and b.ndim == 2):
+        return a @ b
+    xp = get_array_module(a)
+    (M, K), N = a.shape, b.shape[1]
+    out = xp.empty((M, N), dtype=xp.result_type(a, b))
+    if N >= M:
+        def product(start, stop):
+            xp.matmul(a, b[:, start:stop], out=out[:, start:stop])
+
+        for_each_part(product, N, M * N * K // MULTIPLY_ADDS_PER_ELEMENT)
+    else:
+        def product(start, stop):
+            xp.matmul(a[start:stop], b, out=out[start:stop])
+
+        for_each_part(product, M, M * N * K // MULTIPLY_ADDS_PER_ELEMENT)
+    return out
