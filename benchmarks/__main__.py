@@ -53,6 +53,9 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=None,
                         help="threads of minicnn's memory-bound passes (minicnn.set_num_threads; default: "
                              "MINICNN_NUM_THREADS or the cores this process may use)")
+    parser.add_argument("--share-cores", action="store_true",
+                        help="minicnn.kernels.share_cores_with_blas(): NumPy's BLAS on one thread, the convolutions' "
+                             "products cut over minicnn's pool (needs threadpoolctl)")
     parser.add_argument("--only", default=None,
                         help="comma-separated operation groups to run, e.g. 'training step' (default: all)")
     args = parser.parse_args(argv)
@@ -199,6 +202,7 @@ def run_device(device, args, torch):
     machine["keep_freed_memory"] = args.keeping_freed_memory
     machine["minicnn_threads"] = kernels.num_threads()  # the memory-bound passes' pool (--threads)
     machine["blas_threads"] = kernels.threads.blas_threads()  # {} without threadpoolctl
+    machine["share_cores_with_blas"] = kernels.threads.sharing_cores_with_blas()
     if torch is not None:
         machine["torch"] = torch.__version__
         machine["torch_threads"] = torch.get_num_threads()
@@ -217,6 +221,8 @@ def main():
     args.keeping_freed_memory = bool(args.keep_freed_memory and backend.keep_freed_memory())
     if args.threads is not None:
         kernels.set_num_threads(args.threads)
+    if args.share_cores:
+        kernels.share_cores_with_blas()
     torch = _import_torch(args.no_torch)
     devices = ["cpu", "gpu"] if args.device == "all" else [args.device]
     if "gpu" in devices and not backend.gpu_available():

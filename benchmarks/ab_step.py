@@ -88,13 +88,20 @@ def layer_step(package, name, batch):
     return step
 
 
-def _configure(kernels, count, share):
-    """Set a package's thread count and BLAS sharing for its block (a package without them runs as it is)."""
-    for package_kernels in {kernels} - {None}:
-        if count and hasattr(package_kernels, "set_num_threads"):
-            package_kernels.set_num_threads(count)
-        if share is not None and hasattr(package_kernels, "share_cores_with_blas"):
-            package_kernels.share_cores_with_blas(share)
+def _configure(kernels, all_kernels, count, share):
+    """Set a package's thread count and BLAS sharing for its block (a package without them runs as it is).
+
+    Both packages drive the one BLAS library, so sharing is first turned off in both (each restores
+    the BLAS limit it set), then on in this one if asked.
+    """
+    if count and hasattr(kernels, "set_num_threads"):
+        kernels.set_num_threads(count)
+    if share is not None:
+        for other in all_kernels:
+            if hasattr(other, "share_cores_with_blas"):
+                other.share_cores_with_blas(False)
+        if share and hasattr(kernels, "share_cores_with_blas"):
+            kernels.share_cores_with_blas(True)
 
 
 def _blas_limits(text):
@@ -136,8 +143,9 @@ def main():
             steps = {key: make_step(package, name, args.batch) for key, package in packages.items()}
             times = {key: [] for key in steps}
             cpu_times = {key: [] for key in steps}  # this thread's CPU time: BLAS and pool workers not counted
+            all_kernels = [getattr(package, "kernels", None) for package in packages.values()]
             setters = {key: (lambda key=key, kernels=getattr(package, "kernels", None): _configure(
-                kernels, threads.get(key), shares.get(key))) for key, package in packages.items()}
+                kernels, all_kernels, threads.get(key), shares.get(key))) for key, package in packages.items()}
             for key, step in steps.items():
                 setters[key]()
                 for _ in range(3):
