@@ -202,3 +202,31 @@ def test_the_layout_dispatch_points_give_the_references_numbers_within_rounding(
     for fast, reference in zip(*results):
         assert fast.dtype == reference.dtype == np.float32
         np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_sharing_the_cores_with_blas_cuts_the_products_and_gives_the_blas_pool_back():
+    pytest.importorskip("threadpoolctl")
+    rng = np.random.default_rng(5)
+    before = threads.blas_threads()
+    wide = rng.standard_normal((3, 40)).astype(np.float32), rng.standard_normal((40, 50)).astype(np.float32)
+    tall = rng.standard_normal((50, 40)).astype(np.float32), rng.standard_normal((40, 3)).astype(np.float32)
+    x_host = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    weight_host = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    try:
+        kernels.share_cores_with_blas()
+        assert threads.sharing_cores_with_blas() and set(threads.blas_threads().values()) <= {1}
+        with threads.settings(threads=3, min_elements=1):
+            for a, b in (wide, tall):  # cut along the columns, then along the rows
+                product = threads.matmul(a, b)
+                assert product.shape == (a.shape[0], b.shape[1]) and product.dtype == np.float32
+                np.testing.assert_allclose(product, a @ b, rtol=1e-5, atol=1e-5)
+            x, weight = minicnn.tensor(x_host, requires_grad=True), minicnn.tensor(weight_host, requires_grad=True)
+            F.conv2d(x, weight, padding=1).sum().backward()
+            shared = x.grad, weight.grad
+    finally:
+        kernels.share_cores_with_blas(False)
+    assert not threads.sharing_cores_with_blas() and threads.blas_threads() == before
+    x, weight = minicnn.tensor(x_host, requires_grad=True), minicnn.tensor(weight_host, requires_grad=True)
+    F.conv2d(x, weight, padding=1).sum().backward()
+    for a, b in zip(shared, (x.grad, weight.grad)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
