@@ -123,6 +123,10 @@ def test_parts_cover_the_range_once_and_keep_small_passes_on_one_thread():
         assert threads.parts(100, 9) == [(0, 100)]
     with threads.settings(threads=1, min_elements=1):
         assert threads.parts(100, 10**9) == [(0, 100)]
+        assert threads.parts(0, 0) == [(0, 0)]
+    with threads.settings(threads=3, min_elements=1):
+        out, positive = cpu_layout.relu_forward(np.zeros((0, 3), dtype=np.float32))  # an empty batch
+        assert out.shape == positive.shape == (0, 3)
 
 
 def test_for_each_part_runs_every_part_and_raises_a_failing_parts_error():

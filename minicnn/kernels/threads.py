@@ -142,7 +142,7 @@ def parts(count, elements):
 
     elements: the elements the whole pass touches (so elements / count per index).
     """
-    wanted = min(num_threads(), count, max(1, elements // _min_elements))
+    wanted = max(1, min(num_threads(), count, elements // _min_elements))  # an empty range is one empty part
     if getattr(_inside_pool, "active", False):
         wanted = 1
     bounds = [count * index // wanted for index in range(wanted + 1)]
