@@ -100,7 +100,8 @@ def _plot_image_sweep(plt, results, folder):
                           dict(marker="o", color=color), f"minicnn {image_size}x{image_size} {device}"))
             if all("torch_median_ms" in row for row in rows):  # the same colour, dashed
                 lines.append((batches, [row["torch_median_ms"] / row["batch"] for row in rows],
-                              dict(marker="x", linestyle="--", color=color), f"PyTorch {image_size}x{image_size} {device}"))
+                              dict(marker="x", linestyle="--", color=color),
+                              f"PyTorch {image_size}x{image_size} {device}"))
     if not lines:
         print("no image-size sweep in these results: image_sweep.png not drawn")
         return []
