@@ -1,6 +1,7 @@
 """python -m benchmarks --device cpu|gpu|all: time every row of benchmarks/suite.py, print, save JSON.
 
-    python -m benchmarks --device cpu              # kernels at batch 64 and 256, training steps, throughput sweep
+    python -m benchmarks --device cpu              # kernels at batch 64 and 256, training steps, throughput sweeps
+                                                   # over batch size and (cnn) image size 28-224
     python -m benchmarks --device all --plot       # CPU and GPU, then the plots (needs matplotlib)
     python -m benchmarks --quick                   # a smoke run: tiny batch, two repeats, no sweep,
                                                    # written to benchmarks/results/scratch/ (not committed)
@@ -22,6 +23,12 @@ from .common import RESULTS, SCRATCH, machine_description, synchronizer, time_al
 from .suite import conv_rows, other_rows, training_step
 
 SWEEP_BATCHES = (32, 64, 128, 256, 512, 1024)
+# The image-size sweep: `cnn` at larger images (its layers keep their shapes, the maps grow), batch by batch,
+# so the plot shows where each library's time per image stops falling. Capped at IMAGE_SWEEP_PIXELS
+# pixels per batch: a 224x224 batch of 128 would take minutes per row on a small CPU.
+IMAGE_SWEEP_SIZES = (28, 56, 112, 224)
+IMAGE_SWEEP_BATCHES = (8, 32, 128)
+IMAGE_SWEEP_PIXELS = 128 * 112 * 112
 KERNEL_GROUPS = ("conv2d forward", "conv2d fwd+bwd", "im2col", "col2im", "max_pool2d forward", "max_pool2d fwd+bwd")
 
 
@@ -35,12 +42,20 @@ def parse_args(argv=None):
                         help="batch 8, 2 repeats, no sweep: checks that it runs; results go to "
                              "benchmarks/results/scratch/ unless --out says otherwise")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-    parser.add_argument("--no-sweep", action="store_true", help="skip the throughput sweep over batch sizes")
+    parser.add_argument("--no-sweep", action="store_true",
+                        help="skip the throughput sweeps over batch sizes and image sizes")
+    parser.add_argument("--no-image-sweep", action="store_true", help="skip only the sweep over image sizes")
     parser.add_argument("--plot", action="store_true", help="write PNG plots next to the JSON (matplotlib)")
     parser.add_argument("--out", default=None,
                         help="results folder (default benchmarks/results, or benchmarks/results/scratch with --quick)")
     parser.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",
                         help="leave glibc's malloc settings alone (minicnn.backend.keep_freed_memory)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads of minicnn's memory-bound passes (minicnn.set_num_threads; default: "
+                             "MINICNN_NUM_THREADS or the cores this process may use)")
+    parser.add_argument("--share-cores", action="store_true",
+                        help="minicnn.kernels.share_cores_with_blas(): NumPy's BLAS on one thread, the convolutions' "
+                             "products cut over minicnn's pool (needs threadpoolctl)")
     parser.add_argument("--only", default=None,
                         help="comma-separated operation groups to run, e.g. 'training step' (default: all)")
     args = parser.parse_args(argv)
@@ -140,10 +155,11 @@ def run_device(device, args, torch):
     wanted = None if args.only is None else {group.strip() for group in args.only.split(",")}
     _warm_up(xp, torch, torch_device, batches[0], synchronize, torch_synchronize, calls=warmup)
 
-    def measure(row, images=None):
+    def measure(row, images=None, extra=None):
         if wanted is not None and row.group.removesuffix(" [twin]") not in wanted:
             return
         result = _measure(row, synchronize, torch_synchronize, repeat, warmup, rounds, settle)
+        result.update(extra or {})
         if images:
             result["images_per_s"] = images / (result["median_ms"] / 1e3)
             if "torch_median_ms" in result:
@@ -173,9 +189,20 @@ def run_device(device, args, torch):
                 row = training_step(xp, torch, torch_device, model, batch)
                 row.group = "throughput sweep"
                 measure(row, images=batch)
+        if not args.no_image_sweep:
+            for image_size in IMAGE_SWEEP_SIZES:
+                for batch in IMAGE_SWEEP_BATCHES:
+                    if batch * image_size * image_size > IMAGE_SWEEP_PIXELS:
+                        continue
+                    row = training_step(xp, torch, torch_device, "cnn", batch, image_size)
+                    row.group, row.shape = "image-size sweep", f"batch {batch}, {image_size}x{image_size}"
+                    measure(row, images=batch, extra={"image_size": image_size, "batch": batch})
 
     machine = machine_description(xp)
     machine["keep_freed_memory"] = args.keeping_freed_memory
+    machine["minicnn_threads"] = kernels.num_threads()  # the memory-bound passes' pool (--threads)
+    machine["blas_threads"] = kernels.threads.blas_threads()  # {} without threadpoolctl
+    machine["share_cores_with_blas"] = kernels.threads.sharing_cores_with_blas()
     if torch is not None:
         machine["torch"] = torch.__version__
         machine["torch_threads"] = torch.get_num_threads()
@@ -192,6 +219,10 @@ def main():
     args = parse_args()
     # Process-wide, so made here at the entry point and not on import; recorded with the results.
     args.keeping_freed_memory = bool(args.keep_freed_memory and backend.keep_freed_memory())
+    if args.threads is not None:
+        kernels.set_num_threads(args.threads)
+    if args.share_cores:
+        kernels.share_cores_with_blas()
     torch = _import_torch(args.no_torch)
     devices = ["cpu", "gpu"] if args.device == "all" else [args.device]
     if "gpu" in devices and not backend.gpu_available():

@@ -1,5 +1,6 @@
 """Plots of benchmark results (matplotlib, the optional `viz` extra): per-op time CPU against GPU,
-and training throughput against batch size for minicnn and PyTorch.
+training throughput against batch size for minicnn and PyTorch, and (image_sweep.png) the time per
+image of a `cnn` step against batch size for each image size, both libraries.
 
 A chart is drawn only when the results hold its rows: a run without the throughput sweep
 (--quick, --no-sweep, --only) gets no throughput.png rather than an empty one.
@@ -29,7 +30,8 @@ def plot_results(paths):
     folder = pathlib.Path(paths[0]).parent
     written = []
 
-    kernel_rows = {device: {_row_label(row): row for row in payload["rows"] if row["group"] != "throughput sweep"}
+    sweeps = ("throughput sweep", "image-size sweep")
+    kernel_rows = {device: {_row_label(row): row for row in payload["rows"] if row["group"] not in sweeps}
                    for device, payload in results.items()}
     labels = list(dict.fromkeys(label for rows in kernel_rows.values() for label in rows))  # every row, in order
     if labels:
@@ -65,6 +67,7 @@ def plot_results(paths):
             if all("torch_images_per_s" in row for row in rows):
                 series.append((batches, [row["torch_images_per_s"] for row in rows],
                                dict(marker="x", linestyle="--"), f"PyTorch {model} {device}"))
+    written += _plot_image_sweep(plt, results, folder)
     if not series:
         print("no throughput sweep in these results (--quick, --no-sweep or --only): throughput.png not drawn")
         return written
@@ -82,3 +85,37 @@ def plot_results(paths):
     figure.savefig(written[-1], dpi=150)
     plt.close(figure)
     return written
+
+
+def _plot_image_sweep(plt, results, folder):
+    """image_sweep.png: milliseconds per image against batch size, one line per image size and library."""
+    lines = []  # (batches, ms per image, style, label)
+    for device, payload in results.items():
+        sweep = [row for row in payload["rows"] if row["group"] == "image-size sweep"]
+        for image_size in sorted({row["image_size"] for row in sweep}):
+            rows = sorted((row for row in sweep if row["image_size"] == image_size), key=lambda row: row["batch"])
+            batches = [row["batch"] for row in rows]
+            color = f"C{sum(label.startswith('minicnn') for *_, label in lines)}"  # one colour per image size
+            lines.append((batches, [row["median_ms"] / row["batch"] for row in rows],
+                          dict(marker="o", color=color), f"minicnn {image_size}x{image_size} {device}"))
+            if all("torch_median_ms" in row for row in rows):  # the same colour, dashed
+                lines.append((batches, [row["torch_median_ms"] / row["batch"] for row in rows],
+                              dict(marker="x", linestyle="--", color=color),
+                              f"PyTorch {image_size}x{image_size} {device}"))
+    if not lines:
+        print("no image-size sweep in these results: image_sweep.png not drawn")
+        return []
+    figure, axis = plt.subplots(figsize=(7, 5))
+    for batches, per_image, style, label in lines:
+        axis.plot(batches, per_image, label=label, **style)
+    axis.set_xscale("log", base=2)
+    axis.set_yscale("log")
+    axis.set_xlabel("batch size")
+    axis.set_ylabel("ms per training image (forward, backward, Adam)")
+    axis.set_title("cnn: time per image by image size")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    path = folder / "image_sweep.png"
+    figure.savefig(path, dpi=150)
+    plt.close(figure)
+    return [path]

@@ -164,14 +164,14 @@ def _adam_row(xp, torch, torch_device):
                torch_run=torch_run)
 
 
-def training_step(xp, torch, torch_device, model_name, batch):
-    """A Row for one forward + backward + Adam step of a model, and the images it consumes."""
+def training_step(xp, torch, torch_device, model_name, batch, image_size=28):
+    """A Row for one forward + backward + Adam step of a model on batch x 1 x image_size x image_size images."""
     rng = np.random.default_rng(2)
     minicnn.manual_seed(0)
     device = backend.device_of(xp.zeros(1))
-    model = models.build(model_name).to(device)
+    model = models.build(model_name, image_size=image_size).to(device)
     optimizer = optim.Adam(model.parameters())
-    images = rng.random((batch, 1, 28, 28), dtype=np.float32)
+    images = rng.random((batch, 1, image_size, image_size), dtype=np.float32)
     labels = rng.integers(0, 10, batch)
     x, y = minicnn.tensor(images, device=device), minicnn.tensor(labels, device=device)
 
@@ -194,7 +194,8 @@ def training_step(xp, torch, torch_device, model_name, batch):
             loss.backward()
             torch_optimizer.step()
 
-    return Row("training step", model_name, f"batch {batch}", step, torch_run=torch_step)
+    shape = f"batch {batch}" if image_size == 28 else f"batch {batch}, {image_size}x{image_size}"
+    return Row("training step", model_name, shape, step, torch_run=torch_step)
 
 
 def torch_model(torch, model):

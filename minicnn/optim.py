@@ -177,24 +177,42 @@ class Adam(Optimizer):
         self.steps = [0] * len(self.params)
         self.first_moments = [None] * len(self.params)
         self.second_moments = [None] * len(self.params)
+        self.scratch = [None] * len(self.params)  # working space of `update`, not state
 
     def update(self, p, g, i):
         """g += weight_decay p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;
-        m_hat = m / (1 - b1^t);  v_hat = v / (1 - b2^t);  p -= lr m_hat / (sqrt(v_hat) + eps)."""
+        m_hat = m / (1 - b1^t);  v_hat = v / (1 - b2^t);  p -= lr m_hat / (sqrt(v_hat) + eps).
+
+        Computed in place, term by term in the formula's order (so the same numbers as writing
+        it out), with two scratch arrays per parameter: written out, each step allocated and
+        freed nine parameter-sized temporaries.
+        """
         xp = get_array_module(p)
         beta1, beta2 = self.betas
         if self.weight_decay:
             g = g + self.weight_decay * p
         if self.first_moments[i] is None:
             self.first_moments[i], self.second_moments[i] = xp.zeros_like(p), xp.zeros_like(p)
+        if self.scratch[i] is None or self.scratch[i].shape[1:] != p.shape or self.scratch[i].dtype != p.dtype:
+            self.scratch[i] = xp.empty((2,) + p.shape, dtype=p.dtype)
         self.steps[i] += 1
         t = self.steps[i]
-        m = self.first_moments[i] = beta1 * self.first_moments[i] + (1 - beta1) * g
-        v = self.second_moments[i] = beta2 * self.second_moments[i] + (1 - beta2) * g * g
+        m, v, (term, step) = self.first_moments[i], self.second_moments[i], self.scratch[i]
+        xp.multiply(g, 1 - beta1, out=term)
+        m *= beta1
+        m += term  # m = b1 m + (1 - b1) g
+        xp.multiply(g, 1 - beta2, out=term)
+        term *= g
+        v *= beta2
+        v += term  # v = b2 v + (1 - b2) g g
         # p -= lr * m_hat / (sqrt(v_hat) + eps), grouped as torch.optim.Adam groups it: the bias
         # corrections are folded into scalars, lr / (1 - b1^t) and sqrt(v_hat) = sqrt(v) / sqrt(1 - b2^t).
-        sqrt_v_hat = xp.sqrt(v) / (1 - beta2**t) ** 0.5
-        p -= (self.lr / (1 - beta1**t)) * m / (sqrt_v_hat + self.eps)
+        xp.sqrt(v, out=term)
+        term /= (1 - beta2**t) ** 0.5
+        term += self.eps  # sqrt(v_hat) + eps
+        xp.multiply(m, self.lr / (1 - beta1**t), out=step)
+        step /= term
+        p -= step
 
     def state_dict(self):
         """As Optimizer.state_dict, plus 'steps': each parameter's update count (ints)."""

@@ -72,19 +72,28 @@ class Conv2dOp(Operation):
         weight_matrix = weight.reshape(F, -1)  # (F, C*KH*KW), one filter per row
         # Every filter against every window. Filter-major (F, N*OH*OW) rather than col @ weight_matrix.T:
         # the same numbers, but then (N, F, OH, OW) is a copy of whole OH*OW planes, not a transpose.
-        out = weight_matrix @ col.T
-        if bias is not None:
-            out += bias[:, None]
+        out = _product(weight_matrix, col.T)
         self.x_shape, self.kernel_size, self.weight_matrix = x.shape, (KH, KW), weight_matrix
         self.col = col if self.needs_input_grad[1] else None
+        fast = kernels.conv2d_output(out, bias, N, (out_height, out_width))  # bias and layout in one pass, or None
+        if fast is not None:
+            return fast
+        if bias is not None:
+            out += bias[:, None]
         out = out.reshape(F, N, out_height, out_width).transpose(1, 0, 2, 3)
         return get_array_module(out).ascontiguousarray(out)
 
     def backward(self, grad):
         """grad: (N, F, OH, OW) -> gradients of x, weight and bias (None where not needed)."""
         F = grad.shape[1]
-        grad_matrix = grad.transpose(1, 0, 2, 3).reshape(F, -1)  # (F, N*OH*OW), as `out` was laid out
-        grad_x = grad_weight = grad_bias = None
+        with_bias = len(self.needs_input_grad) == 3 and self.needs_input_grad[2]
+        fast = kernels.conv2d_grad_matrix(grad, with_bias)  # a fast path, or None
+        if fast is None:
+            grad_matrix = grad.transpose(1, 0, 2, 3).reshape(F, -1)  # (F, N*OH*OW), as `out` was laid out
+            grad_bias = grad_matrix.sum(axis=1) if with_bias else None
+        else:
+            grad_matrix, grad_bias = fast
+        grad_x = grad_weight = None
         if self.needs_input_grad[0]:
             settings = self.x_shape, self.kernel_size, self.stride, self.padding, grad.shape[2:]
             grad_x = kernels.conv2d_input_grad(grad_matrix, self.weight_matrix, *settings)  # a fast path, or None
@@ -92,10 +101,14 @@ class Conv2dOp(Operation):
                 grad_col = grad_matrix.T @ self.weight_matrix  # (N*OH*OW, C*KH*KW): each window's gradient
                 grad_x = col2im(grad_col, *settings[:4])
         if self.needs_input_grad[1]:
-            grad_weight = (grad_matrix @ self.col).reshape((F, self.x_shape[1]) + self.kernel_size)
-        if len(self.needs_input_grad) == 3 and self.needs_input_grad[2]:
-            grad_bias = grad_matrix.sum(axis=1)
+            grad_weight = _product(grad_matrix, self.col).reshape((F, self.x_shape[1]) + self.kernel_size)
         return grad_x, grad_weight, grad_bias
+
+
+def _product(a, b):
+    """a @ b, or its fast path (cut over minicnn's threads when they, not BLAS's, share the cores)."""
+    fast = kernels.matmul(a, b)
+    return a @ b if fast is None else fast
 
 
 def _check_conv_shapes(x, weight, bias, padding):

@@ -1,11 +1,15 @@
-"""Fast paths for the window operations, each with a reference twin in minicnn.functional.
+"""Fast paths, each with a reference twin in minicnn.functional: the window operations, ReLU, the conv layouts.
 
 minicnn.functional holds each operation as a textbook writes it; this package
 holds the faster ways to compute the same numbers:
 
 - cupy_windows.py + windows.cu: CuPy raw kernels, for float32/float64 CuPy arrays;
 - cpu_windows.py: NumPy layouts and loops tuned for NumPy (phase-grid col2im,
-  one-byte argmax), for every other array.
+  one-byte argmax), for every other array;
+- cpu_layout.py: ReLU and the convolution's output and gradient layouts, NumPy only
+  (CuPy arrays take the references);
+- threads.py: the thread pool both NumPy modules cut their passes over
+  (`set_num_threads`, MINICNN_NUM_THREADS).
 
 Each operation has ONE dispatch point below. It returns the fast result, or
 None when the fast paths are off, and then functional runs its reference. They
@@ -21,7 +25,8 @@ import contextlib
 import os
 
 from ..backend import is_cupy_array
-from . import cpu_windows, cupy_windows
+from . import cpu_layout, cpu_windows, cupy_windows, threads
+from .threads import num_threads, set_num_threads, share_cores_with_blas
 
 _fast = os.environ.get("MINICNN_FAST", "1") != "0"
 _cupy_kernels = os.environ.get("MINICNN_CUPY_KERNELS", "1") != "0"
@@ -83,3 +88,37 @@ def max_pool2d_backward(grad, first_max, x_shape, kernel_size, stride, padding):
     """grad, first_max: (N, C, OH, OW) -> (N, C, H, W), each window's gradient at its first_max, or None."""
     fast = _fast_module(grad)
     return None if fast is None else fast.max_pool_backward(grad, first_max, x_shape, kernel_size, stride, padding)
+
+
+def _numpy_fast(*arrays):
+    """True when the fast paths are on and every array is a C-contiguous NumPy array (cpu_layout's case)."""
+    return _fast and all(not is_cupy_array(array) and array.flags.c_contiguous for array in arrays)
+
+
+def relu(x):
+    """x -> (max(x, 0), x > 0), or None."""
+    return cpu_layout.relu_forward(x) if _numpy_fast(x) else None
+
+
+def relu_backward(grad, positive):
+    """grad, positive (x > 0) -> grad * positive, or None."""
+    if not (_numpy_fast(grad, positive) and grad.shape == positive.shape):
+        return None
+    return cpu_layout.relu_backward(grad, positive)
+
+
+def conv2d_output(out_matrix, bias, batch, out_size):
+    """out_matrix: (F, N*OH*OW), bias: (F,) or None -> (N, F, OH, OW), the bias added, or None."""
+    return cpu_layout.conv2d_output(out_matrix, bias, batch, out_size) if _numpy_fast(out_matrix) else None
+
+
+def conv2d_grad_matrix(grad, with_bias):
+    """grad: (N, F, OH, OW) -> (grad_matrix: (F, N*OH*OW), grad.sum(axis=(0, 2, 3)) or None), or None."""
+    return cpu_layout.conv2d_grad_matrix(grad, with_bias) if _numpy_fast(grad) else None
+
+
+def matmul(a, b):
+    """a: (M, K) @ b: (K, N) cut over the thread pool while threads.share_cores_with_blas() is on, or None."""
+    if not (_fast and threads.sharing_cores_with_blas()) or is_cupy_array(a):
+        return None
+    return threads.matmul(a, b)

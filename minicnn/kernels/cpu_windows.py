@@ -10,9 +10,14 @@ take (float16) run it too.
 Shapes: x (N, C, H, W); kernel_size, stride, padding and out_size = (OH, OW)
 are (h, w) pairs, out_size as functional.windows.output_size gives it (this
 package sits below functional, so the caller passes it in).
+
+Threads: each pass is cut along the batch or channel axis (threads.for_each_part)
+and every part writes its own slice of the output, running the same loop as one
+thread would, so the results are the same bit for bit with any thread count.
 """
 
 from ..backend import get_array_module
+from .threads import for_each_part, matmul, num_threads
 
 
 def _windows(x, kernel_size, stride, padding, pad_value):
@@ -35,8 +40,22 @@ def columns_by_channel(x, kernel_size, stride, padding, out_size):
     second layer).
     """
     windows = _windows(x, kernel_size, stride, padding, 0.0)  # (N, C, OH, OW, KH, KW) view
-    col = get_array_module(x).ascontiguousarray(windows.transpose(1, 4, 5, 0, 2, 3))  # (C, KH, KW, N, OH, OW)
+    source = windows.transpose(1, 4, 5, 0, 2, 3)  # (C, KH, KW, N, OH, OW)
+    col = get_array_module(x).empty(source.shape, dtype=x.dtype)
+    copy_in_parts(col, source, (0, 3))
     return col.reshape(-1, x.shape[0] * out_size[0] * out_size[1])
+
+
+def copy_in_parts(destination, source, axes):
+    """destination[...] = source, cut along the first of `axes` at least as long as the thread count (else the last)."""
+    axis = next((axis for axis in axes if destination.shape[axis] >= num_threads()), axes[-1])
+    xp = get_array_module(destination)
+    before = (slice(None),) * axis
+
+    def copy(start, stop):
+        xp.copyto(destination[before + (slice(start, stop),)], source[before + (slice(start, stop),)])
+
+    for_each_part(copy, destination.shape[axis], destination.size, destination)
 
 
 def phase_grid(x_shape, stride, padding):
@@ -75,17 +94,24 @@ def add_wide_columns(wide_col, x_shape, kernel_size, stride, padding, out_size):
     grid_height, grid_width = phase_grid(x_shape, stride, padding)
     run = out_size[0] * grid_width
     wide_col = wide_col.reshape(C, KH, KW, N, run)
-    # Rows of phase a, in order, then those of phase a + 1: within phase (a, b) grid pixel (r, c) sits
-    # SW * (r * WQ + c) elements after its first, so a run of the grid is a slice with step SW.
     xp = get_array_module(wide_col)
-    bands = xp.zeros((C, N, SH, (grid_height + 1) * grid_width * SW), dtype=wide_col.dtype)
-    for i in range(KH):
-        for j in range(KW):
-            start = ((i // SH) * grid_width + j // SW) * SW + j % SW
-            bands[:, :, i % SH, start : start + SW * run : SW] += wide_col[:, i, j]
-    bands = bands[..., : grid_height * grid_width * SW].reshape(C, N, SH, grid_height, grid_width * SW)
-    image = bands.transpose(1, 0, 3, 2, 4).reshape(N, C, grid_height * SH, grid_width * SW)  # interleave the bands
-    return xp.ascontiguousarray(image[:, :, PH : PH + H, PW : PW + W])
+    image = xp.empty(x_shape, dtype=wide_col.dtype)
+
+    def add_channels(first, last):
+        # Rows of phase a, in order, then those of phase a + 1: within phase (a, b) grid pixel (r, c) sits
+        # SW * (r * WQ + c) elements after its first, so a run of the grid is a slice with step SW.
+        bands = xp.zeros((last - first, N, SH, (grid_height + 1) * grid_width * SW), dtype=wide_col.dtype)
+        for i in range(KH):
+            for j in range(KW):
+                start = ((i // SH) * grid_width + j // SW) * SW + j % SW
+                bands[:, :, i % SH, start : start + SW * run : SW] += wide_col[first:last, i, j]
+        bands = bands[..., : grid_height * grid_width * SW].reshape(last - first, N, SH, grid_height, grid_width * SW)
+        # Interleave the bands (a copy when SH > 1), then the one copy into (N, C, H, W) order.
+        channels = bands.transpose(1, 0, 3, 2, 4).reshape(N, last - first, grid_height * SH, grid_width * SW)
+        image[:, first:last] = channels[:, :, PH : PH + H, PW : PW + W]
+
+    for_each_part(add_channels, C, 2 * wide_col.size, wide_col)
+    return image
 
 
 def add_columns_by_channel(col, x_shape, kernel_size, stride, padding, out_size):
@@ -103,7 +129,7 @@ def conv2d_input_grad(grad_matrix, weight_matrix, x_shape, kernel_size, stride, 
     F = grad_matrix.shape[0]
     grid_width = phase_grid(x_shape, stride, padding)[1]
     grad_wide = widen(grad_matrix.reshape(F, -1, *out_size), grid_width).reshape(F, -1)  # (F, N*OH*WQ)
-    return add_wide_columns(weight_matrix.T @ grad_wide, x_shape, kernel_size, stride, padding, out_size)
+    return add_wide_columns(matmul(weight_matrix.T, grad_wide), x_shape, kernel_size, stride, padding, out_size)
 
 
 # ----- max pooling ------------------------------------------------------------------------------
@@ -120,18 +146,24 @@ def max_pool_forward(x, kernel_size, stride, padding, out_size):
     xp = get_array_module(x)
     windows = _windows(x, kernel_size, stride, padding, -xp.inf)  # (N, C, OH, OW, KH, KW) view
     KH, KW = kernel_size
-    pooled = windows[..., 0, 0].copy()
+    pooled = xp.empty(windows.shape[:4], dtype=x.dtype)
     first_max = xp.zeros(pooled.shape, dtype=xp.uint8 if KH * KW <= 256 else xp.int32)
-    for offset in range(1, KH * KW):
-        candidate = windows[..., offset // KW, offset % KW]
-        better = candidate > pooled  # strict, so a later equal value never displaces the first maximum
-        # Arithmetic rather than masked writes: a random mask makes those several times slower.
-        # offset > first_max here, so the difference never wraps around.
-        first_max += better * (first_max.dtype.type(offset) - first_max)
-        xp.maximum(pooled, candidate, out=pooled)  # a NaN propagates, and `>` against it is never true
-    if xp.isnan(pooled.max()):  # `>` cannot see a NaN arrive: point those windows at their first NaN, as argmax does
-        nan_windows = xp.isnan(pooled)
-        first_max[nan_windows] = xp.isnan(windows[nan_windows].reshape(-1, KH * KW)).argmax(axis=1)
+
+    def pool(start, stop):
+        part, best, offsets = windows[start:stop], pooled[start:stop], first_max[start:stop]
+        best[...] = part[..., 0, 0]
+        for offset in range(1, KH * KW):
+            candidate = part[..., offset // KW, offset % KW]
+            better = candidate > best  # strict, so a later equal value never displaces the first maximum
+            # Arithmetic rather than masked writes: a random mask makes those several times slower.
+            # offset > first_max here, so the difference never wraps around.
+            offsets += better * (offsets.dtype.type(offset) - offsets)
+            xp.maximum(best, candidate, out=best)  # a NaN propagates, and `>` against it is never true
+        if xp.isnan(best.max()):  # `>` cannot see a NaN arrive: point those windows at their first NaN, as argmax does
+            nan_windows = xp.isnan(best)
+            offsets[nan_windows] = xp.isnan(part[nan_windows].reshape(-1, KH * KW)).argmax(axis=1)
+
+    for_each_part(pool, x.shape[0], x.size, x)
     return pooled, first_max
 
 
@@ -141,16 +173,22 @@ def max_pool_backward(grad, first_max, x_shape, kernel_size, stride, padding):
     N, C, H, W = x_shape
     (KH, KW), (SH, SW), (PH, PW) = kernel_size, stride, padding
     out_height, out_width = grad.shape[2:]
-    image = xp.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=grad.dtype)
+    image = xp.empty((N, C, H + 2 * PH, W + 2 * PW), dtype=grad.dtype)
     overlapping = SH < KH or SW < KW
-    for offset in range(KH * KW):
-        i, j = divmod(offset, KW)
-        pixels = image[:, :, i : i + SH * (out_height - 1) + 1 : SH, j : j + SW * (out_width - 1) + 1 : SW]
-        # Arithmetic again (a finite grad is assumed: 0 * inf would spread NaN over the window).
-        # Each offset's slice holds every pixel at most once, so += is exact even for overlapping windows;
-        # when windows do not overlap no other offset touches these pixels, and the product is written in place.
-        if overlapping:
-            pixels += grad * (first_max == offset)
-        else:
-            xp.multiply(grad, first_max == offset, out=pixels)
+
+    def scatter(start, stop):
+        part, grad_part, offsets = image[start:stop], grad[start:stop], first_max[start:stop]
+        part[...] = 0
+        for offset in range(KH * KW):
+            i, j = divmod(offset, KW)
+            pixels = part[:, :, i : i + SH * (out_height - 1) + 1 : SH, j : j + SW * (out_width - 1) + 1 : SW]
+            # Arithmetic again (a finite grad is assumed: 0 * inf would spread NaN over the window).
+            # Each offset's slice holds every pixel at most once, so += is exact even for overlapping windows;
+            # when windows do not overlap no other offset touches these pixels, and the product is written in place.
+            if overlapping:
+                pixels += grad_part * (offsets == offset)
+            else:
+                xp.multiply(grad_part, offsets == offset, out=pixels)
+
+    for_each_part(scatter, N, image.size, grad)
     return image[:, :, PH : PH + H, PW : PW + W]
