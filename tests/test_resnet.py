@@ -299,3 +299,29 @@ def test_resnet18_small_input_variant():
     assert small.conv1.kernel_size == (3, 3) and small.conv1.stride == (1, 1) and small.maxpool is None
     with minicnn.no_grad():
         assert small.eval()(minicnn.Tensor(np.zeros((1, 3, 32, 32), np.float32))).shape == (1, 10)
+
+
+@pytest.mark.slow
+def test_resnet_benchmark_rows_run(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    completed = subprocess.run([sys.executable, "-m", "benchmarks.resnet_rows", "--quick", "--no-torch", "--out",
+                                str(tmp_path)], cwd=Path(__file__).resolve().parent.parent, capture_output=True,
+                               text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (path,) = tmp_path.glob("resnet18-cpu-*.json")
+    rows = json.loads(path.read_text())["rows"]
+    assert [row["group"] for row in rows] == ["resnet18 forward", "resnet18 train step"]
+    assert all(row["flops"] > 0 and row["min_ms"] <= row["median_ms"] <= row["max_ms"] for row in rows)
+
+
+@pytest.mark.slow
+def test_peak_memory_of_the_224_step_is_measured():
+    from benchmarks.resnet_rows import peak_step_memory_mib
+
+    memory = peak_step_memory_mib(frozen=True)
+    # The model's weights alone (11.2 million float32) are 42.7 MiB; the step holds more.
+    assert 42 < memory["model_mib"] < memory["peak_mib"]
