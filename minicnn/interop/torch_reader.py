@@ -171,7 +171,7 @@ def read_torch_state_dict(path):
 
     Reads the zip format (PyTorch 1.6 and later; torchvision's published weights) without
     importing torch and without unpickling: dtypes, shapes, strides and storage offsets are
-    honoured, and every array is a native-endian copy owning its memory (bfloat16 becomes float32).
+    honoured, and every array is a writeable native-endian copy (bfloat16 becomes float32).
     Raises CheckpointError, naming the file and the entry, for anything else: a global outside the
     allow-list, a truncated archive, a missing or wrongly sized storage, a view reaching outside
     its storage, sizes out of proportion to the file.
