@@ -290,3 +290,59 @@ def test_values_take_the_targets_dtype_and_a_bad_argument_is_named(tmp_path):
         interop.load_torch_state_dict(model, [1, 2])
     with pytest.raises(CheckpointError, match="does-not-exist.pt"):
         interop.load_torch_state_dict(model, tmp_path / "does-not-exist.pt")
+
+
+# ----- end to end: torchvision's ResNet-18 names, a torch.save'd file, minicnn.models.resnet18 --------
+def torch_resnet18(torch, num_classes):
+    """torchvision's resnet18 module tree and names, in plain torch (torchvision does not import here)."""
+
+    class ResNet18(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+            self.bn1 = torch.nn.BatchNorm2d(64)
+            self.relu = torch.nn.ReLU()
+            self.maxpool = torch.nn.MaxPool2d(3, 2, 1)
+            channels = 64
+            for stage, width in enumerate((64, 128, 256, 512)):
+                stride = 1 if stage == 0 else 2
+                setattr(self, f"layer{stage + 1}", torch.nn.Sequential(
+                    TorchBlock.make(torch, channels, width, stride), TorchBlock.make(torch, width, width, 1)))
+                channels = width
+            self.avgpool = torch.nn.AdaptiveAvgPool2d(1)
+            self.fc = torch.nn.Linear(512, num_classes)
+
+        def forward(self, x):
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    model = ResNet18()
+    with torch.no_grad():  # running statistics and affine parameters away from 0 and 1, as trained ones are
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+@pytest.mark.slow  # 11.7 million parameters written, read and initialised: about 3 s
+def test_resnet18_loads_a_torch_saved_resnet18_and_gives_its_logits(tmp_path, torch):
+    from minicnn import models
+
+    torch.manual_seed(0)
+    reference = torch_resnet18(torch, num_classes=10)
+    torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
+
+    model = models.resnet18(num_classes=10, weights=tmp_path / "resnet18.pth").eval()
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with no_grad():
+        ours = model(Tensor(x)).data
+    expected = reference(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    with pytest.raises(CheckpointError, match=r"'fc.weight' has shape \(10, 512\) in the state dict but the "
+                                              r"model's Linear expects \(7, 512\)"):
+        models.resnet18(num_classes=7, weights=tmp_path / "resnet18.pth")
