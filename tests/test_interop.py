@@ -45,7 +45,8 @@ def test_reads_every_dtype_views_of_shared_storages_empty_and_0d_tensors(tmp_pat
     matrix = torch.randn(3, 4, dtype=torch.float64)
     state = {
         "float32": torch.randn(2, 3), "float64": matrix, "float16": torch.randn(5).half(),
-        "bfloat16": torch.randn(4).bfloat16(), "int64": torch.arange(-3, 3), "int32": torch.arange(4, dtype=torch.int32),
+        "bfloat16": torch.randn(4).bfloat16(), "int64": torch.arange(-3, 3),
+        "int32": torch.arange(4, dtype=torch.int32),
         "int8": torch.tensor([-128, 0, 127], dtype=torch.int8), "uint8": torch.tensor([0, 255], dtype=torch.uint8),
         "bool": torch.tensor([True, False]), "complex64": torch.randn(2, dtype=torch.complex64),
         "transposed": matrix.t(),  # non-contiguous: strides (1, 4) into matrix's storage
@@ -343,6 +344,12 @@ def test_resnet18_loads_a_torch_saved_resnet18_and_gives_its_logits(tmp_path, to
         ours = model(Tensor(x)).data
     expected = reference(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    # And back: written by minicnn without torch, loaded strictly by torch, the same logits.
+    interop.to_torch_state_dict(model, tmp_path / "from_minicnn.pth")
+    carried = torch_resnet18(torch, num_classes=10)
+    carried.load_state_dict(torch.load(tmp_path / "from_minicnn.pth", weights_only=True), strict=True)
+    np.testing.assert_allclose(carried(torch.from_numpy(x)).detach().numpy(), ours, rtol=1e-4,
+                               atol=1e-4 * np.abs(expected).max())
     with pytest.raises(CheckpointError, match=r"'fc.weight' has shape \(10, 512\) in the state dict but the "
                                               r"model's Linear expects \(7, 512\)"):
         models.resnet18(num_classes=7, weights=tmp_path / "resnet18.pth")

@@ -51,7 +51,8 @@ def tensor(key, numel, shape, strides=None, offset=0, storage_type="FloatStorage
 
 
 def ordered_dict(*items):
-    return global_name("collections", "OrderedDict") + b")R(" + b"".join(text(name) + value for name, value in items) + b"u"
+    pairs = b"".join(text(name) + value for name, value in items)
+    return global_name("collections", "OrderedDict") + b")R(" + pairs + b"u"
 
 
 def state_pickle(*items):
@@ -105,6 +106,10 @@ def test_a_pickled_call_to_a_forbidden_function_is_refused_and_not_run(tmp_path,
     assert not target.exists()
 
 
+FORBIDDEN = ["os.system", "_load_from_bytes", "QInt8Storage", "OrderedDict(list)", "FloatStorage()",
+             "text as storage", "foreign persistent id", "PERSID", "storage type as text", "truncated pickle"]
+
+
 @pytest.mark.parametrize("data_pkl, message", [
     (b"\x80\x02" + global_name("os", "system") + text("echo") + b"\x85R.", r"it needs os\.system"),
     (state_pickle(("w", global_name("torch.storage", "_load_from_bytes") + b"C\x03abc\x85R")),
@@ -120,7 +125,7 @@ def test_a_pickled_call_to_a_forbidden_function_is_refused_and_not_run(tmp_path,
     (state_pickle(("w", b"(" + text("storage") + text("torch.FloatStorage") + text("0") + text("cpu")
                    + integer(6) + b"tQ")), r"a storage of type str 'torch\.FloatStorage'"),
     (state_pickle(("w", tensor("0", 6, (2, 3))))[:-30], r"not a readable pickle of a PyTorch state dict"),
-])
+], ids=FORBIDDEN)
 def test_globals_calls_and_ids_outside_the_allow_list_are_refused(tmp_path, data_pkl, message):
     refused(write_archive(tmp_path / "crafted.pt", data_pkl, {"0": SIX_FLOATS}), message)
 
@@ -135,7 +140,8 @@ def test_duplicate_keys_are_refused(tmp_path):
 
 def test_what_is_not_a_state_dict_of_tensors_is_named(tmp_path):
     refused(write_archive(tmp_path / "list.pt", b"\x80\x02]."), r"holds list \[\], not a state dict")
-    nested = b"\x80\x02}(" + text("model") + ordered_dict(("w", tensor("0", 6, (6,)))) + text("epoch") + integer(3) + b"u."
+    nested = (b"\x80\x02}(" + text("model") + ordered_dict(("w", tensor("0", 6, (6,))))
+              + text("epoch") + integer(3) + b"u.")
     refused(write_archive(tmp_path / "training.pt", nested, {"0": SIX_FLOATS}),
             r"entry 'model' is a dict, not a tensor: this looks like a training checkpoint")
     refused(write_archive(tmp_path / "number.pt", state_pickle(("w", integer(3)))), r"entry 'w' is int 3")
@@ -167,9 +173,10 @@ def test_a_corrupted_storage_fails_its_checksum(tmp_path):
 
 @pytest.mark.parametrize("storages, message", [
     ({}, r"archive/data/0: missing; data.pkl names storage '0' \(6 items of FloatStorage\)"),
-    ({"0": SIX_FLOATS[:20]}, r"archive/data/0: holds 20 bytes, but data.pkl declares 6 items of FloatStorage, 24 bytes"),
+    ({"0": SIX_FLOATS[:20]},
+     r"archive/data/0: holds 20 bytes, but data.pkl declares 6 items of FloatStorage, 24 bytes"),
     ({"0": SIX_FLOATS + b"\0" * 4}, r"archive/data/0: holds 28 bytes"),
-])
+], ids=["missing", "short", "long"])
 def test_a_missing_or_wrongly_sized_storage_is_named(tmp_path, storages, message):
     refused(write_archive(tmp_path / "sizes.pt", state_pickle(("w", tensor("0", 6, (2, 3)))), storages), message)
 
@@ -181,7 +188,7 @@ def test_a_missing_or_wrongly_sized_storage_is_named(tmp_path, storages, message
     (tensor("0", 6, (0, 3), offset=7), r"offset 7\) reaches outside"),
     (tensor("0", 6, (2, 3), strides=(-3, 1)), r"expected non-negative ints"),
     (tensor("0", 6, (2, 3), strides=(3,)), r"shape and strides of equal length"),
-])
+], ids=["strides", "offset", "empty with offset", "negative stride", "strides too short"])
 def test_views_outside_their_storage_are_refused(tmp_path, view, message):
     refused(write_archive(tmp_path / "view.pt", state_pickle(("w", view)), {"0": SIX_FLOATS}), message)
 

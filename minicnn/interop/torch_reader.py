@@ -120,9 +120,12 @@ class StateDictPickleReader(PickleReader):
             self.fail(f"calls {role or describe(function)} with {describe(arguments)}, expected a tuple")
         if role == "ordered_dict" and arguments == ():
             return self.register({})
-        if role in ("rebuild_tensor_v2", "rebuild_tensor") and len(arguments) in ((6, 7) if role.endswith("v2") else (4,)):
+        # _rebuild_tensor_v2(storage, offset, shape, strides, requires_grad, hooks[, metadata]); the first
+        # version, of PyTorch 0.4's files, has the first four.
+        arity = {"rebuild_tensor_v2": (6, 7), "rebuild_tensor": (4,)}.get(role, ())
+        if len(arguments) in arity:
             storage, offset, shape, strides = arguments[:4]
-            if role.endswith("v2") and not (type(arguments[4]) is bool and type(arguments[5]) is dict):
+            if role == "rebuild_tensor_v2" and not (type(arguments[4]) is bool and type(arguments[5]) is dict):
                 self.fail(f"{role}: expected requires_grad and a hooks dict, got "
                           f"{describe(arguments[4])}, {describe(arguments[5])}")
             return self.tensor_record(storage, offset, shape, strides)
