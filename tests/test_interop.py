@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from minicnn import functional as F
-from minicnn import interop, nn
+from minicnn import backend, interop, nn
 from minicnn.errors import CheckpointError
 from minicnn.tensor import Tensor, no_grad
 
@@ -279,6 +279,16 @@ def test_a_wrong_shape_names_the_key_and_both_shapes_even_when_not_strict():
                                               r"Dense keeps it transposed as \(512, 10\)\)"):
         interop.load_torch_state_dict(model, state, strict=False)
     np.testing.assert_array_equal(model.layers[0].weight.data, before)
+
+
+def test_loading_and_exporting_keep_to_the_models_device(device):
+    source = small_model()
+    model = small_model().to(device)
+    interop.load_torch_state_dict(model, interop.to_torch_state_dict(source))
+    assert model.layers[3].weight.device == device and backend.device_of(model.layers[1].running_var) == device
+    exported = interop.to_torch_state_dict(model)
+    assert all(isinstance(array, np.ndarray) for array in exported.values())
+    np.testing.assert_array_equal(exported["3.weight"], source.layers[3].weight.data.T)
 
 
 def test_values_take_the_targets_dtype_and_a_bad_argument_is_named(tmp_path):

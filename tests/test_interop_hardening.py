@@ -163,6 +163,13 @@ def test_a_truncated_archive_and_a_legacy_file_are_named(tmp_path):
     refused(tmp_path / "other.zip", r"expected one <archive>/data.pkl entry, found 0")
 
 
+def test_an_entry_twice_in_the_archive_is_refused(tmp_path):
+    path = write_archive(tmp_path / "twice.pt", state_pickle(("w", tensor("0", 6, (6,)))), {"0": SIX_FLOATS})
+    with zipfile.ZipFile(path, "a") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        archive.writestr("archive/data/0", bytes(24))
+    refused(path, r"archive/data/0: appears 2 times in the archive")
+
+
 def test_a_corrupted_storage_fails_its_checksum(tmp_path):
     content = bytearray(write_torch_state_dict({"w": np.ones(100, np.float32)}, tmp_path / "w.pt").read_bytes())
     position = content.index(np.ones(100, np.float32).tobytes())

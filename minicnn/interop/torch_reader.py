@@ -212,6 +212,10 @@ def _read_archive(archive, file_size, where):
     infos = archive.infolist()
     if len(infos) > MAX_ARCHIVE_ENTRIES:
         raise CheckpointError(f"{where}: {len(infos)} entries, more than {MAX_ARCHIVE_ENTRIES}")
+    names = collections.Counter(info.filename for info in infos)
+    repeated = next((name for name, count in names.items() if count > 1), None)
+    if repeated is not None:  # zipfile would read the last copy, another reader the first
+        raise CheckpointError(f"{where}: {repeated[:200]}: appears {names[repeated]} times in the archive")
     pickles = [info for info in infos if info.filename.count("/") == 1 and info.filename.endswith("/data.pkl")]
     if len(pickles) != 1:
         raise CheckpointError(f"{where}: expected one <archive>/data.pkl entry, found "
