@@ -256,3 +256,29 @@ def test_a_deflated_honest_file_and_a_big_endian_file_read(tmp_path):
     np.testing.assert_array_equal(read_torch_state_dict(no_record)["w"], np.arange(6))
     refused(write_archive(tmp_path / "middle.pt", state_pickle(), byteorder=b"middle"),
             re.escape("archive/byteorder says b'middle', expected b'little' or b'big'"))
+
+
+def test_fuzzed_data_pkl_reads_or_raises_checkpoint_error(tmp_path):
+    # Random edits of a real data.pkl, repacked so that the zip's checksums hold: the reader either
+    # reads the result or refuses it with a CheckpointError, never another exception.
+    shared = np.arange(10, dtype=np.float32)
+    data_pkl = state_pickle(("a", tensor("0", 10, (2, 3), strides=(1, 2), offset=1)), ("b", tensor("0", 10, (10,))),
+                            ("c", tensor("1", 1, (), storage_type="LongStorage")))
+    storages = {"0": shared.tobytes(), "1": np.array([7]).tobytes()}
+    rng = np.random.default_rng(0)
+    outcomes = {"read": 0, "refused": 0}
+    for case in range(150):
+        edited = bytearray(data_pkl)
+        for _ in range(int(rng.integers(1, 4))):
+            position = int(rng.integers(len(edited)))
+            if rng.random() < 0.6:
+                edited[position] = int(rng.integers(256))
+            else:
+                del edited[position:position + int(rng.integers(1, 6))]
+        path = write_archive(tmp_path / f"fuzz{case}.pt", bytes(edited), storages)
+        try:
+            read_torch_state_dict(path)
+            outcomes["read"] += 1
+        except CheckpointError:
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 100, outcomes
