@@ -325,3 +325,43 @@ def test_peak_memory_of_the_224_step_is_measured():
     memory = peak_step_memory_mib(frozen=True)
     # The model's weights alone (11.2 million float32) are 42.7 MiB; the step holds more.
     assert 42 < memory["model_mib"] < memory["peak_mib"]
+
+
+# ----- what the ResNets need from nn and functional ------------------------------------------------------------
+
+def test_global_average_pooling_forward_and_gradient(xp):
+    rng = np.random.default_rng(0)
+    x = minicnn.Tensor(xp.asarray(rng.standard_normal((2, 3, 4, 5))), requires_grad=True)
+    pooled = F.global_avg_pool2d(x)
+    assert pooled.shape == (2, 3)
+    np.testing.assert_allclose(backend_host(pooled), backend_host(x).mean(axis=(2, 3)), rtol=1e-12)
+    assert F.adaptive_avg_pool2d(x, 1).shape == (2, 3, 1, 1) and nn.AdaptiveAvgPool2d((1, 1))(x).shape == (2, 3, 1, 1)
+    assert nn.GlobalAvgPool2D()(x).shape == (2, 3) and nn.Identity()(x) is x
+    minicnn.gradcheck(F.global_avg_pool2d, x)
+    with pytest.raises(ValueError, match="only output_size 1"):
+        nn.AdaptiveAvgPool2d(2)
+    with pytest.raises(ValueError, match="only output_size 1"):
+        F.adaptive_avg_pool2d(x, (2, 2))
+
+
+def backend_host(tensor):
+    return minicnn.backend.to_numpy(tensor.data)
+
+
+def test_basic_block_gradient_flows_through_both_paths():
+    """A BasicBlock with a projection shortcut, in float64 and train mode: the input's gradient is the sum of
+    the convolution path's and the shortcut's, checked against finite differences."""
+    block = nn.BasicBlock(2, 3, stride=2).to(dtype=np.float64)
+    x = minicnn.Tensor(np.random.default_rng(1).standard_normal((2, 2, 3, 3)), requires_grad=True)
+    assert block(x).shape == (2, 3, 2, 2)
+    minicnn.gradcheck(block, x)
+    identity_block = nn.BasicBlock(3, 3)
+    assert identity_block.downsample is None
+
+
+def test_stem_max_pool_pads_with_minus_infinity():
+    """The 3x3/2 max pool with padding 1 after the stem: a border window of negative values keeps its maximum
+    (zero padding would report 0)."""
+    x = minicnn.Tensor(-1 - np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4))
+    out = nn.MaxPool2d(3, stride=2, padding=1)(x)
+    np.testing.assert_array_equal(out.data[0, 0], [[-1, -2], [-5, -6]])
