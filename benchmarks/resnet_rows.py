@@ -20,6 +20,7 @@ The rows are also part of `python -m benchmarks` (suite.resnet_rows).
 
 import argparse
 import datetime
+import os
 import tracemalloc
 
 import numpy as np
@@ -262,6 +263,7 @@ def main(argv=None):
                   f"{memory[key]['measured_by']}; limit {MEMORY_LIMIT_MIB} MiB)")
 
     machine = machine_description(xp)
+    machine["load_average_after"] = os.getloadavg()  # other work on a shared machine slows every row
     if torch is not None:
         machine["torch"] = torch.__version__
         machine["torch_threads"] = torch.get_num_threads()
