@@ -360,3 +360,14 @@ def test_an_onnx_file_is_served_like_its_checkpoint(tmp_path):
     answer = inspector.predict(pixels=image)
     np.testing.assert_allclose(answer["probabilities"], softmax(forward(model, image)[0])[0], atol=1e-5)
     assert inspector.summary()["dataset"] == "mnist"
+
+
+def test_a_model_without_convolutions_has_saliency_and_no_grad_cam():
+    minicnn.manual_seed(0)
+    dense = nn.Sequential(nn.Flatten(), nn.Dense(784, 10), input_shape=(1, 28, 28))
+    inspector = Inspector(dense, dataset="fashion-mnist")
+    image = synthetic_test_set()[0][1] / 255
+    answer = inspector.predict(pixels=image)
+    assert answer["grad_cam"] is None and inspector.summary()["grad_cam_layers"] == []
+    assert answer["classes"][0] == "T-shirt/top" and [layer["kind"] for layer in answer["layers"]] == ["vector"] * 2
+    np.testing.assert_allclose(decode_maps(answer["saliency"]), saliency_map(dense, image)[1], atol=1e-3)

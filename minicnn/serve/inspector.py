@@ -235,24 +235,34 @@ class Inspector:
     def run_model(self, image, activations, saliency, layer):
         """The passes over the model for predict(); the caller holds the lock.
 
-        The layers' outputs are recorded during saliency_map's own forward pass, so that pass serves both.
+        One forward and one backward pass give everything: the layers' outputs are recorded during
+        grad_cam's own forward pass, and its backward pass, from the predicted class's logit, leaves in
+        the input's .grad exactly the gradient saliency_map takes (|gradient|, largest over channels).
+        A model without convolutions has no Grad-CAM; saliency_map's pass is used then.
         """
-        model_output = {}
+        seen = {}
 
-        def keep_logits(module, inputs, output):
-            model_output["logits"] = output.data
+        def keep_input_and_logits(module, inputs, output):
+            seen["input"], seen["logits"] = inputs[0], output.data
 
-        handle = self.model.register_forward_hook(keep_logits)
+        handle = self.model.register_forward_hook(keep_input_and_logits)
         try:
             with LayerRecorder(self.model) if activations else contextlib.nullcontext() as recorder:
-                if saliency:
+                cam = None
+                if saliency and self.description["grad_cam_default"] is not None:
+                    _, cam_values, details = grad_cam(self.model, image, layer=layer, details=True)
+                    gradient = backend.to_numpy(seen["input"].grad[0]).astype(np.float64)  # (C, H, W)
+                    saliency_values = np.abs(gradient).max(axis=0)
+                    cam = {"layer": details["layer"], "map_shape": list(details["map_shape"]),
+                           "placed": details["placed"], **encode_maps(cam_values)}
+                elif saliency:
                     _, saliency_values = saliency_map(self.model, image)
                 else:
                     with no_grad():
                         self.model(image_batch(self.model, image))
         finally:
             handle.remove()
-        logits = np.asarray(model_output["logits"], dtype=np.float64)
+        logits = backend.to_numpy(seen["logits"]).astype(np.float64)
         probabilities = self.probabilities(logits)[0]
         predicted = int(probabilities.argmax())
         names = self.class_names()
@@ -262,20 +272,13 @@ class Inspector:
             result["layers"] = [self.layer_output(name, module, output) for name, module, output in recorder.outputs]
         if saliency:
             result["saliency"] = encode_maps(saliency_values)
-            result["grad_cam"] = self.grad_cam(image, layer)
+            result["grad_cam"] = cam
         return result
 
     def probabilities(self, logits):
         """Softmax of the logits; a model that ends in Softmax (an ONNX export) gives probabilities already."""
         last = named_layers(self.model)[-1][1]
         return logits if isinstance(last, nn.Softmax) else softmax(logits)
-
-    def grad_cam(self, image, layer):
-        if self.description["grad_cam_default"] is None and layer is None:
-            return None
-        _, cam, details = grad_cam(self.model, image, layer=layer, details=True)
-        return {"layer": details["layer"], "map_shape": list(details["map_shape"]), "placed": details["placed"],
-                **encode_maps(cam)}
 
     @staticmethod
     def layer_output(name, module, output):
