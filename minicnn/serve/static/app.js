@@ -6,8 +6,7 @@
 const PAD_SEND_SIDE = 112;       // the drawing is sent at this size (the server crops and scales it to 20x20)
 const STROKE_WIDTH = 18;         // on the 280 px pad: about MNIST's 2-3 px after scaling
 const THROTTLE_MS = 90;          // at most one prediction request this often while drawing
-const MAP_TILE_PX = 44;          // each feature map's size on screen in the layer grids
-const MAX_COLUMNS = 16;
+const MAX_TILE_PX = 72;          // the largest a feature map is drawn in the layer grids
 
 const state = { summary: null, last: null, strokes: [], testImage: null, inFlight: false, pending: false,
                 lastSent: 0, timer: null, zoom: null, request: null };
@@ -71,9 +70,10 @@ function drawHeat(canvas, encoded, input) {
 }
 
 // All C maps of a layer as one canvas: a grid of tiles one pixel apart, so one putImageData draws them.
-function mapGrid(layer) {
+// Up to 32 maps: 16 to a row, large; more: 32 to a row, so that a layer takes few rows.
+function mapGrid(layer, availableWidth) {
   const [channels, height, width] = layer.shape, levels = decodeLevels(layer);
-  const columns = Math.min(channels, MAX_COLUMNS), rows = Math.ceil(channels / columns);
+  const columns = Math.min(channels, channels > 32 ? 32 : 16), rows = Math.ceil(channels / columns);
   const canvas = document.createElement("canvas");
   canvas.width = columns * (width + 1) - 1; canvas.height = rows * (height + 1) - 1;
   const context = canvas.getContext("2d"), image = context.createImageData(canvas.width, canvas.height);
@@ -86,7 +86,7 @@ function mapGrid(layer) {
     }
   }
   context.putImageData(image, 0, 0);
-  const scale = MAP_TILE_PX / (width + 1);
+  const scale = Math.min(MAX_TILE_PX, Math.floor(availableWidth / columns)) / (width + 1);
   canvas.style.width = `${canvas.width * scale}px`;
   canvas.className = "maps pixelated";
   canvas.title = "click a map to see it large";
@@ -154,7 +154,7 @@ function showLayers(answer) {
     title.textContent = layer.name;
     if (layer.kind === "maps") {
       detail.textContent = ` ${layer.shape.join(" × ")}  (values ${layer.min.toPrecision(3)} to ${layer.max.toPrecision(3)})`;
-      title.appendChild(detail); block.append(title, mapGrid(layer));
+      title.appendChild(detail); block.append(title, mapGrid(layer, holder.clientWidth || 900));
     } else {
       detail.textContent = ` ${layer.shape[0]} values`;
       title.appendChild(detail); block.append(title, vectorBars(layer));
