@@ -227,6 +227,28 @@ def test_a_test_image_shows_its_label_feature_maps_and_a_map_with_its_filter(dri
     assert console_errors(driver) == []
 
 
+def test_a_model_for_other_inputs_gets_a_clear_message_on_the_page(browser_paths):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    colour = minicnn.nn.Sequential(minicnn.nn.Conv2D(3, 2, 3), minicnn.nn.Flatten(), minicnn.nn.Dense(2 * 30 * 30, 10),
+                                   input_shape=(3, 32, 32))
+    server = make_server(Inspector(colour, name="cifar.npz"), "127.0.0.1", 0)
+    serve_in_thread(server)
+    driver = open_browser(*browser_paths)
+    try:
+        driver.get(server.url)
+        message = driver.find_element(By.ID, "message")
+        WebDriverWait(driver, 20).until(lambda d: message.is_displayed())
+        assert "3x32x32" in message.text and "1x28x28" in message.text
+        assert not driver.find_element(By.ID, "random").is_enabled()
+        assert console_errors(driver) == []
+    finally:
+        driver.quit()
+        server.shutdown()
+        server.server_close()
+
+
 # ----- the README's screenshot -------------------------------------------------------------------------------
 
 def take_screenshot(checkpoint, out):

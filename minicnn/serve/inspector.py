@@ -123,7 +123,8 @@ class Inspector:
         self.name = name
         self.lock = threading.Lock()
         self.test_images = test_images
-        self.misclassified_search = None  # (order, position, found indices), made on the first request
+        self.misclassified_search = None  # {order, position, found}, made on the first request
+        self.search_lock = threading.Lock()  # one search at a time; the model's lock is taken per batch
         self.description = self.describe_layers()
 
     @classmethod
@@ -331,7 +332,8 @@ class Inspector:
         elif kind == "random":
             index = int(rng.integers(len(images)))
         elif kind == "misclassified":
-            index, predicted = self.find_misclassified(images, labels, rng)
+            with self.search_lock:
+                index, predicted = self.find_misclassified(images, labels, rng)
             extra = {"predicted": predicted}
         else:
             raise RequestError(f"kind must be 'random', 'misclassified' or 'index', got {kind!r}")
