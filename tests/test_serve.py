@@ -239,10 +239,10 @@ def test_bad_requests_get_400_with_one_line_and_the_server_keeps_serving(client,
 
 
 def test_a_body_over_the_limit_gets_413_before_it_is_read(client):
+    # Only the headers are sent: the answer comes without the body being read (a client still sending
+    # a large body when the server closes may see its connection reset, so none is sent here).
     status, _, content = client.request("POST", "/api/predict", b"", headers={"Content-Length": str(MAX_BODY_BYTES + 1)})
     assert status == 413 and "limit" in json.loads(content)["error"]
-    big = b'{"drawing": [' + b"0," * (MAX_BODY_BYTES // 2) + b"0]}"
-    assert client.request("POST", "/api/predict", big)[0] == 413
     assert client.json("GET", "/api/summary")[0] == 200
 
 
