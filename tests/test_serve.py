@@ -371,3 +371,34 @@ def test_a_model_without_convolutions_has_saliency_and_no_grad_cam():
     assert answer["grad_cam"] is None and inspector.summary()["grad_cam_layers"] == []
     assert answer["classes"][0] == "T-shirt/top" and [layer["kind"] for layer in answer["layers"]] == ["vector"] * 2
     np.testing.assert_allclose(decode_maps(answer["saliency"]), saliency_map(dense, image)[1], atol=1e-3)
+
+
+class ResidualNet(nn.Module):
+    """Not a Sequential: a convolution, a residual block whose ReLU is called twice, a pool and a dense layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2D(1, 4, 3, padding=1)
+        self.inner = nn.Conv2D(4, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2D(4)
+        self.flatten = nn.Flatten()
+        self.head = nn.Dense(4 * 7 * 7, 10)
+
+    def forward(self, x):
+        x = self.relu(self.stem(x))
+        x = self.relu(self.inner(x) + x)
+        return self.head(self.flatten(self.pool(x)))
+
+
+def test_a_model_that_is_no_sequential_shows_every_call_in_order():
+    minicnn.manual_seed(0)
+    inspector = Inspector(ResidualNet(), dataset="mnist")
+    summary = inspector.summary()
+    assert [layer["name"] for layer in summary["layers"]] == [
+        "stem Conv2D", "relu ReLU", "inner Conv2D", "relu ReLU (call 2)", "pool MaxPool2D", "flatten Flatten",
+        "head Dense"]
+    assert summary["layers"][3]["filter_layer"] == "inner Conv2D" and summary["layers"][3]["parameters"] == 0
+    answer = inspector.predict(pixels=synthetic_test_set()[0][2] / 255)
+    assert [layer["shape"] for layer in answer["layers"][:4]] == [[4, 28, 28]] * 4
+    assert answer["grad_cam"]["layer"] == "relu ReLU"
