@@ -95,15 +95,16 @@ class LayerRecorder:
 def filter_layers(recorded):
     """{output name: name of the Conv2D whose filters made its channels} for each (1, C, h, w) output.
 
-    That is the latest Conv2D called at or before it with C output channels (a ReLU or pooling layer
-    keeps its channels); None when there is none.
+    That is the latest Conv2D called at or before it, when it has C output channels (a ReLU, a pooling
+    or a batch norm layer keeps its channels); None otherwise (no convolution yet, or a layer that
+    changed the channels since).
     """
-    found, latest = {}, {}
+    found, latest = {}, None
     for name, module, output in recorded:
         if isinstance(module, nn.Conv2D):
-            latest[module.out_channels] = name
+            latest = (name, module.out_channels)
         if output.ndim == 4:
-            found[name] = latest.get(output.shape[1])
+            found[name] = latest[0] if latest is not None and latest[1] == output.shape[1] else None
     return found
 
 

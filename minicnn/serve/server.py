@@ -200,7 +200,7 @@ class Handler(BaseHTTPRequestHandler):
                                  HTTPStatus.FORBIDDEN)
             path, _, query = self.path.partition("?")
             routes = {("GET", "/api/summary"): self.summary, ("GET", "/api/test-image"): self.test_image,
-                      ("GET", "/api/filter"): self.filter, ("POST", "/api/predict"): self.predict}
+                      ("GET", "/api/filter"): self.filter_weights, ("POST", "/api/predict"): self.predict}
             if (method, path) in routes:
                 routes[method, path](query)
             elif method in ("GET", "HEAD") and path in self.server.static_files:
@@ -292,7 +292,7 @@ class Handler(BaseHTTPRequestHandler):
         index = self.integer(values["index"], "index") if "index" in values else None
         self.send_json(self.server.inspector.test_image(kind, index))
 
-    def filter(self, query):
+    def filter_weights(self, query):
         values = self.query_values(query, ("layer", "channel"))
         if "layer" not in values:
             raise BadRequest("give the Conv2D layer's name: /api/filter?layer=NAME&channel=K")
