@@ -10,6 +10,7 @@
     minicnn show runs/latest/best.npz --image-index 7 --layer 3
     minicnn export runs/latest/best.npz cnn.onnx --softmax   # needs the onnx extra
     minicnn predict runs/latest/best.npz seven.png photo.jpg --top 3 [--json]   # needs Pillow
+    minicnn serve runs/latest/best.npz         # a local page: draw a digit, watch every layer (Ctrl-C stops)
 
 This module is an entry point, so it is where process-wide settings are made: `train` and
 `evaluate` call backend.keep_freed_memory() first (--no-keep-freed-memory leaves malloc alone).
@@ -254,6 +255,16 @@ def _parser():
                          help="print a JSON list: [{file, predictions: [{class, index, probability}]}]")
     predict.add_argument("--dataset", choices=sorted(LOADERS), default=None,
                          help="default: the dataset the checkpoint was trained on (needed for .onnx files)")
+    serve = commands.add_parser("serve", help="a local page: draw a digit and watch every layer of the model respond",
+                                description="Serve an interactive page for CHECKPOINT (and its JSON API) until Ctrl-C: "
+                                            "draw a digit, see the probabilities, every layer's output, saliency "
+                                            "and Grad-CAM. Works offline; needs Pillow (the images extra).")
+    serve.add_argument("checkpoint", type=Path, help="a .npz checkpoint, a run folder (uses best.npz) or an .onnx file")
+    serve.add_argument("--port", type=_at_least(0, 65535), default=8000, help="default 8000 (0: any free port)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1, this computer only; others get a warning)")
+    serve.add_argument("--dataset", choices=sorted(LOADERS), default=None,
+                       help="default: the dataset the checkpoint was trained on (class names, test images)")
     return parser
 
 
@@ -778,10 +789,16 @@ def predict_files(args):
     return 1 if failed else 0
 
 
+def serve_page(args):
+    from .serve import serve
+
+    return serve(_checkpoint_path(args.checkpoint), host=args.host, port=args.port, dataset=args.dataset)
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
     command = {"train": train, "evaluate": evaluate, "fetch": fetch, "graph": graph, "show": show,
-               "export": export_onnx, "predict": predict_files}[args.command]
+               "export": export_onnx, "predict": predict_files, "serve": serve_page}[args.command]
     if getattr(args, "keep_freed_memory", False):
         backend.keep_freed_memory()  # process-wide, so made here at the entry point and not on import
     try:
