@@ -15,7 +15,7 @@ gradients' allreduce (communication), the optimizer's update. Images per second 
 
 --scaling reads a 1-rank result and prints the ring-allreduce cost model of benchmarks/NOTES.md: a step on p
 ranks takes compute + latency x 2(p-1) + 2(p-1)/p x gradient bytes / bandwidth, and the scaling efficiency is
-compute / that.
+compute / that (LINKS holds the two links' bandwidth and latency).
 """
 
 import argparse
@@ -34,6 +34,8 @@ from .common import RESULTS, SCRATCH, machine_description, write_json
 
 KIB = 1024
 MESSAGE_SIZES = [KIB * 4**power for power in range(9)]  # 1 KiB, 4 KiB, ..., 64 MiB
+# Links of the cost model: name, bits per second, seconds per message (TCP over Ethernet; InfiniBand/RoCE verbs).
+LINKS = (("10 Gb/s", 10e9, 25e-6), ("100 Gb/s", 100e9, 3e-6))
 RESNET18_PARAMETERS = 11_689_512  # torchvision's resnet18 (11.69M), for the cost model when it cannot be built here
 
 
@@ -167,13 +169,15 @@ def ring_allreduce_seconds(gradient_bytes, ranks, bandwidth_bytes_per_s, latency
     return 2 * (ranks - 1) * latency_s + 2 * (ranks - 1) / ranks * gradient_bytes / bandwidth_bytes_per_s
 
 
-def scaling_table(measured, latency_s, extra):
-    """Rows (model, compute s, gradient MB, link, p, allreduce s, efficiency) for 8, 64 and 512 ranks."""
-    cases = [(row["model"], row["compute_seconds"] + row["update_seconds"], row["gradient_bytes"])
-             for row in measured["training"]] + extra
+def scaling_table(cases):
+    """Rows (model, step s, gradient bytes, link, p, allreduce s, efficiency) for 8, 64 and 512 ranks.
+
+    cases: (model, seconds of one step on one rank, gradient bytes). Efficiency is the one-rank step over the
+    step plus an allreduce that does not overlap the backward pass.
+    """
     rows = []
     for model, compute, gradient_bytes in cases:
-        for link, bits_per_s in (("10 Gb/s", 10e9), ("100 Gb/s", 100e9)):
+        for link, bits_per_s, latency_s in LINKS:
             for ranks in (8, 64, 512):
                 communication = ring_allreduce_seconds(gradient_bytes, ranks, bits_per_s / 8, latency_s)
                 rows.append((model, compute, gradient_bytes, link, ranks, communication,
@@ -182,16 +186,22 @@ def scaling_table(measured, latency_s, extra):
 
 
 def print_scaling(args):
+    """The cost model's table: the 1-rank result's models, their step times replaced or added by --step."""
     measured = json.loads(open(args.scaling).read())
-    extra = []
-    if args.resnet18_step is not None:
-        extra.append(("resnet18", args.resnet18_step, RESNET18_PARAMETERS * 4))
-    print(f"ring allreduce, latency {args.latency * 1e6:.0f} us per message, no overlap with backward "
-          f"(compute from {args.scaling})")
+    cases = {row["model"]: [row["compute_seconds"] + row["update_seconds"], row["gradient_bytes"]]
+             for row in measured["training"]}
+    for text in args.step:
+        model, seconds = text.split("=")
+        gradient_bytes = cases[model][1] if model in cases else RESNET18_PARAMETERS * 4
+        cases[model] = [float(seconds), gradient_bytes]
+    links = ", ".join(f"{name} with {latency * 1e6:.0f} us per message" for name, _, latency in LINKS)
+    print(f"ring allreduce on {links}; no overlap with backward "
+          f"(step times from {args.scaling}" + (f", replaced or added: {', '.join(args.step)}" if args.step else "")
+          + ")")
     print("| model | step s (1 rank) | gradient MB | link | ranks | allreduce s | efficiency |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for model, compute, gradient_bytes, link, ranks, communication, efficiency in scaling_table(
-            measured, args.latency, extra):
+            [(model, *case) for model, case in cases.items()]):
         print(f"| {model} | {compute:.3f} | {gradient_bytes / 1e6:.2f} | {link} | {ranks} | {communication:.4f} | "
               f"{efficiency:.0%} |")
 
@@ -202,9 +212,9 @@ def main():
     parser.add_argument("--steps", type=int, default=10, help="timed training steps per model (default 10)")
     parser.add_argument("--quick", action="store_true", help="small messages and 3 steps; results to scratch/")
     parser.add_argument("--scaling", metavar="JSON", help="print the cost model from a 1-rank result instead")
-    parser.add_argument("--latency", type=float, default=5e-6, help="seconds per message for --scaling (5 us)")
-    parser.add_argument("--resnet18-step", type=float, default=None,
-                        help="seconds of one ResNet-18 step (1 rank) for --scaling, measured separately")
+    parser.add_argument("--step", action="append", default=[], metavar="MODEL=SECONDS",
+                        help="for --scaling: one rank's step time of MODEL, replacing the measured one or adding a "
+                             "model (resnet18: its 11.69M float32 gradients); repeatable")
     args = parser.parse_args()
     if args.scaling:
         print_scaling(args)

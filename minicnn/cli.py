@@ -832,7 +832,8 @@ def _start_distributed(args):
     """The communicator of a --distributed run; ranks 1, 2, ... print nothing to stdout (rank 0 speaks for all)."""
     comm = distributed.init(args.backend)
     if comm.rank == 0:
-        print(f"{comm.size} processes ({comm.name}):\n{comm.describe()}", flush=True)
+        alone = "" if comm.size > 1 else ", not started by mpiexec or given --backend single"
+        print(f"{comm.size} process{'es' if comm.size > 1 else ''} ({comm.name}{alone}):\n{comm.describe()}", flush=True)
     else:
         comm.describe()  # a collective: every rank takes part
         sys.stdout = open(os.devnull, "w")  # process-wide, made here at the entry point
