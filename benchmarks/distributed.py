@@ -192,7 +192,8 @@ def print_scaling(args):
              for row in measured["training"]}
     for text in args.step:
         model, seconds = text.split("=")
-        gradient_bytes = cases[model][1] if model in cases else RESNET18_PARAMETERS * 4
+        base = model.split("@")[0]  # cnn@gpu=0.005: a row of its own, with cnn's gradient size
+        gradient_bytes = cases[base][1] if base in cases else RESNET18_PARAMETERS * 4
         cases[model] = [float(seconds), gradient_bytes]
     links = ", ".join(f"{name} with {latency * 1e6:.0f} us per message" for name, _, latency in LINKS)
     print(f"ring allreduce on {links}; no overlap with backward "
@@ -214,7 +215,8 @@ def main():
     parser.add_argument("--scaling", metavar="JSON", help="print the cost model from a 1-rank result instead")
     parser.add_argument("--step", action="append", default=[], metavar="MODEL=SECONDS",
                         help="for --scaling: one rank's step time of MODEL, replacing the measured one or adding a "
-                             "model (resnet18: its 11.69M float32 gradients); repeatable")
+                             "row (MODEL@LABEL keeps MODEL's gradient size; resnet18: its 11.69M float32 "
+                             "gradients); repeatable")
     args = parser.parse_args()
     if args.scaling:
         print_scaling(args)
