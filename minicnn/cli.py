@@ -629,7 +629,7 @@ def _train(args, settings, folder):
     print(f"training {settings['model']} on {settings['dataset']} ({loader.num_samples} images, "
           f"{settings['validation']} held out) on the {args.device.upper()} with "
           f"{settings['optimizer']} lr {settings['lr']:g}, batch {settings['batch_size']}"
-          + (f" per process x {comm.size} processes ({comm.name})" if comm is not None else "")
+          + (f" per process x {comm.size} processes ({comm.name})" if comm is not None and comm.size > 1 else "")
           + f"; checkpoints in {out}", flush=True)
     monitor = HealthMonitor(model) if args.health else None
     profiler = _ProfileFirstEpoch(len(loader)) if args.profile else None
@@ -832,8 +832,7 @@ def _start_distributed(args):
     """The communicator of a --distributed run; ranks 1, 2, ... print nothing to stdout (rank 0 speaks for all)."""
     comm = distributed.init(args.backend)
     if comm.rank == 0:
-        alone = "" if comm.size > 1 else ", not started by mpiexec or given --backend single"
-        print(f"{comm.size} process{'es' if comm.size > 1 else ''} ({comm.name}{alone}):\n{comm.describe()}", flush=True)
+        print(f"{comm.size} process{'es' if comm.size > 1 else ''} ({comm.name}):\n{comm.describe()}", flush=True)
     else:
         comm.describe()  # a collective: every rank takes part
         sys.stdout = open(os.devnull, "w")  # process-wide, made here at the entry point
