@@ -307,3 +307,30 @@ def test_nccl_sums_gpu_arrays_with_one_gpu_per_rank(mpiexec, tmp_path):
     result = _run(mpiexec, _NCCL, ranks=1, tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "nccl ok 1" in result.stdout
+
+
+_MPI_GPU = """
+import numpy as np
+from minicnn import backend, distributed, nn
+
+comm = distributed.init("mpi")
+distributed.abort_on_uncaught_exception(comm)
+backend.set_default_device("gpu")
+model = nn.Sequential(nn.Flatten(), nn.Dense(4, 3))
+for parameter in model.parameters():
+    parameter.grad = parameter.data * 0 + (comm.rank + 1)
+comm.allreduce_gradients(model)  # CuPy gradients through host memory (the MPI is not CUDA-aware)
+for parameter in model.parameters():
+    assert backend.is_cupy_array(parameter.grad)
+    assert np.allclose(backend.to_numpy(parameter.grad), 1.5), parameter.grad
+print("mpi gpu ok")
+"""
+
+
+@pytest.mark.gpu
+def test_mpi_averages_gpu_gradients_through_host_memory(mpiexec, tmp_path):
+    if not backend.gpu_available():
+        pytest.skip("needs CuPy and a CUDA GPU")
+    result = _run(mpiexec, _MPI_GPU, ranks=2, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "mpi gpu ok" in result.stdout
