@@ -267,6 +267,24 @@ def test_killing_a_rank_ends_the_job_and_a_resume_gives_the_uninterrupted_result
     _same_results(uninterrupted[0], folder)
 
 
+def test_ctrl_c_stops_every_rank_after_the_same_step_and_a_resume_gives_the_uninterrupted_result(
+        mpiexec, uninterrupted, tmp_path):
+    folder = tmp_path / "stopped"
+    command = [mpiexec, "-n", "2", sys.executable, str(_cli(tmp_path)), *TRAIN, "--epochs", "2", "--out", str(folder)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPOSITORY)})
+    lines = [process.stdout.readline() for _ in range(4)]
+    assert lines[3].startswith("training cnn"), lines
+    time.sleep(3)
+    process.send_signal(signal.SIGINT)  # mpiexec passes it to both ranks
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert stderr.count("SIGINT: saved") == 1  # rank 0 alone saved, and said so
+    resumed = _train(mpiexec, tmp_path, "--resume", folder)
+    assert resumed.returncode == 0, resumed.stderr
+    _same_results(uninterrupted[0], folder)
+
+
 def test_a_distributed_checkpoint_resumes_in_one_process_and_a_single_one_under_mpiexec(mpiexec, uninterrupted,
                                                                                           tmp_path):
     alone = tmp_path / "alone"
