@@ -395,6 +395,8 @@ class Trainer:
             self.save(checkpoint_dir / "last.npz", epoch + 1, 0)
         if verbose:
             print(self._epoch_line(epoch, epochs, logs), flush=True)
+        if self.comm.size > 1:  # a request may have reached one rank during validation: all stop, or none
+            self.stop_requests.requested = self._agreed_stop_request()
         if self.stop_requests.requested:  # the request came during the epoch's last step
             self._stop(checkpoint_dir, epoch + 1, 0, None)
         if stop and verbose:
