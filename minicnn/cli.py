@@ -811,7 +811,10 @@ def main(argv=None):
         if getattr(args, "distributed", False):
             args.comm = _start_distributed(args)
         return command(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        if args.comm is not None and args.comm.size > 1 and not stop.args:
+            # Not the stop every rank agreed on (Trainer's carries the signal's name): the others may be waiting.
+            args.comm.abort("interrupted", code=130)
         print("stopped.", file=sys.stderr)
         return 130
     except (BackendUnavailableError, CheckpointError, DataError, ShapeError, TrainingDivergedError,
