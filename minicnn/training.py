@@ -366,6 +366,10 @@ class Trainer:
 
     def _end_epoch(self, epoch, epochs, logs, validation, checkpoint_dir, verbose, callbacks):
         """Validate, record, step the schedule, ask the callbacks, save, print; True when training should stop."""
+        if self.comm.size > 1 and any(True for _ in self.model.named_buffers()):
+            # Each rank's BatchNorm ran on its own batches; from here on all hold rank 0's running statistics,
+            # which its checkpoint saves, so the reduced evaluation is that of the saved model.
+            self.comm.broadcast_parameters(self.model)
         if validation is not None:
             result = self.evaluate(validation)
             logs.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
