@@ -4,6 +4,7 @@
     minicnn train --out runs/cnn               # a folder of your choice (refused if it holds a run)
     minicnn train --resume runs/latest         # continue an interrupted run
     minicnn train --profile --health           # time each operation in epoch 1; write health.png
+    mpiexec -n 2 minicnn train --distributed   # one model on 2 processes (needs the dist extra)
     minicnn evaluate runs/latest/best.npz
     minicnn fetch mnist
     minicnn graph --model cnn --out graph.svg  # the computation graph of one training step
@@ -27,11 +28,12 @@ import re
 import resource
 import shutil
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__, backend, data, metrics, models, optim
+from . import __version__, backend, data, distributed, metrics, models, optim
 from . import functional as F
 from .checkpoint import load_checkpoint, write_atomically
 from .errors import (
@@ -194,6 +196,12 @@ def _parser():
     train.add_argument("--tensorboard", type=_folder_to_write, default=None, metavar="DIR",
                        help="write TensorBoard logs to DIR (view: tensorboard --logdir DIR); with --health they hold "
                             "its statistics too (needs the tensorboard extra)")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel training on the processes mpiexec started (needs the dist extra); "
+                            "--batch-size is per process")
+    train.add_argument("--backend", choices=distributed.BACKENDS, default="auto",
+                       help="with --distributed: how the processes talk (default auto: nccl when every process "
+                            "has a GPU, else mpi)")
     _malloc_flag(train)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a checkpoint on a test set",
@@ -561,6 +569,7 @@ def train(args):
     if args.health:
         require_matplotlib()  # fail before training, not after it
     backend.array_module_for(args.device)  # a clear error now if the GPU is missing
+    writes = _writes(args)
     with contextlib.ExitStack() as folder:
         if args.resume is not None:
             args.resume = _follow_latest(args.resume)
@@ -568,17 +577,23 @@ def train(args):
                 raise ValueError(f"--resume continues the run in its own folder ({args.resume}); leave out --out")
             if not args.resume.is_dir():
                 raise FileNotFoundError(f"--resume {args.resume}: no such folder (is it the folder of a run?)")
-            folder.enter_context(_run_folder(args.resume, "--resume"))
+            if writes:
+                folder.enter_context(_run_folder(args.resume, "--resume"))
             saved = _settings_of_checkpoint(args.resume)
             settings = {**saved, "epochs": saved["epochs"] if args.epochs is None else args.epochs}
         else:
             settings = _run_settings(args)
-            if args.out is not None:
+            if args.out is not None and writes:
                 folder.enter_context(_run_folder(args.out, "--out"))
                 _check_out_folder(args.out, args.overwrite)
-            else:
+            elif writes:
                 _made_and_writable(RUNS, "the runs folder")  # a fresh folder is made there after the data loads
         return _train(args, settings, folder)
+
+
+def _writes(args):
+    """Whether this process writes the run's files and prints: always, except ranks 1, 2, ... of --distributed."""
+    return getattr(args, "comm", None) is None or args.comm.rank == 0
 
 
 def _tensorboard(folder, model, image, monitor):
@@ -604,24 +619,29 @@ def _train(args, settings, folder):
                                                       settings["seed"])
 
     model = models.build(settings["model"])
-    trainer = Trainer(model, settings["optimizer"], lr=settings["lr"])
+    comm = getattr(args, "comm", None)
+    trainer = Trainer(model, settings["optimizer"], lr=settings["lr"], comm=comm)
     trainer.schedule = _schedule(settings["schedule"], trainer.optimizer, settings["epochs"])
     trainer.run_info = settings
     callbacks = [EarlyStopping("val_accuracy", patience=settings["patience"])] if settings["patience"] else []
     loader = data.DataLoader(train_images, train_labels, batch_size=settings["batch_size"], shuffle=True,
-                             seed=settings["seed"], shift=settings["shift"], device=args.device)
+                             seed=settings["seed"], shift=settings["shift"], device=args.device,
+                             shard=(comm.rank, comm.size) if comm is not None and comm.size > 1 else None)
     if args.resume is not None:
         out = args.resume
         loaded = trainer.resume(out)
         print(_resume_line(out, loaded.state, len(loader), settings["epochs"]), flush=True)
     elif args.out is not None:
         out = args.out
-    else:
+    elif _writes(args):
         out = folder.enter_context(_run_folder(_fresh_run_folder(settings["model"]), "the run folder"))
+    else:
+        out = None  # ranks 1, 2, ... of a distributed run write nothing
     print(f"training {settings['model']} on {settings['dataset']} ({loader.num_samples} images, "
           f"{settings['validation']} held out) on the {args.device.upper()} with "
-          f"{settings['optimizer']} lr {settings['lr']:g}, batch {settings['batch_size']}; checkpoints in {out}",
-          flush=True)
+          f"{settings['optimizer']} lr {settings['lr']:g}, batch {settings['batch_size']}"
+          + (f" per process x {comm.size} processes ({comm.name})" if comm is not None and comm.size > 1 else "")
+          + f"; checkpoints in {out}", flush=True)
     monitor = HealthMonitor(model) if args.health else None
     profiler = _ProfileFirstEpoch(len(loader)) if args.profile else None
     board = _tensorboard(args.tensorboard, model, test_images[0], monitor)
@@ -643,6 +663,8 @@ def _train(args, settings, folder):
         "peak_memory_mib": round(_peak_memory_mib(), 1), "gpu_pool_mib_per_epoch": history.get("gpu_pool_mib"),
         "confusion_matrix": result["confusion_matrix"].tolist(), "history": dict(history),
     }
+    if not _writes(args):
+        return 0
     _write_text_atomically(out / "metrics.json", json.dumps(summary, indent=1))
     mean_text = "-" if mean_seconds is None else f"{mean_seconds:.1f} s"
     left_out = f" (leaving out {partial} epoch{'s' if partial > 1 else ''} resumed mid-way)" if partial else ""
@@ -801,16 +823,41 @@ def main(argv=None):
                "export": export_onnx, "predict": predict_files, "serve": serve_page}[args.command]
     if getattr(args, "keep_freed_memory", False):
         backend.keep_freed_memory()  # process-wide, so made here at the entry point and not on import
+    args.comm = None
     try:
+        if getattr(args, "distributed", False):
+            args.comm = _start_distributed(args)
         return command(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        if args.comm is not None and args.comm.size > 1 and not stop.args:
+            # Not the stop every rank agreed on (Trainer's carries the signal's name): the others may be waiting.
+            args.comm.abort("interrupted", code=130)
         print("stopped.", file=sys.stderr)
         return 130
     except (BackendUnavailableError, CheckpointError, DataError, ShapeError, TrainingDivergedError,
             OSError, ImportError, ValueError) as error:  # ImportError: matplotlib is missing
         # A user's mistake (a bad file, flag or folder) is one line naming it, never a traceback.
+        if args.comm is not None and args.comm.size > 1:
+            args.comm.abort(f"minicnn {args.command}: {error}")  # the other processes would wait for this one
         print(f"minicnn {args.command}: {error}", file=sys.stderr)
         return 1
+    except Exception:
+        if args.comm is None or args.comm.size == 1:
+            raise
+        traceback.print_exc()
+        args.comm.abort(f"minicnn {args.command} failed (traceback above)")
+
+
+def _start_distributed(args):
+    """The communicator of a --distributed run; ranks 1, 2, ... print nothing to stdout (rank 0 speaks for all)."""
+    comm = distributed.init(args.backend)
+    if comm.rank == 0:
+        print(f"{comm.size} process{'es' if comm.size > 1 else ''} ({comm.name}):\n{comm.describe()}", flush=True)
+    else:
+        comm.describe()  # a collective: every rank takes part
+        sys.stdout = open(os.devnull, "w")  # process-wide, made here at the entry point
+        args.health, args.profile, args.tensorboard = False, False, None  # rank 0 draws and logs
+    return comm
 
 
 if __name__ == "__main__":

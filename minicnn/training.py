@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend, checkpoint, metrics, optim
+from . import backend, checkpoint, distributed, metrics, optim
 from . import functional as F
 from .data import DataLoader
 from .errors import TrainingDivergedError
@@ -202,6 +202,21 @@ class _EpochMeter:
                 "seconds": time.perf_counter() - self.started, "steps": self.steps}
 
 
+class _AveragingGradients:
+    """An optimizer seen through data-parallel training: step() first replaces every gradient by its
+    mean over the ranks (one collective, see minicnn.distributed), so every rank takes the same step."""
+
+    def __init__(self, optimizer, comm, model):
+        self.optimizer, self.comm, self.model = optimizer, comm, model
+
+    def zero_grad(self):
+        self.optimizer.zero_grad()
+
+    def step(self):
+        self.comm.allreduce_gradients(self.model)
+        self.optimizer.step()
+
+
 def _make_optimizer(optimizer, parameters, lr):
     if isinstance(optimizer, optim.Optimizer):
         if lr is not None:
@@ -217,7 +232,7 @@ class Trainer:
     """Trains `model` with an optimizer ('adam', 'sgd' (momentum 0.9) or an optim.Optimizer) and a loss."""
 
     def __init__(self, model, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=("accuracy",),
-                 lr=None, schedule=None):
+                 lr=None, schedule=None, comm=None):
         if callable(loss):
             self.loss_fn = loss
         elif loss in LOSSES:
@@ -231,6 +246,9 @@ class Trainer:
         self.metrics = tuple(metrics or ())
         self.optimizer = _make_optimizer(optimizer, model.parameters(), lr)
         self.schedule = schedule
+        # Data-parallel training (minicnn.distributed): gradients and metrics are reduced over comm's ranks,
+        # and rank 0 alone prints and writes checkpoints. The default is one process.
+        self.comm = comm if comm is not None else distributed.SingleCommunicator()
         self.history = History()
         self.stop_requests = _StopRequests()
         self._resume_from = None  # (epoch, step, running sums) after resume()
@@ -241,11 +259,12 @@ class Trainer:
         self.steps_per_epoch = self.last_loss = self.last_logits = self.last_labels = None
 
     # ----- data -----------------------------------------------------------------------------------
-    def _loader(self, x, y, batch_size, shuffle=False, seed=0, shift=0):
+    def _loader(self, x, y, batch_size, shuffle=False, seed=0, shift=0, sharded=True):
         if isinstance(x, DataLoader):
             return x
+        shard = (self.comm.rank, self.comm.size) if sharded and self.comm.size > 1 else None  # each rank its part
         return DataLoader(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, shift=shift,
-                          device=self.model.device)
+                          device=self.model.device, shard=shard)
 
     # ----- training ---------------------------------------------------------------------------------
     def fit(self, x, y=None, epochs=1, batch_size=64, validation_data=None, shuffle=True, seed=0, shift=0,
@@ -264,6 +283,10 @@ class Trainer:
         """
         loader = self._loader(x, y, batch_size, shuffle, seed, shift)
         self.steps_per_epoch = len(loader)
+        if self.comm.size > 1:
+            self._start_distributed(loader)
+            verbose = verbose if self.comm.rank == 0 else 0
+            checkpoint_dir = checkpoint_dir if self.comm.rank == 0 else None
         validation = None
         if validation_data is not None:
             validation = (validation_data if isinstance(validation_data, DataLoader)
@@ -282,10 +305,23 @@ class Trainer:
                     break
         return self.history
 
+    def _start_distributed(self, loader):
+        """Check that the ranks agree on the data and the model, then give every rank rank 0's weights."""
+        if loader.shard != (self.comm.rank, self.comm.size):
+            raise ValueError(f"Trainer.fit on rank {self.comm.rank} of {self.comm.size}: the DataLoader serves shard "
+                             f"{loader.shard}; make it with shard=({self.comm.rank}, {self.comm.size})")
+        self.comm.check_agreement("the number of training images", loader.num_samples)
+        self.comm.check_agreement("the batches per epoch", len(loader))
+        self.comm.broadcast_parameters(self.model)
+
     def _train_epoch(self, loader, epoch, epochs, start_step, sums, checkpoint_dir, verbose, callbacks=()):
         """One epoch from batch start_step; returns {'loss', 'accuracy', 'seconds', 'steps'}."""
         model, loss_fn, optimizer = self.model, self._step_loss(), self.optimizer
+        if self.comm.size > 1:
+            optimizer = _AveragingGradients(optimizer, self.comm, model)  # step() first averages over the ranks
         model.train()
+        if self.comm.rank != 0:
+            sums = None  # a checkpoint's running sums are those of all ranks: rank 0 carries them on
         with _EpochMeter(self, epoch, epochs, len(loader), start_step, sums, verbose in ("auto", 1, True)) as meter:
             for step, (x, y) in enumerate(loader.batches(epoch, start_step), start=start_step):
                 logits = model(x)
@@ -294,7 +330,11 @@ class Trainer:
                 loss.backward()
                 optimizer.step()
                 self._after_step(epoch, step, logits, y, loss, meter, checkpoint_dir, callbacks)
-        return meter.logs()
+        logs = meter.logs()
+        if self.comm.size > 1:  # the epoch's loss and accuracy over every rank's images
+            loss_sum, correct, seen = self._reduced_sums(meter.sums())
+            logs.update(loss=loss_sum / max(seen, 1), accuracy=correct / max(seen, 1))
+        return logs
 
     def _after_step(self, epoch, step, logits, y, loss, meter, checkpoint_dir, callbacks):
         """The callbacks' on_batch_end, the running metrics (and NaN check), then a pending stop request."""
@@ -303,13 +343,33 @@ class Trainer:
             if hasattr(callback, "on_batch_end"):
                 callback.on_batch_end(self, epoch, step)
         meter.add(step, logits, y, loss)
+        if self.comm.size > 1:  # every rank stops after the same step, or the others would wait for it
+            self.stop_requests.requested = self._agreed_stop_request()
         # A request during an epoch's last step waits for the epoch's end (see _end_epoch).
         if self.stop_requests.requested and step < meter.total_steps - 1:
             meter.flush()
-            self._stop(checkpoint_dir, epoch, step + 1, meter.sums())
+            self._stop(checkpoint_dir, epoch, step + 1, self._reduced_sums(meter.sums()))
+
+    def _agreed_stop_request(self):
+        """The stop request (a signal's name) if any rank has one, else None; the same on every rank."""
+        signals = ("SIGINT", "SIGTERM")
+        code = signals.index(self.stop_requests.requested) + 1 if self.stop_requests.requested in signals else 0
+        code = int(self.comm.allreduce(code, op="max"))
+        return signals[code - 1] if code else None
+
+    def _reduced_sums(self, sums):
+        """(loss sum, correct, seen) summed over the ranks."""
+        if self.comm.size == 1:
+            return sums
+        loss_sum, correct, seen = self.comm.allreduce(np.array(sums, dtype=np.float64))
+        return float(loss_sum), int(correct), int(seen)
 
     def _end_epoch(self, epoch, epochs, logs, validation, checkpoint_dir, verbose, callbacks):
         """Validate, record, step the schedule, ask the callbacks, save, print; True when training should stop."""
+        if self.comm.size > 1 and any(True for _ in self.model.named_buffers()):
+            # Each rank's BatchNorm ran on its own batches; from here on all hold rank 0's running statistics,
+            # which its checkpoint saves, so the reduced evaluation is that of the saved model.
+            self.comm.broadcast_parameters(self.model)
         if validation is not None:
             result = self.evaluate(validation)
             logs.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
@@ -339,6 +399,8 @@ class Trainer:
             self.save(checkpoint_dir / "last.npz", epoch + 1, 0)
         if verbose:
             print(self._epoch_line(epoch, epochs, logs), flush=True)
+        if self.comm.size > 1:  # a request may have reached one rank during validation: all stop, or none
+            self.stop_requests.requested = self._agreed_stop_request()
         if self.stop_requests.requested:  # the request came during the epoch's last step
             self._stop(checkpoint_dir, epoch + 1, 0, None)
         if stop and verbose:
@@ -393,13 +455,19 @@ class Trainer:
                 labels.append(backend.to_numpy(targets.data))
         labels, predictions = np.concatenate(labels), np.concatenate(predictions)
         confusion = metrics.confusion_matrix(labels, predictions, classes)
+        count, accuracy = len(labels), metrics.accuracy(labels, predictions)
+        if loader.shard is not None and self.comm.size > 1:  # each rank saw its part: add the parts up
+            loss_sum = float(self.comm.allreduce(loss_sum))
+            confusion = self.comm.allreduce(confusion)
+            count = int(confusion.sum())
+            accuracy = float(np.trace(confusion)) / count
         precision, recall, f1 = metrics.precision_recall_f1(confusion)
-        return {"loss": loss_sum / len(labels), "accuracy": metrics.accuracy(labels, predictions),
+        return {"loss": loss_sum / count, "accuracy": accuracy,
                 "precision": precision, "recall": recall, "f1": f1, "confusion_matrix": confusion}
 
     def predict(self, x, batch_size=256):
         """The model's outputs (logits) for x, as a NumPy array (N, classes), in eval mode."""
-        loader = self._loader(x, None, batch_size)
+        loader = self._loader(x, None, batch_size, sharded=False)
         outputs = []
         with self.model.evaluating(), no_grad():
             for batch in loader:
@@ -409,7 +477,12 @@ class Trainer:
 
     # ----- checkpoints ------------------------------------------------------------------------------
     def save(self, path, epoch, step=0, sums=None):
-        """Write a checkpoint of the model, optimizer, schedule and training position to `path`."""
+        """Write a checkpoint of the model, optimizer, schedule and training position to `path`.
+
+        In a distributed run rank 0 alone writes (every rank holds the same weights); sums are all ranks'.
+        """
+        if self.comm.rank != 0:
+            return Path(path)
         state = {
             "epoch": epoch, "step": step, "sums": list(sums) if sums else None,
             "history": {key: list(values) for key, values in self.history.items()},

@@ -31,6 +31,11 @@ class DataLoader:
     mean, std: optional standardisation after scaling, (x - mean) / std; a number,
         or one value per channel (per feature for (N, F) data).
     device: 'cpu' or 'gpu'; default: minicnn's default device when a batch is made.
+    shard: (rank, size) to serve only rank `rank`'s part of each batch in data-parallel training
+        (see `shard_bounds`): every rank draws the same order from `seed`, the epoch is cut into
+        global batches of size x batch_size, and each rank takes its consecutive part of each.
+        The ranks together serve every sample exactly once per epoch, in the same number of
+        batches. len() is that number; num_samples stays the whole dataset's count.
 
     Iterating yields (x, y): x float32 (B, C, H, W) (or (B, F)), y int64 (B,);
     or x alone when labels is None. Each full iteration serves epoch `self.epoch`
@@ -38,7 +43,7 @@ class DataLoader:
     """
 
     def __init__(self, images, labels=None, batch_size=64, shuffle=False, seed=0, drop_last=False, shift=0,
-                 mean=None, std=None, device=None):
+                 mean=None, std=None, device=None, shard=None):
         self._images = _checked_images(images)
         self.num_samples = len(self._images)
         self._labels = None if labels is None else _checked_labels(labels, self.num_samples)
@@ -48,6 +53,7 @@ class DataLoader:
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self.device = None if device is None else backend.check_device_name(device)
+        self.shard = _checked_shard(shard, self.num_samples)
         feature_shape = self._images.shape[1:]
         self._mean = _broadcastable_stat("mean", mean, feature_shape)
         self._std = _broadcastable_stat("std", std, feature_shape)
@@ -68,6 +74,8 @@ class DataLoader:
 
     def __len__(self):
         """The number of batches in one epoch."""
+        if self.shard is not None:
+            return len(shard_bounds(self.num_samples, self.batch_size, *self.shard, drop_last=self.drop_last))
         full, rest = divmod(self.num_samples, self.batch_size)
         return full if self.drop_last or rest == 0 else full + 1
 
@@ -113,6 +121,11 @@ class DataLoader:
 
     def _batches(self, epoch, start):
         order = self.order(epoch)
+        if self.shard is not None:
+            bounds = shard_bounds(self.num_samples, self.batch_size, *self.shard, drop_last=self.drop_last)
+            for index in range(start, len(bounds)):
+                yield self._make_batch(order[slice(*bounds[index])], epoch, index)
+            return
         for index in range(start, len(self)):
             chosen = order[index * self.batch_size:(index + 1) * self.batch_size]
             yield self._make_batch(chosen, epoch, index)
@@ -133,6 +146,31 @@ class DataLoader:
         if self._labels is None:
             return x
         return x, Tensor(backend.to_device(self._labels[chosen], device))
+
+
+def shard_bounds(num_samples, batch_size, rank, size, drop_last=False):
+    """[(start, stop), ...]: where rank `rank` of `size` finds its batches in an epoch's order.
+
+    The order (num_samples indices, the same on every rank) is cut into global batches of
+    size x batch_size; each global batch is split into `size` consecutive parts whose lengths
+    differ by at most one (the first ranks get the extra samples). The remainder rule: a last
+    global batch with fewer samples than ranks joins the one before it, so no rank gets an empty
+    batch; with drop_last a last global batch shorter than size x batch_size is left out. So
+    every rank has the same number of batches, and the ranks together cover each sample once.
+    """
+    global_size = size * batch_size
+    starts = list(range(0, num_samples, global_size))
+    if drop_last and num_samples % global_size:
+        starts = starts[:-1]
+    elif len(starts) > 1 and num_samples - starts[-1] < size:
+        starts = starts[:-1]  # the short last global batch joins the one before
+    bounds = []
+    for number, start in enumerate(starts):
+        stop = starts[number + 1] if number + 1 < len(starts) else (start + global_size if drop_last else num_samples)
+        share, extra = divmod(stop - start, size)
+        first = start + rank * share + min(rank, extra)
+        bounds.append((first, first + share + (rank < extra)))
+    return bounds
 
 
 def shift_images(images, offsets):
@@ -181,6 +219,19 @@ def _checked_labels(labels, num_samples):
     if labels.min() < 0:
         raise DataError(f"DataLoader: labels must be non-negative class indices, found {labels.min()}")
     return labels.astype(np.int64)
+
+
+def _checked_shard(shard, num_samples):
+    if shard is None:
+        return None
+    if len(shard) != 2:
+        raise ValueError(f"DataLoader: shard must be (rank, size), got {shard!r}")
+    rank, size = (_checked_count("shard rank", shard[0], minimum=0), _checked_count("shard size", shard[1], minimum=1))
+    if rank >= size:
+        raise ValueError(f"DataLoader: shard rank must be below the shard size, got rank {rank} of size {size}")
+    if num_samples < size:
+        raise DataError(f"DataLoader: {num_samples} samples cannot be shared among {size} ranks (each needs one)")
+    return rank, size
 
 
 def _checked_count(name, value, minimum):

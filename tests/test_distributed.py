@@ -1,0 +1,170 @@
+"""minicnn.distributed in one process: the 'single' backend, the gradient packing, the architecture check,
+and the DataLoader's shards (with made-up ranks). The runs under mpiexec are in test_distributed_mpi.py."""
+
+import numpy as np
+import pytest
+
+from minicnn import distributed, nn
+from minicnn.data import DataLoader
+from minicnn.data.loader import shard_bounds
+from minicnn.distributed import RanksDisagreeError, SingleCommunicator
+
+
+def small_model():
+    return nn.Sequential(nn.Conv2D(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Dense(2 * 4 * 4, 3))
+
+
+# ----- shards: every sample once per epoch, the same number of batches on every rank -----------------------------
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4])
+def test_the_shards_cover_every_sample_once_in_equal_batch_counts(size):
+    for num_samples in [4, 5, 7, 31, 64, 65, 66, 67, 130]:
+        for batch_size in [1, 3, 16]:
+            shards = [shard_bounds(num_samples, batch_size, rank, size) for rank in range(size)]
+            assert len({len(bounds) for bounds in shards}) == 1  # no rank waits on a collective the others skip
+            served = sorted(index for bounds in shards for start, stop in bounds for index in range(start, stop))
+            assert served == list(range(num_samples)), (num_samples, batch_size)
+            for step in range(len(shards[0])):
+                lengths = [shards[rank][step][1] - shards[rank][step][0] for rank in range(size)]
+                assert min(lengths) >= 1 and max(lengths) - min(lengths) <= 1
+
+
+def test_drop_last_leaves_out_the_short_last_global_batch_on_every_rank():
+    shards = [shard_bounds(70, 8, rank, 4, drop_last=True) for rank in range(4)]
+    assert [len(bounds) for bounds in shards] == [2, 2, 2, 2]
+    served = sorted(index for bounds in shards for start, stop in bounds for index in range(start, stop))
+    assert served == list(range(64))
+
+
+def test_a_short_last_global_batch_joins_the_one_before():
+    # 66 samples, 4 ranks of 8: global batches of 32, 32 and 2; the 2 (fewer than 4 ranks) join the second.
+    assert shard_bounds(66, 8, 0, 4) == [(0, 8), (32, 41)]
+    assert shard_bounds(66, 8, 3, 4) == [(24, 32), (58, 66)]
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_sharded_loaders_serve_together_what_one_loader_with_the_global_batch_serves(size):
+    images = np.arange(23, dtype=np.float32).reshape(23, 1)
+    labels = np.arange(23)
+    whole = DataLoader(images, labels, batch_size=2 * size, shuffle=True, seed=5)
+    shards = [DataLoader(images, labels, batch_size=2, shuffle=True, seed=5, shard=(rank, size))
+              for rank in range(size)]
+    for epoch in range(2):
+        parts = [[y.data for _, y in loader.batches(epoch)] for loader in shards]
+        joined = [np.concatenate(step) for step in zip(*parts)]
+        expected = [y.data for _, y in whole.batches(epoch)]
+        assert len(joined) == len(expected) == len(shards[0])
+        for mine, theirs in zip(joined, expected):
+            np.testing.assert_array_equal(mine, theirs)
+
+
+def test_shard_arguments_are_checked():
+    images = np.zeros((3, 2), dtype=np.float32)
+    with pytest.raises(ValueError, match="rank 2 of size 2"):
+        DataLoader(images, shard=(2, 2))
+    with pytest.raises(ValueError, match="shard must be"):
+        DataLoader(images, shard=(0,))
+    with pytest.raises(ValueError, match="3 samples cannot be shared among 4"):
+        DataLoader(images, shard=(0, 4))
+
+
+# ----- the single backend --------------------------------------------------------------------------------------
+
+def test_init_outside_a_launcher_is_a_single_process(monkeypatch):
+    for name in distributed.LAUNCHER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    comm = distributed.init()
+    assert isinstance(comm, SingleCommunicator) and (comm.rank, comm.size) == (0, 1)
+    assert isinstance(distributed.init("single"), SingleCommunicator)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        distributed.init("gloo")
+
+
+def test_the_single_backend_changes_nothing():
+    comm = SingleCommunicator()
+    model = small_model()
+    before = model.state_dict()
+    comm.broadcast_parameters(model)
+    for name, array in model.state_dict().items():
+        np.testing.assert_array_equal(array, before[name])
+    for parameter in model.parameters():
+        parameter.grad = np.full_like(parameter.data, 2.0)
+    comm.allreduce_gradients(model)
+    assert all((parameter.grad == 2.0).all() for parameter in model.parameters())
+    values = np.array([1, 5, 3])
+    for op in distributed.OPS:
+        result = comm.allreduce(values, op=op)
+        np.testing.assert_array_equal(result, values)
+        assert result is not values
+    assert comm.allreduce(2.5, op="mean") == 2.5
+    assert comm.allreduce(values, op="mean").dtype == np.float64
+    with pytest.raises(ValueError, match="op must be one of"):
+        comm.allreduce(values, op="min")
+    comm.barrier()
+    assert comm.check_agreement("anything", [1, 2]) == [1, 2]
+
+
+# ----- packing and checks, with a made-up second rank ------------------------------------------------------------
+
+class TwoRanksOnePeer(SingleCommunicator):
+    """Rank 0 of 2, whose peer's arrays and objects are given: its collectives combine with them here."""
+
+    def __init__(self, peer_flat=None, peer_object=None):
+        super().__init__()
+        self.size = 2
+        self.peer_flat, self.peer_object, self.collectives = peer_flat, peer_object, 0
+
+    def _allreduce_in_place(self, array, op):
+        self.collectives += 1
+        array += self.peer_flat.astype(array.dtype)
+        return array
+
+    def allgather_object(self, value):
+        return [value, value if self.peer_object is None else self.peer_object]
+
+
+def test_gradients_travel_in_one_flat_buffer_and_come_back_as_the_mean():
+    model = small_model().to(dtype=np.float64)
+    parameters = model.parameters()
+    rng = np.random.default_rng(0)
+    mine = [rng.standard_normal(parameter.shape) for parameter in parameters]
+    theirs = [rng.standard_normal(parameter.shape) for parameter in parameters]
+    for parameter, grad in zip(parameters, mine):
+        parameter.grad = grad.copy()
+    parameters[1].grad = None  # no gradient counts as zeros
+    comm = TwoRanksOnePeer(peer_flat=np.concatenate([grad.ravel() for grad in theirs]))
+    comm.allreduce_gradients(model)
+    assert comm.collectives == 1
+    mine[1][...] = 0
+    for parameter, a, b in zip(parameters, mine, theirs):
+        assert parameter.grad.shape == parameter.shape
+        np.testing.assert_array_equal(parameter.grad, (a + b) / 2)
+
+
+def test_the_per_parameter_variant_gives_the_same_mean_in_one_collective_each():
+    model = small_model().to(dtype=np.float64)
+    for parameter in model.parameters():
+        parameter.grad = np.ones(parameter.shape)
+
+    class PerParameterPeer(TwoRanksOnePeer):
+        def _allreduce_in_place(self, array, op):
+            self.collectives += 1
+            array += 3.0
+            return array
+
+    comm = PerParameterPeer()
+    comm.allreduce_gradients_per_parameter(model)
+    assert comm.collectives == len(model.parameters())
+    assert all((parameter.grad == 2.0).all() for parameter in model.parameters())
+
+
+def test_a_different_model_on_another_rank_is_named_with_both_sides():
+    model = small_model()
+    other = nn.Sequential(nn.Conv2D(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Dense(2 * 4 * 4, 4))
+    arrays = [["parameter", name, list(p.shape), str(p.dtype)] for name, p in other.named_parameters()]
+    comm = TwoRanksOnePeer(peer_object=arrays)
+    with pytest.raises(RanksDisagreeError, match=r"rank 0 has parameter '3.weight' \(32, 3\) float32, "
+                                                  r"rank 1 has parameter '3.weight' \(32, 4\) float32"):
+        comm.broadcast_parameters(model)
+    with pytest.raises(RanksDisagreeError, match="rank 0 has 120, rank 1 has 119"):
+        TwoRanksOnePeer(peer_object=119).check_agreement("the number of training images", 120)
