@@ -7,6 +7,7 @@ from .errors import (
     ShapeError, TrainingDivergedError,
 )
 from .gradcheck import gradcheck
+from .kernels import num_threads, set_num_threads, share_cores_with_blas
 from .predict import predict
 from .profiler import profile
 from .pytorch_names import flatten, max
@@ -17,5 +18,5 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendUnavailableError", "CheckpointError", "ChecksumError", "DataError", "DeviceMismatchError", "GradcheckError", "Operation", "ShapeError",
     "Tensor", "checkpoint", "flatten", "max", "data", "functional", "metrics", "models", "training", "gpu_available", "gradcheck", "is_grad_enabled", "keep_freed_memory", "manual_seed", "nn",
-    "no_grad", "optim", "predict", "profile", "set_default_device", "tensor", "TrainingDivergedError",
+    "no_grad", "num_threads", "optim", "predict", "profile", "set_default_device", "set_num_threads", "share_cores_with_blas", "tensor", "TrainingDivergedError",
 ]
