@@ -8,6 +8,7 @@ import re
 import struct
 import tracemalloc
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -282,3 +283,47 @@ def test_fuzzed_data_pkl_reads_or_raises_checkpoint_error(tmp_path):
         except CheckpointError:
             outcomes["refused"] += 1
     assert outcomes["refused"] > 100, outcomes
+
+
+# bzip2 of 64 MiB of zeros: 79 bytes (bz2.compress(bytes(64 << 20), 9)).
+BZIP2_OF_64_MIB = bytes.fromhex(
+    "425a68393141592653590e09e2df015f8e4000c0000008200030804d4642a025a90a8097314159265359bc04b5c300a275c000c000"
+    "0008200020a40836328a884d2a2a2138bb9229c2848500bb83e8")
+
+
+def zip_with_raw_entries(path, entries):
+    """A zip archive written byte by byte: entries (name, method, raw bytes, crc, declared size, flag bits)."""
+    out, directory = bytearray(), bytearray()
+    for name, method, raw, crc, size, flags in entries:
+        encoded, offset = name.encode(), len(out)
+        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 46, flags, method, 0, 0x21, crc, len(raw), size,
+                           len(encoded), 0) + encoded + raw
+        directory += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 46, 46, flags, method, 0, 0x21, crc, len(raw),
+                                 size, len(encoded), 0, 0, 0, 0, 0, offset) + encoded
+    start = len(out)
+    out += directory + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries), len(directory), start, 0)
+    path.write_bytes(bytes(out))
+    return path
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA], ids=["bzip2", "lzma"])
+def test_entries_compressed_other_than_by_deflate_are_refused(tmp_path, compression):
+    path = write_archive(tmp_path / "other.pt", state_pickle(("w", tensor("0", 6, (6,)))), {"0": SIX_FLOATS},
+                         compression=compression)
+    refused(path, rf"archive/data.pkl: compressed with method {compression}; .* only stored or deflated")
+
+
+def test_a_bzip2_bomb_in_a_tiny_entry_is_refused_before_it_expands(tmp_path, small_peak):
+    # zipfile decompresses a bzip2 chunk whole: 79 bytes declaring a 6-byte byteorder become 64 MiB in memory.
+    data_pkl = state_pickle()
+    path = zip_with_raw_entries(tmp_path / "bomb.pt", [
+        ("archive/data.pkl", zipfile.ZIP_STORED, data_pkl, zlib.crc32(data_pkl), len(data_pkl), 0),
+        ("archive/byteorder", zipfile.ZIP_BZIP2, BZIP2_OF_64_MIB, zlib.crc32(bytes(6)), 6, 0)])
+    refused(path, r"archive/byteorder: compressed with method 12")
+
+
+def test_an_encrypted_entry_is_refused(tmp_path):
+    data_pkl = state_pickle()
+    path = zip_with_raw_entries(tmp_path / "encrypted.pt", [
+        ("archive/data.pkl", zipfile.ZIP_STORED, data_pkl, zlib.crc32(data_pkl), len(data_pkl), 0x1)])
+    refused(path, r"archive/data.pkl: encrypted")

@@ -243,7 +243,17 @@ def _read_archive(archive, file_size, where):
 
 
 def _read_entry(archive, info, limit, where):
-    """The bytes of one entry, refusing before reading when it declares more than `limit`."""
+    """The bytes of one entry, refusing before reading when it declares more than `limit`.
+
+    Only stored and deflated entries are read: zipfile bounds a deflated entry's output by the
+    bytes asked for, but decompresses a bzip2 or LZMA chunk whole, and a few hundred bytes of
+    bzip2 expand to gigabytes before the declared size is ever compared.
+    """
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise CheckpointError(f"{where}: {info.filename}: compressed with method {info.compress_type}; torch.save "
+                              "stores entries uncompressed, and only stored or deflated entries are read")
+    if info.flag_bits & 0x1:
+        raise CheckpointError(f"{where}: {info.filename}: encrypted, which torch.save never does")
     if info.file_size > limit:
         raise CheckpointError(f"{where}: {info.filename}: declares {info.file_size} bytes, more than "
                               f"the {limit} it may hold")
