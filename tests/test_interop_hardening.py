@@ -27,7 +27,9 @@ def integer(value):
     if -(1 << 31) <= value < 1 << 31:
         return b"J" + struct.pack("<i", value)
     encoded = value.to_bytes(value.bit_length() // 8 + 1, "little", signed=True)
-    return b"\x8a" + bytes([len(encoded)]) + encoded
+    if len(encoded) > 255:
+        return b"\x8b" + struct.pack("<I", len(encoded)) + encoded  # LONG4
+    return b"\x8a" + bytes([len(encoded)]) + encoded  # LONG1
 
 
 def global_name(module, name):
@@ -327,3 +329,36 @@ def test_an_encrypted_entry_is_refused(tmp_path):
     path = zip_with_raw_entries(tmp_path / "encrypted.pt", [
         ("archive/data.pkl", zipfile.ZIP_STORED, data_pkl, zlib.crc32(data_pkl), len(data_pkl), 0x1)])
     refused(path, r"archive/data.pkl: encrypted")
+
+
+@pytest.mark.parametrize("view", [
+    tensor("0", 6, (2, 3), offset=10**5000),
+    tensor("0", 6, (0, 1 << 70)),
+    tensor("0", 6, (0, 1 << 40, 1 << 40)),
+    tensor("0", 6, (1, 6), strides=(1 << 70, 1)),
+    tensor("0", 6, (1, 6), strides=(1 << 62, 1)),
+], ids=["offset of 5000 digits", "empty, a side of 2**70", "empty, sides of 2**80 in all", "stride 2**70",
+        "stride 2**62"])
+def test_huge_offsets_sizes_and_strides_are_refused_with_a_checkpoint_error(tmp_path, view):
+    # Python integers have no limit: these escaped as ValueError or OverflowError from NumPy or str().
+    refused(write_archive(tmp_path / "huge.pt", state_pickle(("w", view)), {"0": SIX_FLOATS}),
+            r"has an offset, stride or size above 281474976710656 items")
+
+
+def test_a_storage_of_a_huge_count_is_refused_with_a_checkpoint_error(tmp_path):
+    view = tensor("0", 10**5000, (6,))
+    refused(write_archive(tmp_path / "count.pt", state_pickle(("w", view)), {"0": SIX_FLOATS}),
+            r"a storage declares more than 281474976710656 items")
+
+
+def test_dict_keys_must_be_text_and_memo_keys_small(tmp_path):
+    # Numbers k * (2**61 - 1) all hash to 0: as dict keys or memo keys each insertion would scan all
+    # the earlier ones. They are refused as they arrive, before any dict is built.
+    colliding = b"".join(integer(((1 << 61) - 1) * (index + 1)) + b"N" for index in range(200))
+    message = refused(write_archive(tmp_path / "keys.pt", b"\x80\x02}(" + colliding + b"u."),
+                      r"a key is int 2305843009213693951, expected a name \(text\)")
+    assert "opcode SETITEMS" in message
+    put = b"\x80\x02N" + b"p%d\n" % ((1 << 61) - 1) + b"0" + state_pickle()[2:]
+    refused(write_archive(tmp_path / "memo.pt", put), r"a memo key must be a whole number below 4294967296")
+    late = b"".join(text(f"k{index}") + b"N" for index in range(2000)) + text("k0") + b"N"
+    refused(write_archive(tmp_path / "late.pt", b"\x80\x02}(" + late + b"u."), r"the key str 'k0' appears twice")

@@ -50,6 +50,12 @@ MAX_EXPANSION = 8
 MAX_VIEW_FACTOR = 4
 SLACK_BYTES = 1 << 20
 MAX_DIMENSIONS = 64
+# Counts, offsets, sizes and strides in items: 2**48 is far beyond any real tensor, and keeps every
+# product with an item size inside NumPy's int64 (huge Python ints would escape as ValueError).
+MAX_INDEX = 1 << 48
+# Memo keys: BINPUT and LONG_BINPUT write at most 32 bits; a text PUT could name a huge integer, and
+# integers whose hashes collide would make each memo insertion scan all the others.
+MAX_MEMO_KEY = 1 << 32
 MAX_ARCHIVE_ENTRIES = 1_000_000
 
 
@@ -104,6 +110,8 @@ class StateDictPickleReader(PickleReader):
         if not (isinstance(role, str) and role.startswith("storage ")):
             self.fail(f"refusing to read it: a storage of type {describe(storage_type)}, "
                       f"expected one of torch.{', torch.'.join(STORAGE_DTYPES)}")
+        if type(numel) is int and numel > MAX_INDEX:
+            self.fail(f"a storage declares more than {MAX_INDEX} items")
         if not (isinstance(key, str) and 0 < len(key) <= 200 and isinstance(location, str)
                 and type(numel) is int and numel >= 0):
             self.fail(f"bad storage id {describe(persistent_id)}, expected a text key and location and a count")
@@ -146,7 +154,15 @@ class StateDictPickleReader(PickleReader):
             self.fail(f"a tensor of storage '{storage.key}' has offset {describe(offset)}, shape "
                       f"{describe(shape)}, strides {describe(strides)}; expected non-negative ints, "
                       f"shape and strides of equal length (at most {MAX_DIMENSIONS})")
+        # An empty tensor's other sides count too: NumPy refuses to make (0, 2**62, 2**62).
+        if max((offset, *strides, math.prod(size or 1 for size in shape)), default=0) > MAX_INDEX:
+            self.fail(f"a tensor of storage '{storage.key}' has an offset, stride or size above {MAX_INDEX} items")
         return _TensorRecord(storage, offset, shape, strides)
+
+    def memoize(self, key):
+        if not (type(key) is int and 0 <= key < MAX_MEMO_KEY):
+            self.fail(f"malformed pickle: a memo key must be a whole number below {MAX_MEMO_KEY}")
+        super().memoize(key)
 
     def build(self, target, state):
         # The state dict's OrderedDict carries `_metadata` (each module's version) as its attribute.
@@ -155,10 +171,15 @@ class StateDictPickleReader(PickleReader):
         self.fail(f"refusing to read it: it sets the state of a {type(target).__name__} to {describe(state)}")
 
     def new_dict(self, items):
+        # Every dict of a state dict is keyed by text, whose hashes are salted; numbers chosen to share
+        # one hash would make building the dict take time quadratic in its size.
+        key = next((key for key in items[::2] if type(key) is not str), None)
+        if key is not None:
+            self.fail(f"a key is {describe(key)}, expected a name (text)")
         mapping = super().new_dict(items)
         if 2 * len(mapping) != len(items):
-            keys = items[::2]
-            repeated = next(key for position, key in enumerate(keys) if key in keys[:position])
+            seen = set()
+            repeated = next(key for key in items[::2] if key in seen or seen.add(key))
             self.fail(f"the key {describe(repeated)} appears twice")
         return mapping
 
