@@ -6,6 +6,8 @@ not allclose). The thresholds are lowered (`threads.settings(min_elements=1)`) s
 split too, and 3 threads are asked for so parts are uneven whatever the machine has.
 """
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -141,6 +143,38 @@ def test_for_each_part_runs_every_part_and_raises_a_failing_parts_error():
 
         with pytest.raises(ZeroDivisionError, match="part"):
             threads.for_each_part(fail_late, 9, 9)
+
+
+def test_a_failing_part_is_raised_only_after_the_other_parts_have_ended():
+    finished = []
+
+    def work(start, stop):
+        if start == 3:
+            raise ZeroDivisionError("part 3")
+        if start == 6:
+            threading.Event().wait(0.2)  # still writing when part 3 fails
+            finished.append(start)
+
+    with threads.settings(threads=3, min_elements=1), pytest.raises(ZeroDivisionError, match="part 3"):
+        threads.for_each_part(work, 9, 9)
+    assert finished == [6]
+
+
+def test_a_pool_handed_to_one_pass_still_takes_its_parts_after_another_pass_grows_it(monkeypatch):
+    # Two Python threads (serve's handlers, a user's threads): one is handed the pool, then, before it
+    # submits, the other asks for more workers. The first must still be able to submit.
+    get_pool = threads._get_pool
+
+    def grown_in_between(workers):
+        handed = get_pool(workers)
+        get_pool(threads.num_threads() + 2)  # the other thread's bigger pass
+        return handed
+
+    monkeypatch.setattr(threads, "_get_pool", grown_in_between)
+    seen = []
+    with threads.settings(threads=3, min_elements=1):
+        threads.for_each_part(lambda start, stop: seen.append(start), 9, 9)
+    assert sorted(seen) == [0, 3, 6]
 
 
 def test_thread_count_follows_the_environment_and_the_setter(monkeypatch):

@@ -115,8 +115,8 @@ def _get_pool(workers):
     global _pool, _pool_workers
     with _pool_lock:
         if _pool is None or _pool_workers < workers:
-            if _pool is not None:
-                _pool.shutdown(wait=True)
+            # The smaller pool is dropped, not shut down: another thread may have just been handed it and
+            # not yet submitted its parts. Its idle threads end once the last pass using it lets it go.
             _pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="minicnn",
                                                           initializer=_mark_pool_thread)
             _pool_workers = workers
@@ -153,7 +153,8 @@ def for_each_part(work, count, elements, array=None):
     """Call work(start, stop) over `parts(count, elements)`, the first part on this thread; wait for all.
 
     array: any array of the pass; a CuPy array keeps the pass on one thread. work must write
-    disjoint outputs for disjoint ranges. An exception in any part is raised here.
+    disjoint outputs for disjoint ranges. An exception in any part is raised here, once every
+    part has ended (none is left writing into the outputs).
     """
     ranges = [(0, count)] if array is not None and is_cupy_array(array) else parts(count, elements)
     if len(ranges) == 1:
@@ -164,8 +165,9 @@ def for_each_part(work, count, elements, array=None):
     try:
         work(*ranges[0])
     finally:
-        for future in futures:
-            future.result()
+        concurrent.futures.wait(futures)
+    for future in futures:
+        future.result()
 
 
 def blas_threads():
