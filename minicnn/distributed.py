@@ -202,10 +202,12 @@ class Communicator:
 
         All gradients travel in one flat buffer per dtype and device: packed, one collective,
         unpacked (see benchmarks/NOTES.md for why not one call per parameter). A parameter
-        without a gradient counts as zeros and gets the mean.
+        without a gradient counts as zeros and gets the mean; a frozen one (requires_grad False,
+        the same on every rank) is left out and keeps .grad None, so the optimizer skips it as
+        in one process (a zero gradient would still move it through weight decay and Adam's count).
         """
-        parameters = _parameters_of(model)
-        if self.size == 1:
+        parameters = _trained_parameters(model)
+        if self.size == 1 or not parameters:
             return
         for group in _groups([parameter.data for parameter in parameters], parameters):
             grads = [parameter.grad for parameter in group.owners]
@@ -228,7 +230,7 @@ class Communicator:
         """As allreduce_gradients, with one collective per parameter: the slower variant, kept for the benchmark."""
         if self.size == 1:
             return
-        for parameter in _parameters_of(model):
+        for parameter in _trained_parameters(model):
             xp = backend.get_array_module(parameter.data)
             grad = (xp.zeros_like(parameter.data) if parameter.grad is None
                     else xp.ascontiguousarray(parameter.grad).copy())
@@ -399,10 +401,13 @@ def _unpack_in_place(flat, group):
         offset += array.size
 
 
-def _parameters_of(model):
+def _trained_parameters(model):
+    """The parameters of `model` (a Module or a list of Parameters) that are not frozen."""
     if hasattr(model, "named_parameters"):
-        return [parameter for _, parameter in model.named_parameters()]
-    return list(model)
+        parameters = [parameter for _, parameter in model.named_parameters()]
+    else:
+        parameters = list(model)
+    return [parameter for parameter in parameters if parameter.requires_grad]
 
 
 def _short(value, limit=200):

@@ -4,7 +4,7 @@ and the DataLoader's shards (with made-up ranks). The runs under mpiexec are in 
 import numpy as np
 import pytest
 
-from minicnn import distributed, nn
+from minicnn import distributed, nn, optim
 from minicnn.data import DataLoader
 from minicnn.data.loader import shard_bounds
 from minicnn.distributed import RanksDisagreeError, SingleCommunicator
@@ -168,3 +168,25 @@ def test_a_different_model_on_another_rank_is_named_with_both_sides():
         comm.broadcast_parameters(model)
     with pytest.raises(RanksDisagreeError, match="rank 0 has 120, rank 1 has 119"):
         TwoRanksOnePeer(peer_object=119).check_agreement("the number of training images", 120)
+
+
+@pytest.mark.parametrize("make_optimizer", [lambda params: optim.SGD(params, 0.1, momentum=0.9, weight_decay=0.01),
+                                            lambda params: optim.Adam(params, 0.1, weight_decay=0.01)],
+                         ids=["sgd", "adam"])
+def test_frozen_parameters_stay_out_of_the_reduction_and_the_step(make_optimizer):
+    # Fine-tuning a frozen backbone on two ranks: the frozen weights keep .grad None, as in one process,
+    # so weight decay does not move them and Adam does not count a step for them.
+    model = small_model().to(dtype=np.float64)
+    model[0].requires_grad_(False)
+    frozen = [parameter.data.copy() for parameter in model[0].parameters()]
+    trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    for parameter in trained:
+        parameter.grad = np.ones(parameter.shape)
+    comm = TwoRanksOnePeer(peer_flat=np.full(sum(parameter.data.size for parameter in trained), 3.0))
+    optimizer = make_optimizer(model.parameters())
+    comm.allreduce_gradients(model)
+    optimizer.step()
+    assert all(parameter.grad is None for parameter in model[0].parameters())
+    assert all((parameter.grad == 2.0).all() for parameter in trained)
+    for parameter, before in zip(model[0].parameters(), frozen):
+        np.testing.assert_array_equal(parameter.data, before)
