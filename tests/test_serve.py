@@ -226,6 +226,7 @@ def bad_requests():
         "layer without maps": {"pixels": rows, "layer": "5 Flatten"},
         "layer unknown": {"pixels": rows, "layer": "no such layer"},
         "deep nesting": b'{"pixels": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        "a number of 5000 digits": b'{"pixels": 1' + b"0" * 5000 + b"}",
     }
 
 
@@ -253,6 +254,9 @@ def test_wrong_methods_lengths_queries_and_hosts_are_refused(client):
     assert client.request("POST", "/api/predict", b"{}", headers={"Content-Length": "x"})[0] == 400
     assert client.request("GET", "/api/summary?debug=1")[0] == 400
     assert client.request("GET", "/api/test-image?index=-1")[0] == 400
+    # '\u00b2' (superscript two) passes str.isdigit() but not int(): 400, not 500.
+    assert client.request("POST", "/api/predict", b"{}", headers={"Content-Length": "\u00b2"})[0] == 400
+    assert client.request("GET", "/api/test-image?index=%C2%B2")[0] == 400
     assert client.request("GET", "/api/test-image?kind=everything")[0] == 400
     # A page elsewhere whose DNS name was rebound to 127.0.0.1 sends its own name as Host.
     assert client.request("GET", "/api/summary", headers={"Host": "attacker.example:80"})[0] == 403

@@ -88,6 +88,8 @@ def parse_json(body):
         request = json.loads(text)
     except json.JSONDecodeError as error:
         raise BadRequest(f"malformed JSON: {error}") from None
+    except ValueError:  # an integer of more digits than int() converts (sys.get_int_max_str_digits)
+        raise BadRequest("the JSON holds a number with too many digits") from None
     except RecursionError:
         raise BadRequest(f"the JSON nests deeper than {MAX_JSON_DEPTH} levels") from None
     if not isinstance(request, dict):
@@ -121,6 +123,11 @@ def number_array(value, field, low, high, shapes=None, max_side=None):
     if array.min() < low or array.max() > high:
         raise BadRequest(f"'{field}' values must lie in [{low}, {high}], found {array.min():g} .. {array.max():g}")
     return array.astype(np.float32)
+
+
+def is_whole_number(text):
+    """True for ASCII digits only: str.isdigit() also takes '²', which int() refuses (a 500, not a 400)."""
+    return text.isascii() and text.isdigit()
 
 
 def flag(request, field, default):
@@ -246,7 +253,7 @@ class Handler(BaseHTTPRequestHandler):
         if length is None:
             self.close_connection = True
             raise BadRequest("a POST needs a Content-Length", HTTPStatus.LENGTH_REQUIRED)
-        if not length.strip().isdigit():
+        if not is_whole_number(length.strip()):
             self.close_connection = True
             raise BadRequest(f"Content-Length must be a whole number, got {length!r}")
         if int(length) > MAX_BODY_BYTES:
@@ -272,7 +279,7 @@ class Handler(BaseHTTPRequestHandler):
 
     @staticmethod
     def integer(text, name):
-        if text is None or not text.isdigit() or len(text) > 9:
+        if text is None or not is_whole_number(text) or len(text) > 9:
             raise BadRequest(f"'{name}' must be a whole number, got {text!r}")
         return int(text)
 
