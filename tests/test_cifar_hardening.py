@@ -44,17 +44,17 @@ def _read(stream, where="hostile"):
 
 # ----- hostile pickles, built from raw opcodes ---------------------------------------------------
 def deep_key(depth, kind="tuple"):
-    """{key: 0} whose key (or value, for lists and dicts) nests `depth` containers."""
+    """{b"k": value} whose value nests `depth` containers."""
     if kind == "tuple":  # () then TUPLE1 again and again: ((((),),),)
-        return PROTO2 + b"}" + b")" + b"\x85" * depth + b"K\x00s."
+        return PROTO2 + b"}U\x01k" + b")" + b"\x85" * depth + b"s."
     if kind == "list":  # MARK MARK ... LIST LIST: [[[...]]]
-        return PROTO2 + b"}K\x00" + b"(" * depth + b"l" * depth + b"s."
-    return PROTO2 + b"}K\x00" + b"(K\x00" * depth + b"}" + b"d" * depth + b"s."  # {0: {0: ...}}
+        return PROTO2 + b"}U\x01k" + b"(" * depth + b"l" * depth + b"s."
+    return PROTO2 + b"}U\x01k" + b"(U\x01k" * depth + b"}" + b"d" * depth + b"s."  # {b"k": {b"k": ...}}
 
 
 def doubling_key(levels):
-    """{t: 0} where t = (t', t') and t' = (t'', t''): a few bytes per level, 2**levels leaves to hash."""
-    return PROTO2 + b"})" + b"q\x00h\x00\x86" * levels + b"K\x00s."
+    """{b"k": t} where t = (t', t') and t' = (t'', t''): a few bytes per level, 2**levels leaves to walk."""
+    return PROTO2 + b"}U\x01k)" + b"q\x00h\x00\x86" * levels + b"s."
 
 
 def repeated_encode(size=1 << 20, repeats=1500):
@@ -143,7 +143,7 @@ def test_opcode_count_is_bounded_by_the_file_size():
     (PROTO2 + b"K\x01K\x02K\x03s.", "expected a dict to add to, found int 1"),
     (PROTO2 + b"K\x01(K\x02K\x03u.", "expected a dict to add to, found int 1"),
     (PROTO2 + b"}(K\x02u.", "1 items for a dict, expected key-value pairs"),
-    (PROTO2 + b"}(]K\x02u.", "unhashable dict key, list"),
+    (PROTO2 + b"}(]K\x02u.", "uses list \\[\\] as a dict key; a CIFAR-10 batch keys its dicts by name"),
     (PROTO2 + b"]q\x00h\x00a.", "places a list inside itself"),
     (PROTO2 + b"]q\x00]q\x01h\x00ah\x00K\x00a.", "modifies a list already placed inside another object"),
     (PROTO2 + b"a.", "the stack is empty"),
@@ -193,7 +193,7 @@ def test_array_shapes_beyond_any_size_are_data_errors():
     ([-1, 1], "labels must be in 0..9, found -1"),
     ("12", "must be a list of integers in 0..9, got str '12'"),
     (b"\x01\x02", "must be a list of integers in 0..9, got bytes"),
-    ({0: 1, 1: 2}, "must be a list of integers in 0..9, got dict"),
+    ({0: 1, 1: 2}, "uses int 0 as a dict key; a CIFAR-10 batch keys its dicts by name"),
     (None, "must be a list of integers in 0..9, got NoneType None"),
     ([1], "2 images but 1 labels"),
     ([1, 2, 3], "2 images but 3 labels"),
@@ -216,8 +216,20 @@ def test_integer_labels_as_list_tuple_or_array_are_read():
 
 def test_a_key_nested_to_the_bound_is_named_briefly():
     stream = PROTO2 + b"}" + b")" + b"\x85" * 30 + b"K\x00s."  # 31 levels, and the dict
-    with pytest.raises(DataError, match=r"^shallow: the batch has no 'data' entry \(keys: \(+\.\.\.\),\),\),\)\)$"):
+    with pytest.raises(DataError, match=r"^shallow: uses tuple \(+\.\.\.\),\),\),\) as a dict key"):
         read_cifar_batch(stream, "shallow")
+
+
+def test_dict_keys_are_names_and_memo_keys_small_numbers():
+    # Numbers chosen to share one hash (multiples of 2**61 - 1) would make building a dict, or the memo,
+    # take time quadratic in the file: only text keys (salted hashes) and memo keys below 2**32 are read.
+    colliding = PROTO2 + b"}(" + b"".join(b"\x8a\x09" + ((2**61 - 1) * k).to_bytes(9, "little") + b"K\x00"
+                                          for k in range(1, 4)) + b"u."
+    with pytest.raises(DataError, match=r"uses int \d+ as a dict key"):
+        _read(colliding)
+    with pytest.raises(DataError, match=r"a memo key must be a whole number below 2\*\*32"):
+        _read(PROTO2 + b"K\x00p4294967296\n.")
+    assert _read(PROTO2 + b"K\x07p4294967295\n.") == 7
 
 
 def test_batch_larger_than_any_cifar_batch_is_refused_before_reading(tmp_path):

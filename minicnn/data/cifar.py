@@ -236,6 +236,8 @@ class PickleReader:
                       f"{len(self.content)} bytes ({self.subject} creates about its own size)")
 
     def memoize(self, key):
+        if not (type(key) is int and 0 <= key < 2 ** 32):
+            self.fail("malformed pickle: a memo key must be a whole number below 2**32")
         if not self.stack:
             self.fail("malformed pickle: the stack is empty")
         value = self.stack[-1]
@@ -343,6 +345,11 @@ class PickleReader:
         if len(items) % 2:
             self.fail(f"malformed pickle: {len(items)} items for a dict, expected key-value pairs")
         keys = items[::2]
+        # Text keys hash with a per-process salt; numbers (or tuples of them) chosen to share one hash
+        # would make building the dict take time quadratic in its size.
+        key = next((key for key in keys if type(key) not in (str, bytes)), None)
+        if key is not None:
+            self.fail(f"uses {describe(key)} as a dict key; {self.subject} keys its dicts by name")
         self.charge_keys(keys)
         return dict(zip(keys, items[1::2]))
 

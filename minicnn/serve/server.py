@@ -166,6 +166,7 @@ class Handler(BaseHTTPRequestHandler):
 
     server_version = "minicnn-serve"
     protocol_version = "HTTP/1.1"  # keep-alive: the page's throttled requests reuse one connection
+    timeout = 60  # seconds a connection may sit idle or trickle a request before its thread lets it go
 
     def log_message(self, format, *args):  # one line per request would drown the address line
         pass
