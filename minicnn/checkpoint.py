@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backend
+from . import models  # noqa: F401 - registers the model classes (ResNet) that an architecture entry may name
 from .errors import CheckpointError, ShapeError
 from .nn import build, describe, skeleton, state_shapes
 from .nn.registry import shorten

@@ -1,4 +1,5 @@
-"""Max and average pooling over (N, C, H, W), built on the window view of functional.windows and its adjoint.
+"""Max and average pooling over (N, C, H, W), built on the window view of functional.windows and its adjoint;
+global average pooling (a ResNet's head) as the mean over the spatial axes.
 
 This is the reference; minicnn.kernels computes max pooling faster (one-byte
 argmax, gradients written in place, CuPy kernels) and is tested equal to it.
@@ -8,6 +9,7 @@ from .. import kernels
 from ..backend import get_array_module
 from ..errors import ShapeError
 from ..tensor import Operation
+from .math import mean
 from .windows import add_windows, check_window_sizes, crop_padding, pad_image, pair, sliding_windows
 
 
@@ -112,3 +114,27 @@ def max_pool2d(x, kernel_size=2, stride=None, padding=0):
 def avg_pool2d(x, kernel_size=2, stride=None, padding=0):
     """Average pooling.  x: (N, C, H, W) -> (N, C, OH, OW); stride defaults to kernel_size."""
     return AvgPool2dOp(kernel_size, stride, padding)(x)
+
+
+def global_avg_pool2d(x):
+    """Global average pooling: the mean of each channel's feature map.  x: (N, C, H, W) -> (N, C).
+
+    The mean over axes 2 and 3 is functional.mean, whose backward shares each channel's
+    gradient equally among its H * W pixels; no window machinery is needed.
+    """
+    if x.ndim != 4:
+        raise ShapeError(f"global_avg_pool2d: input must have shape (N, C, H, W), got {x.shape}")
+    return mean(x, axis=(2, 3))
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """PyTorch's adaptive_avg_pool2d for output_size 1 (or (1, 1)): x: (N, C, H, W) -> (N, C, 1, 1).
+
+    Only the global case is supported, the one every ResNet head uses; other sizes raise ValueError.
+    """
+    if output_size not in (1, (1, 1), [1, 1]):
+        raise ValueError(f"adaptive_avg_pool2d: only output_size 1 (global average pooling) is supported, "
+                         f"got {output_size!r}; use avg_pool2d with a window for other sizes")
+    if x.ndim != 4:
+        raise ShapeError(f"adaptive_avg_pool2d: input must have shape (N, C, H, W), got {x.shape}")
+    return mean(x, axis=(2, 3), keepdims=True)

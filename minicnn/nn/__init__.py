@@ -5,9 +5,10 @@ PyTorch's spellings (Conv2d, MaxPool2d, Linear, BatchNorm2d, CrossEntropyLoss) s
 """
 
 from . import init
+from .blocks import BasicBlock
 from .layers import (
-    AvgPool2d, AvgPool2D, BatchNorm1d, BatchNorm1D, BatchNorm2d, BatchNorm2D, Conv2d, Conv2D, Dense, Dropout, Flatten,
-    Linear, MaxPool2d, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh,
+    AdaptiveAvgPool2d, AvgPool2d, AvgPool2D, BatchNorm1d, BatchNorm1D, BatchNorm2d, BatchNorm2D, Conv2d, Conv2D, Dense,
+    Dropout, Flatten, GlobalAvgPool2D, Identity, Linear, MaxPool2d, MaxPool2D, ReLU, Sigmoid, Softmax, Tanh,
 )
 from .losses import CrossEntropyLoss
 from .module import Module, Parameter
@@ -17,8 +18,8 @@ from .sequential import Sequential
 LAYER_TYPES = ARCHITECTURES  # the name earlier versions documented
 
 __all__ = [
-    "ARCHITECTURES", "AvgPool2D", "AvgPool2d", "BatchNorm1D", "BatchNorm1d", "BatchNorm2D", "BatchNorm2d", "Conv2D",
-    "Conv2d", "CrossEntropyLoss", "Dense", "Dropout", "Flatten", "LAYER_TYPES", "Linear", "MaxPool2D", "MaxPool2d",
+    "ARCHITECTURES", "AdaptiveAvgPool2d", "AvgPool2D", "AvgPool2d", "BatchNorm1D", "BatchNorm1d", "BatchNorm2D", "BatchNorm2d", "BasicBlock", "Conv2D",
+    "Conv2d", "CrossEntropyLoss", "Dense", "Dropout", "Flatten", "GlobalAvgPool2D", "Identity", "LAYER_TYPES", "Linear", "MaxPool2D", "MaxPool2d",
     "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "build", "describe", "init", "register",
     "skeleton", "state_shapes",
 ]

@@ -212,6 +212,48 @@ class _WithoutArguments(Module):
 
 
 @register
+class GlobalAvgPool2D(_WithoutArguments):
+    """Global average pooling (Keras's GlobalAveragePooling2D): each channel's mean.  (N, C, H, W) -> (N, C)."""
+
+    def forward(self, x):
+        self.check_input(x, (None, None, None, None))
+        return F.global_avg_pool2d(x)
+
+
+@register
+class AdaptiveAvgPool2d(Module):
+    """PyTorch's AdaptiveAvgPool2d, for output_size 1 only: (N, C, H, W) -> (N, C, 1, 1).
+
+    Other output sizes raise ValueError when the layer is built (minicnn has no general adaptive pooling).
+    """
+
+    def __init__(self, output_size):
+        super().__init__()
+        if output_size not in (1, (1, 1), [1, 1]) or isinstance(output_size, bool):
+            raise ValueError(f"AdaptiveAvgPool2d: only output_size 1 (global average pooling) is supported, "
+                             f"got {output_size!r}; use GlobalAvgPool2D, or AvgPool2d with a window")
+        self.output_size = 1
+
+    def config(self):
+        return {"output_size": 1}
+
+    def forward(self, x):
+        self.check_input(x, (None, None, None, None))
+        return F.adaptive_avg_pool2d(x, 1)
+
+    def extra_repr(self):
+        return "output_size=1"
+
+
+@register
+class Identity(_WithoutArguments):
+    """Returns its input unchanged: a placeholder, e.g. model.fc = nn.Identity() to read a ResNet's features."""
+
+    def forward(self, x):
+        return x
+
+
+@register
 class Flatten(_WithoutArguments):
     """(N, d1, d2, ...) -> (N, d1 * d2 * ...)."""
 

@@ -15,7 +15,7 @@ from ..tensor import RemovableHandle, Tensor
 
 
 class Parameter(Tensor):
-    """A Tensor that a Module trains: always requires grad.
+    """A Tensor that a Module trains: requires grad unless frozen (requires_grad = False, Module.requires_grad_).
 
     A floating array keeps its dtype (float64 stays float64); other data becomes float32.
     """
@@ -192,6 +192,18 @@ class Module:
         """The device of the first parameter ('cpu' for a module without parameters)."""
         parameters = self.parameters()
         return parameters[0].device if parameters else backend.default_device()
+
+    def requires_grad_(self, requires_grad=True):
+        """Set requires_grad on every parameter, in place (PyTorch's spelling); returns self.
+
+        requires_grad_(False) freezes the module: operations then record no gradient for its
+        parameters, their .grad stays None, and the optimizers (which skip a parameter without
+        a gradient) leave them as they are. Fine-tuning freezes the backbone this way and
+        trains only a new head.
+        """
+        for parameter in self.parameters():
+            parameter.requires_grad = bool(requires_grad)
+        return self
 
     def zero_grad(self):
         """Forget every parameter's gradient."""
