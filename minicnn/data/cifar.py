@@ -124,11 +124,16 @@ def read_pickled_batch(stream, where):
     content = stream.read(MAX_BATCH_BYTES + 1)
     if len(content) > MAX_BATCH_BYTES:
         raise DataError(f"{where}: larger than {MAX_BATCH_BYTES} bytes, more than a CIFAR-10 batch can be")
-    return _PickleReader(bytes(content), where).read()
+    return PickleReader(bytes(content), where).read()
 
 
-class _PickleReader:
+class PickleReader:
     """Interprets one pickle's opcodes on its own stack, within bounds set by the pickle's size.
+
+    It reads a CIFAR-10 batch as it stands; other plain-data formats reuse it by subclassing
+    (minicnn.interop reads PyTorch's data.pkl this way): `allowed_globals` maps (module, name)
+    to a role, `reduce`, `build` and `persistent_load` give the roles meaning, `subject` names
+    the format in messages and `error` is the exception raised.
 
     Containers (lists, tuples, dicts) it builds are tracked by id: their nesting depth and their
     weight (the number of objects and bytes a recursive hash, comparison or conversion would visit,
@@ -137,9 +142,14 @@ class _PickleReader:
     after the fact, and no container can end up inside itself.
     """
 
+    subject = "a CIFAR-10 batch"
+    error = DataError
+    allowed_globals = _ALLOWED_GLOBALS
+    opcodes_base, bytes_per_opcode = OPCODES_BASE, BYTES_PER_OPCODE
+
     def __init__(self, content, where):
         self.content, self.where = content, where
-        self.max_opcodes = OPCODES_BASE + len(content) // BYTES_PER_OPCODE
+        self.max_opcodes = self.opcodes_base + len(content) // self.bytes_per_opcode
         self.budget = MATERIALISE_FACTOR * len(content) + MATERIALISE_BASE
         self.materialised = 0  # bytes created by REDUCE and BUILD
         self.hashed = 0  # total weight of the dict keys inserted
@@ -151,7 +161,7 @@ class _PickleReader:
 
     # -- bookkeeping --------------------------------------------------------------------------------
     def fail(self, problem):
-        raise DataError(f"{self.where}: {problem} (opcode {self.opcode} at byte {self.position})")
+        raise self.error(f"{self.where}: {problem} (opcode {self.opcode} at byte {self.position})")
 
     def pop(self):
         if len(self.stack) <= (self.marks[-1] if self.marks else 0):
@@ -174,7 +184,7 @@ class _PickleReader:
             self.fail(f"expected a {kind.__name__} to add to, found {describe(target)}")
         if id(target) in self.placed:
             self.fail(f"modifies a {kind.__name__} already placed inside another object, "
-                      "which a CIFAR-10 batch never does")
+                      f"which {self.subject} never does")
         return target
 
     def weight(self, value):
@@ -202,7 +212,7 @@ class _PickleReader:
             if id(item) in self.containers and self.containers[id(item)][0] is item:
                 self.placed.add(id(item))
         if entry[1] > MAX_NESTING_DEPTH:
-            self.fail(f"nests objects more than {MAX_NESTING_DEPTH} levels deep; a CIFAR-10 batch needs a few")
+            self.fail(f"nests objects more than {MAX_NESTING_DEPTH} levels deep; {self.subject} needs a few")
         if entry[2] > self.budget:
             self.fail(f"builds an object of weight {entry[2]}, more than {self.budget} for a file of "
                       f"{len(self.content)} bytes")
@@ -223,7 +233,7 @@ class _PickleReader:
         self.materialised += count
         if self.materialised > self.budget:
             self.fail(f"creates {self.materialised} bytes, more than {self.budget} for a file of "
-                      f"{len(self.content)} bytes (a CIFAR-10 batch creates about its own size)")
+                      f"{len(self.content)} bytes ({self.subject} creates about its own size)")
 
     def memoize(self, key):
         if not self.stack:
@@ -239,10 +249,10 @@ class _PickleReader:
             with warnings.catch_warnings():  # genops warns of odd escapes in Python 2 strings
                 warnings.simplefilter("ignore", DeprecationWarning)
                 return self.interpret()
-        except DataError:
+        except self.error:
             raise
         except Exception as exc:  # genops on a truncated or unknown opcode, or anything unforeseen
-            self.fail(f"not a readable pickle of a CIFAR-10 batch ({type(exc).__name__}: {str(exc)[:200]})")
+            self.fail(f"not a readable pickle of {self.subject} ({type(exc).__name__}: {str(exc)[:200]})")
 
     def interpret(self):
         stack = self.stack
@@ -250,7 +260,7 @@ class _PickleReader:
             name = self.opcode = opcode.name
             self.position = position
             if count >= self.max_opcodes:
-                self.fail(f"holds more than {self.max_opcodes} opcodes, more than a CIFAR-10 batch of "
+                self.fail(f"holds more than {self.max_opcodes} opcodes, more than {self.subject} of "
                           f"{len(self.content)} bytes has")
             if name in _PUSH_ARGUMENT:
                 stack.append(argument)
@@ -302,7 +312,7 @@ class _PickleReader:
                 items = [self.pop() for _ in range(2)][::-1] if name == "SETITEM" else self.pop_to_mark()
                 target = self.top(dict)
                 self.adopt(target, items)
-                target.update(self.new_dict(items))
+                self.insert_items(target, items)
             elif name == "GLOBAL":
                 module, _, attribute = argument.partition(" ")
                 stack.append(self.allowed_global(module, attribute))
@@ -310,6 +320,8 @@ class _PickleReader:
                 attribute = self.pop()
                 module = self.pop()
                 stack.append(self.allowed_global(module, attribute))
+            elif name == "BINPERSID":
+                stack.append(self.persistent_load(self.pop()))
             elif name == "REDUCE":
                 arguments = self.pop()
                 function = self.pop()
@@ -324,7 +336,7 @@ class _PickleReader:
                     if self.memo.get(key) is target:
                         self.memo[key] = built
             else:
-                self.fail(f"refusing to read it: the pickle opcode {name} is one a CIFAR-10 batch never uses")
+                self.fail(f"refusing to read it: the pickle opcode {name} is one {self.subject} never uses")
         self.fail("the pickle ends without a STOP opcode")
 
     def new_dict(self, items):
@@ -334,14 +346,23 @@ class _PickleReader:
         self.charge_keys(keys)
         return dict(zip(keys, items[1::2]))
 
+    def insert_items(self, target, items):
+        """SETITEM(S): key-value pairs `items` (a flat list) into the dict `target`."""
+        target.update(self.new_dict(items))
+
+    def persistent_load(self, persistent_id):
+        """BINPERSID: what an object stored outside the pickle stands for; plain data has none."""
+        self.fail(f"refusing to read it: it refers to an object stored outside the pickle "
+                  f"({describe(persistent_id)}), which {self.subject} never does")
+
     def allowed_global(self, module, attribute):
         role = None
         if isinstance(module, str) and isinstance(attribute, str):
-            role = _ALLOWED_GLOBALS.get((module, attribute))
+            role = self.allowed_globals.get((module, attribute))
         if role is None:
             shown = f"{module}.{attribute}" if isinstance(module, str) and isinstance(attribute, str) \
                 else f"{describe(module)} . {describe(attribute)}"
-            self.fail(f"refusing to read it: it needs {shown[:200]}, which a CIFAR-10 batch never does")
+            self.fail(f"refusing to read it: it needs {shown[:200]}, which {self.subject} never does")
         return _Global(role)
 
     def reduce(self, function, arguments):

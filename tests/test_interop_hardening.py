@@ -1,0 +1,244 @@
+"""read_torch_state_dict on hostile or broken files: refused with a CheckpointError naming the problem,
+before anything is run or any large allocation is made. The files are crafted opcode by opcode."""
+
+import collections
+import os
+import pickle
+import re
+import struct
+import tracemalloc
+import zipfile
+
+import numpy as np
+import pytest
+
+from minicnn.errors import CheckpointError
+from minicnn.interop import read_torch_state_dict, write_torch_state_dict
+
+
+# ----- crafting data.pkl and the archive -----------------------------------------------------------
+def text(value):
+    encoded = value.encode()
+    return b"X" + struct.pack("<I", len(encoded)) + encoded
+
+
+def integer(value):
+    if -(1 << 31) <= value < 1 << 31:
+        return b"J" + struct.pack("<i", value)
+    encoded = value.to_bytes(value.bit_length() // 8 + 1, "little", signed=True)
+    return b"\x8a" + bytes([len(encoded)]) + encoded
+
+
+def global_name(module, name):
+    return b"c" + f"{module}\n{name}\n".encode()
+
+
+def integers(values):
+    return b"(" + b"".join(integer(value) for value in values) + b"t"
+
+
+def storage_id(key, numel, storage_type="FloatStorage"):
+    return b"(" + text("storage") + global_name("torch", storage_type) + text(key) + text("cpu") + integer(numel) + b"t"
+
+
+def tensor(key, numel, shape, strides=None, offset=0, storage_type="FloatStorage"):
+    """_rebuild_tensor_v2 of a view of storage `key` as torch.save writes it."""
+    if strides is None:
+        strides = tuple(int(np.prod(shape[position + 1:])) for position in range(len(shape)))
+    return (global_name("torch._utils", "_rebuild_tensor_v2") + b"(" + storage_id(key, numel, storage_type) + b"Q"
+            + integer(offset) + integers(shape) + integers(strides) + b"\x89"
+            + global_name("collections", "OrderedDict") + b")R" + b"t" + b"R")
+
+
+def ordered_dict(*items):
+    return global_name("collections", "OrderedDict") + b")R(" + b"".join(text(name) + value for name, value in items) + b"u"
+
+
+def state_pickle(*items):
+    return b"\x80\x02" + ordered_dict(*items) + b"."
+
+
+def write_archive(path, data_pkl, storages=(), byteorder=b"little", compression=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", data_pkl, compress_type=compression)
+        if byteorder is not None:
+            archive.writestr("archive/byteorder", byteorder)
+        for key, content in dict(storages).items():
+            archive.writestr(f"archive/data/{key}", content, compress_type=compression)
+        archive.writestr("archive/version", b"3\n")
+    return path
+
+
+SIX_FLOATS = np.arange(6, dtype="<f4").tobytes()
+
+
+def refused(path, message):
+    """Reading `path` raises a CheckpointError that names the file and matches `message`."""
+    with pytest.raises(CheckpointError, match=message) as error:
+        read_torch_state_dict(path)
+    assert str(path) in str(error.value)
+    return str(error.value)
+
+
+def test_the_crafted_baseline_reads(tmp_path):
+    # The cases below change one thing each in this file, so each fails for its own reason.
+    path = write_archive(tmp_path / "good.pt", state_pickle(("w", tensor("0", 6, (2, 3)))), {"0": SIX_FLOATS})
+    state = read_torch_state_dict(path)
+    np.testing.assert_array_equal(state["w"], np.arange(6, dtype=np.float32).reshape(2, 3))
+
+
+# ----- nothing outside the allow-list runs --------------------------------------------------------
+class MakesADirectory:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.mkdir, (self.path,)
+
+
+@pytest.mark.parametrize("protocol", [2, 4])  # GLOBAL, STACK_GLOBAL
+def test_a_pickled_call_to_a_forbidden_function_is_refused_and_not_run(tmp_path, protocol):
+    target = tmp_path / "created-by-the-file"
+    data_pkl = pickle.dumps(collections.OrderedDict(w=MakesADirectory(str(target))), protocol=protocol)
+    refused(write_archive(tmp_path / "evil.pt", data_pkl), r"refusing to read it: it needs (os|posix)\.mkdir, "
+                                                          r"which a PyTorch state dict never does")
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("data_pkl, message", [
+    (b"\x80\x02" + global_name("os", "system") + text("echo") + b"\x85R.", r"it needs os\.system"),
+    (state_pickle(("w", global_name("torch.storage", "_load_from_bytes") + b"C\x03abc\x85R")),
+     r"it needs torch\.storage\._load_from_bytes"),
+    (state_pickle(("w", global_name("torch", "QInt8Storage"))), r"it needs torch\.QInt8Storage"),
+    (state_pickle(("w", global_name("collections", "OrderedDict") + b"(]t" + b"R")),
+     r"refusing to read it: it calls ordered_dict with tuple \(\[\],\)"),
+    (state_pickle(("w", global_name("torch", "FloatStorage") + b")R")), r"it calls storage FloatStorage"),
+    (state_pickle(("w", global_name("torch._utils", "_rebuild_tensor_v2") + b"(" + text("0") + integer(0)
+                   + integers((1,)) + integers((1,)) + b"\x89}t" + b"R")), r"a tensor's storage is str '0'"),
+    (state_pickle(("w", b"(" + text("file") + text("/etc/passwd") + b"tQ")), r"unknown persistent id"),
+    (state_pickle(("w", b"P0\n")), r"the pickle opcode PERSID"),
+    (state_pickle(("w", b"(" + text("storage") + text("torch.FloatStorage") + text("0") + text("cpu")
+                   + integer(6) + b"tQ")), r"a storage of type str 'torch\.FloatStorage'"),
+    (state_pickle(("w", tensor("0", 6, (2, 3))))[:-30], r"not a readable pickle of a PyTorch state dict"),
+])
+def test_globals_calls_and_ids_outside_the_allow_list_are_refused(tmp_path, data_pkl, message):
+    refused(write_archive(tmp_path / "crafted.pt", data_pkl, {"0": SIX_FLOATS}), message)
+
+
+def test_duplicate_keys_are_refused(tmp_path):
+    twice = state_pickle(("w", tensor("0", 6, (6,))), ("w", tensor("0", 6, (6,))))
+    refused(write_archive(tmp_path / "twice.pt", twice, {"0": SIX_FLOATS}), r"the key str 'w' appears twice")
+    # The same key again in a second SETITEMS.
+    again = b"\x80\x02" + ordered_dict(("w", tensor("0", 6, (6,)))) + b"(" + text("w") + tensor("0", 6, (6,)) + b"u."
+    refused(write_archive(tmp_path / "again.pt", again, {"0": SIX_FLOATS}), r"the key str 'w' appears twice")
+
+
+def test_what_is_not_a_state_dict_of_tensors_is_named(tmp_path):
+    refused(write_archive(tmp_path / "list.pt", b"\x80\x02]."), r"holds list \[\], not a state dict")
+    nested = b"\x80\x02}(" + text("model") + ordered_dict(("w", tensor("0", 6, (6,)))) + text("epoch") + integer(3) + b"u."
+    refused(write_archive(tmp_path / "training.pt", nested, {"0": SIX_FLOATS}),
+            r"entry 'model' is a dict, not a tensor: this looks like a training checkpoint")
+    refused(write_archive(tmp_path / "number.pt", state_pickle(("w", integer(3)))), r"entry 'w' is int 3")
+    refused(write_archive(tmp_path / "key.pt", b"\x80\x02}(" + integer(1) + tensor("0", 6, (6,)) + b"u.",
+                          {"0": SIX_FLOATS}), r"a key is int 1")
+
+
+# ----- the archive --------------------------------------------------------------------------------
+def test_a_truncated_archive_and_a_legacy_file_are_named(tmp_path):
+    whole = write_torch_state_dict({"w": np.ones(100, np.float32)}, tmp_path / "whole.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 2])
+    refused(tmp_path / "cut.pt", r"a zip archive cut short")
+    (tmp_path / "legacy.pt").write_bytes(b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.")
+    refused(tmp_path / "legacy.pt", r"the legacy format \(before PyTorch 1\.6\)")
+    (tmp_path / "text.pt").write_text("hello")
+    refused(tmp_path / "text.pt", r"not a zip archive")
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as archive:
+        archive.writestr("readme.txt", "hi")
+    refused(tmp_path / "other.zip", r"expected one <archive>/data.pkl entry, found 0")
+
+
+def test_a_corrupted_storage_fails_its_checksum(tmp_path):
+    content = bytearray(write_torch_state_dict({"w": np.ones(100, np.float32)}, tmp_path / "w.pt").read_bytes())
+    position = content.index(np.ones(100, np.float32).tobytes())
+    content[position + 10] ^= 0xFF
+    (tmp_path / "flipped.pt").write_bytes(bytes(content))
+    refused(tmp_path / "flipped.pt", r"Bad CRC-32 for file 'archive/data/0'")
+
+
+@pytest.mark.parametrize("storages, message", [
+    ({}, r"archive/data/0: missing; data.pkl names storage '0' \(6 items of FloatStorage\)"),
+    ({"0": SIX_FLOATS[:20]}, r"archive/data/0: holds 20 bytes, but data.pkl declares 6 items of FloatStorage, 24 bytes"),
+    ({"0": SIX_FLOATS + b"\0" * 4}, r"archive/data/0: holds 28 bytes"),
+])
+def test_a_missing_or_wrongly_sized_storage_is_named(tmp_path, storages, message):
+    refused(write_archive(tmp_path / "sizes.pt", state_pickle(("w", tensor("0", 6, (2, 3)))), storages), message)
+
+
+@pytest.mark.parametrize("view, message", [
+    (tensor("0", 6, (2, 3), strides=(3, 2)), r"tensor 'w' \(shape \(2, 3\), strides \(3, 2\), offset 0\) reaches "
+                                             r"outside its storage '0' of 6 items"),
+    (tensor("0", 6, (6,), offset=1), r"offset 1\) reaches outside"),
+    (tensor("0", 6, (0, 3), offset=7), r"offset 7\) reaches outside"),
+    (tensor("0", 6, (2, 3), strides=(-3, 1)), r"expected non-negative ints"),
+    (tensor("0", 6, (2, 3), strides=(3,)), r"shape and strides of equal length"),
+])
+def test_views_outside_their_storage_are_refused(tmp_path, view, message):
+    refused(write_archive(tmp_path / "view.pt", state_pickle(("w", view)), {"0": SIX_FLOATS}), message)
+
+
+def test_one_storage_declared_as_two_types_is_refused(tmp_path):
+    data_pkl = state_pickle(("a", tensor("0", 6, (6,))), ("b", tensor("0", 6, (6,), storage_type="IntStorage")))
+    refused(write_archive(tmp_path / "types.pt", data_pkl, {"0": SIX_FLOATS}),
+            r"storage '0' is declared twice differently: 6 items of FloatStorage, then 6 of IntStorage")
+
+
+@pytest.fixture
+def small_peak():
+    """Asserts the test allocates less than 4 MiB at its peak (what NumPy and Python allocate)."""
+    tracemalloc.start()
+    yield
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 << 20, f"allocated {peak} bytes"
+
+
+def test_huge_declared_sizes_in_a_tiny_file_allocate_nothing(tmp_path, small_peak):
+    huge_storage = state_pickle(("w", tensor("0", 2**40, (2**40,))))
+    refused(write_archive(tmp_path / "huge.pt", huge_storage, {"0": SIX_FLOATS}),
+            r"archive/data/0: holds 24 bytes, but data.pkl declares 1099511627776 items")
+    # Strides of 0 make a terabyte of views out of one float.
+    broadcast = state_pickle(("w", tensor("0", 1, (2**20, 2**20), strides=(0, 0))))
+    refused(write_archive(tmp_path / "broadcast.pt", broadcast, {"0": SIX_FLOATS[:4]}),
+            r"its tensors take 4398046511104 bytes, more than 1048592 for storages of 4 bytes")
+
+
+def test_compressed_entries_cannot_expand_beyond_the_files_size(tmp_path):
+    zeros = bytes(4 << 20)  # 4 MiB of zeros deflate to about 4 KiB
+    bomb = write_archive(tmp_path / "bomb.pt", state_pickle(("w", tensor("0", 1 << 20, (1 << 20,)))),
+                         {"0": zeros}, compression=zipfile.ZIP_DEFLATED)
+    pickle_bomb = write_archive(tmp_path / "pickle-bomb.pt", b"\x80\x02N" + b"0" * (4 << 20) + b".",
+                                compression=zipfile.ZIP_DEFLATED)
+    del zeros
+    tracemalloc.start()
+    try:
+        refused(bomb, r"its storages declare 4194304 bytes, more than \d+ for a file of \d+ bytes")
+        refused(pickle_bomb, r"archive/data.pkl: declares 4194308 bytes, more than the \d+ it may hold")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"allocated {peak} bytes"
+
+
+def test_a_deflated_honest_file_and_a_big_endian_file_read(tmp_path):
+    honest = write_archive(tmp_path / "deflated.pt", state_pickle(("w", tensor("0", 6, (2, 3)))),
+                           {"0": SIX_FLOATS}, compression=zipfile.ZIP_DEFLATED)
+    np.testing.assert_array_equal(read_torch_state_dict(honest)["w"], np.arange(6).reshape(2, 3))
+    big = write_archive(tmp_path / "big.pt", state_pickle(("w", tensor("0", 6, (6,)))),
+                        {"0": np.arange(6, dtype=">f4").tobytes()}, byteorder=b"big")
+    assert read_torch_state_dict(big)["w"].dtype == np.float32
+    np.testing.assert_array_equal(read_torch_state_dict(big)["w"], np.arange(6))
+    no_record = write_archive(tmp_path / "old.pt", state_pickle(("w", tensor("0", 6, (6,)))), {"0": SIX_FLOATS},
+                              byteorder=None)
+    np.testing.assert_array_equal(read_torch_state_dict(no_record)["w"], np.arange(6))
+    refused(write_archive(tmp_path / "middle.pt", state_pickle(), byteorder=b"middle"),
+            re.escape("archive/byteorder says b'middle', expected b'little' or b'big'"))
