@@ -481,10 +481,10 @@ def _transforms(settings, channels, height, width):
 
 
 def _optimizer(settings, model):
-    """The run's optimizer over the parameters that train (all but a frozen backbone's)."""
-    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    """The run's optimizer. It holds every parameter, in the checkpoint's order; frozen ones never get a gradient,
+    and the optimizer steps only parameters that have one."""
     if settings["optimizer"] == "sgd":
-        return optim.SGD(trainable, lr=settings["lr"], momentum=settings.get("momentum", 0.9),
+        return optim.SGD(model.parameters(), lr=settings["lr"], momentum=settings.get("momentum", 0.9),
                          weight_decay=settings.get("weight_decay", 0.0))
     return settings["optimizer"]
 
