@@ -164,3 +164,45 @@ def test_loader_refuses_a_transform_that_returns_something_else():
         next(iter(loader))
     with pytest.raises(TypeError, match="transform must be callable"):
         DataLoader(_images((4, 1, 5, 5)), transform="flip")
+
+
+def test_a_run_interrupted_mid_epoch_resumes_with_the_same_augmentations(tmp_path, capsys):
+    """Ctrl-C in epoch 2, resume: the weights equal an uninterrupted run's, crops and flips included."""
+    import os
+    import signal
+
+    import minicnn
+    from minicnn import functional as F
+    from minicnn import nn, optim
+    from minicnn.training import Trainer
+
+    images, labels = _images((48, 1, 8, 8), dtype=np.uint8), np.arange(48) % 3
+
+    def trainer(loss=F.cross_entropy):
+        minicnn.manual_seed(0)
+        model = nn.Sequential(nn.Conv2D(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Dense(4 * 6 * 6, 3))
+        return Trainer(model, optim.SGD(model.parameters(), lr=0.05, momentum=0.9), loss=loss)
+
+    def loader():
+        augment = Compose([RandomCrop(8, padding=2), RandomHorizontalFlip()])
+        return DataLoader(images, labels, batch_size=8, shuffle=True, seed=3, transform=augment)
+
+    calls = []
+
+    def interrupting_loss(logits, targets):  # SIGINT during epoch 2's 3rd step (6 steps per epoch)
+        calls.append(1)
+        if len(calls) == 9:
+            os.kill(os.getpid(), signal.SIGINT)
+        return F.cross_entropy(logits, targets)
+
+    uninterrupted = trainer()
+    uninterrupted.fit(loader(), epochs=2, verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        trainer(interrupting_loss).fit(loader(), epochs=2, checkpoint_dir=tmp_path, verbose=0)
+    capsys.readouterr()
+    resumed = trainer()
+    assert resumed.resume(tmp_path / "last.npz").state["step"] == 3
+    resumed.fit(loader(), epochs=2, verbose=0)
+    for (name, expected), (_, got) in zip(uninterrupted.model.state_dict().items(),
+                                          resumed.model.state_dict().items()):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected), err_msg=name)
