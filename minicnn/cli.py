@@ -418,8 +418,9 @@ def _build_model(settings, channels, image_size, num_classes, load_weights=True)
     arguments = _model_arguments(settings, channels, num_classes)
     if settings["model"] in ("cnn", "lenet"):
         arguments["image_size"] = image_size
-    if settings.get("weights") and load_weights:
-        model = models.build("resnet18", num_classes=1000, in_channels=3, weights=settings["weights"])
+    if settings.get("weights"):  # a resumed run rebuilds the same structure; its weights come from the checkpoint
+        model = models.build("resnet18", num_classes=1000, in_channels=3,
+                             weights=settings["weights"] if load_weights else None)
         if num_classes != 1000:
             model.fc = nn.Dense(512, num_classes)  # the tutorial's model.fc = nn.Linear(512, num_classes)
     else:

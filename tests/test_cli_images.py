@@ -80,7 +80,10 @@ def test_resnet18_fine_tuning_recipe_on_a_cifar10_archive(tmp_path, capsys):
                  str(weights), "--freeze-backbone", "--image-size", "224", "--batch-size", "4", "--optimizer", "sgd",
                  "--lr", "0.001", "--epochs", "1", "--limit", "8", "--validation", "0", "--quiet",
                  "--out", str(out)]) == 0
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--quiet"]) == 0  # frozen again, weights not re-read
+    weights.unlink()
     trained = load_checkpoint(out / "last.npz").model
+    assert load_checkpoint(out / "last.npz").state["epoch"] == 2
     np.testing.assert_array_equal(trained.conv1.weight.numpy(), pretrained.conv1.weight.numpy())  # frozen
     np.testing.assert_array_equal(trained.layer4[1].bn2.weight.numpy(), pretrained.layer4[1].bn2.weight.numpy())
     assert trained.fc.weight.shape == (512, 10)
