@@ -82,7 +82,8 @@ class DataLoader:
     def __repr__(self):
         return (
             f"DataLoader(num_samples={self.num_samples}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
-            f"seed={self.seed}, shift={self.shift}, epoch={self.epoch})"
+            f"seed={self.seed}, shift={self.shift}, epoch={self.epoch}"
+            + (f", transform={self.transform!r})" if self.transform is not None else ")")
         )
 
     def nonfinite_images(self):
