@@ -19,7 +19,7 @@ import numpy as np
 from minicnn import backend, kernels
 
 from .common import RESULTS, SCRATCH, machine_description, synchronizer, time_alternating, write_json
-from .suite import conv_rows, other_rows, training_step
+from .suite import conv_rows, other_rows, resnet_rows, training_step
 
 SWEEP_BATCHES = (32, 64, 128, 256, 512, 1024)
 KERNEL_GROUPS = ("conv2d forward", "conv2d fwd+bwd", "im2col", "col2im", "max_pool2d forward", "max_pool2d fwd+bwd")
@@ -167,6 +167,9 @@ def run_device(device, args, torch):
                     if row.group in KERNEL_GROUPS and row.name != "cifar.wide":
                         row.group += " [twin]"
                         measure(row)
+    if not args.quick:  # whole ResNet-18 steps: seconds each on a CPU, so not in a smoke run
+        for row in resnet_rows(xp, torch, torch_device):
+            measure(row, images=row.images)
     if not (args.quick or args.no_sweep):
         for batch in SWEEP_BATCHES:
             for model in ("cnn", "lenet"):

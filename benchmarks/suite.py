@@ -197,6 +197,13 @@ def training_step(xp, torch, torch_device, model_name, batch):
     return Row("training step", model_name, f"batch {batch}", step, torch_run=torch_step)
 
 
+def resnet_rows(xp, torch, torch_device, quick=False):
+    """ResNet-18's rows (forward and training step at 32x32 batch 64 and 224x224 batch 4): benchmarks/resnet_rows.py."""
+    from .resnet_rows import resnet18_rows  # here, not above: resnet_rows builds on this module's Row
+
+    return resnet18_rows(xp, torch, torch_device, quick)
+
+
 def torch_model(torch, model):
     """The same architecture in PyTorch (weights need not match: only speed is compared)."""
     tnn, layers = torch.nn, []

@@ -6,6 +6,7 @@ and `resnet(depth)` (He et al.'s CIFAR ResNets).
 from . import functional as F
 from . import nn
 from .errors import ShapeError
+from .nn.registry import shorten
 
 
 def cnn(in_channels=1, image_size=28, num_classes=10):
@@ -99,8 +100,6 @@ class ResNet(nn.Module):
                 raise ValueError(f"ResNet: each stage holds 1 to {MAX_BLOCKS_PER_STAGE} blocks, got {blocks_per_stage!r}")
         if small_input not in (True, False):
             raise ValueError(f"ResNet: small_input must be True or False, got {small_input!r}")
-        self.blocks_per_stage, self.widths = tuple(blocks_per_stage), tuple(widths)
-        self.num_classes, self.in_channels, self.small_input = num_classes, in_channels, bool(small_input)
 
         if small_input:
             self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False, init="he")
@@ -117,12 +116,16 @@ class ResNet(nn.Module):
             channels = width
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
+        # The layers have checked the sizes; keep them as plain ints (JSON-able for config()).
+        self.blocks_per_stage = tuple(blocks_per_stage)
+        self.widths = tuple(stage[0].out_channels for stage in self.stages())
+        self.num_classes, self.in_channels, self.small_input = self.fc.out_features, self.conv1.in_channels, bool(small_input)
         # What the constructor built, so that config() can tell which children were replaced since.
         self.built_children = {name: nn.describe(child) for name, child in self.named_children()}
 
     def stages(self):
         """layer1, layer2, ... as they are now (a replaced stage included)."""
-        return [getattr(self, f"layer{stage + 1}") for stage in range(len(self.widths))]
+        return [getattr(self, f"layer{stage + 1}") for stage in range(len(self.blocks_per_stage))]
 
     def config(self):
         """The constructor arguments, and under 'replaced' the description of every child assigned since.
@@ -133,6 +136,9 @@ class ResNet(nn.Module):
                   "num_classes": self.num_classes, "in_channels": self.in_channels, "small_input": self.small_input}
         replaced = {}
         for name, child in self.named_children():
+            if name not in self.built_children:
+                raise NotImplementedError(f"ResNet.config: '{name}' is a child the constructor does not make, so a "
+                                          "checkpoint cannot rebuild it; its weights can still be saved")
             description = nn.describe(child)
             if self.built_children.get(name) != description:
                 replaced[name] = description
@@ -149,8 +155,9 @@ class ResNet(nn.Module):
             raise ValueError(f"ResNet: 'replaced' must map child names to descriptions, got {type(replaced).__name__}")
         model = cls(**arguments)
         for name, description in replaced.items():
-            if not (isinstance(name, str) and name.isidentifier()) or name == "built_children":
-                raise ValueError(f"ResNet: cannot replace a child called {name!r}")
+            if name not in model.built_children:
+                raise ValueError(f"ResNet: cannot replace {shorten(name)}: not one of its children "
+                                 f"({', '.join(model.built_children)})")
             setattr(model, name, nn.build(description))
         return model
 

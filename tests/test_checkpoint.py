@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import minicnn
-from minicnn import CheckpointError, nn, optim
+from minicnn import CheckpointError, models, nn, optim
 from minicnn import functional as F
 from minicnn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from conftest import to_host
@@ -36,6 +36,11 @@ LAYERS = {
     "linear": lambda: nn.Linear(5, 3, bias=False),
     "max_pool_pytorch": lambda: nn.MaxPool2d(3, 2, 1),
     "avg_pool_pytorch": lambda: nn.AvgPool2d(2),
+    "global_avg_pool": nn.GlobalAvgPool2D,
+    "adaptive_avg_pool": lambda: nn.AdaptiveAvgPool2d(1),
+    "identity": nn.Identity,
+    "basic_block": lambda: nn.BasicBlock(4, 8, stride=2),
+    "resnet": lambda: models.resnet(8, num_classes=3),
 }
 
 
@@ -43,6 +48,7 @@ def test_every_built_in_layer_is_registered_and_tested():
     assert set(nn.LAYER_TYPES) == {
         "Conv2D", "Dense", "MaxPool2D", "AvgPool2D", "Flatten", "ReLU", "Sigmoid", "Tanh", "Dropout",
         "BatchNorm1D", "BatchNorm2D", "Sequential", "Softmax", "Linear", "MaxPool2d", "AvgPool2d",
+        "GlobalAvgPool2D", "AdaptiveAvgPool2d", "Identity", "BasicBlock", "ResNet",
     }
     tested = {type(make()).__name__ for make in LAYERS.values()}
     assert tested == set(nn.LAYER_TYPES) - {"Sequential"}
@@ -103,7 +109,7 @@ def test_sequential_config_round_trip_with_nesting():
 def test_from_config_rejects_unknown_layer_types():
     config = nn.Sequential(nn.Dense(3, 2), nn.ReLU()).config()
     config["layers"][1]["type"] = "os.system"
-    with pytest.raises(ValueError, match=r"layer 1: unknown type 'os.system'; known types: AvgPool2D, AvgPool2d, .*Tanh"):
+    with pytest.raises(ValueError, match=r"layer 1: unknown type 'os.system'; known types: AdaptiveAvgPool2d, AvgPool2D, AvgPool2d, .*Tanh"):
         nn.Sequential.from_config(config)
 
 

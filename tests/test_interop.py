@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from minicnn import functional as F
-from minicnn import interop, nn
+from minicnn import backend, interop, nn
 from minicnn.errors import CheckpointError
 from minicnn.tensor import Tensor, no_grad
 
@@ -45,7 +45,8 @@ def test_reads_every_dtype_views_of_shared_storages_empty_and_0d_tensors(tmp_pat
     matrix = torch.randn(3, 4, dtype=torch.float64)
     state = {
         "float32": torch.randn(2, 3), "float64": matrix, "float16": torch.randn(5).half(),
-        "bfloat16": torch.randn(4).bfloat16(), "int64": torch.arange(-3, 3), "int32": torch.arange(4, dtype=torch.int32),
+        "bfloat16": torch.randn(4).bfloat16(), "int64": torch.arange(-3, 3),
+        "int32": torch.arange(4, dtype=torch.int32),
         "int8": torch.tensor([-128, 0, 127], dtype=torch.int8), "uint8": torch.tensor([0, 255], dtype=torch.uint8),
         "bool": torch.tensor([True, False]), "complex64": torch.randn(2, dtype=torch.complex64),
         "transposed": matrix.t(),  # non-contiguous: strides (1, 4) into matrix's storage
@@ -280,6 +281,16 @@ def test_a_wrong_shape_names_the_key_and_both_shapes_even_when_not_strict():
     np.testing.assert_array_equal(model.layers[0].weight.data, before)
 
 
+def test_loading_and_exporting_keep_to_the_models_device(device):
+    source = small_model()
+    model = small_model().to(device)
+    interop.load_torch_state_dict(model, interop.to_torch_state_dict(source))
+    assert model.layers[3].weight.device == device and backend.device_of(model.layers[1].running_var) == device
+    exported = interop.to_torch_state_dict(model)
+    assert all(isinstance(array, np.ndarray) for array in exported.values())
+    np.testing.assert_array_equal(exported["3.weight"], source.layers[3].weight.data.T)
+
+
 def test_values_take_the_targets_dtype_and_a_bad_argument_is_named(tmp_path):
     model = small_model().to(dtype=np.float64)
     state = {name: array.astype(np.float32) if array.dtype.kind == "f" else array
@@ -290,3 +301,65 @@ def test_values_take_the_targets_dtype_and_a_bad_argument_is_named(tmp_path):
         interop.load_torch_state_dict(model, [1, 2])
     with pytest.raises(CheckpointError, match="does-not-exist.pt"):
         interop.load_torch_state_dict(model, tmp_path / "does-not-exist.pt")
+
+
+# ----- end to end: torchvision's ResNet-18 names, a torch.save'd file, minicnn.models.resnet18 --------
+def torch_resnet18(torch, num_classes):
+    """torchvision's resnet18 module tree and names, in plain torch (torchvision does not import here)."""
+
+    class ResNet18(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+            self.bn1 = torch.nn.BatchNorm2d(64)
+            self.relu = torch.nn.ReLU()
+            self.maxpool = torch.nn.MaxPool2d(3, 2, 1)
+            channels = 64
+            for stage, width in enumerate((64, 128, 256, 512)):
+                stride = 1 if stage == 0 else 2
+                setattr(self, f"layer{stage + 1}", torch.nn.Sequential(
+                    TorchBlock.make(torch, channels, width, stride), TorchBlock.make(torch, width, width, 1)))
+                channels = width
+            self.avgpool = torch.nn.AdaptiveAvgPool2d(1)
+            self.fc = torch.nn.Linear(512, num_classes)
+
+        def forward(self, x):
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    model = ResNet18()
+    with torch.no_grad():  # running statistics and affine parameters away from 0 and 1, as trained ones are
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+@pytest.mark.slow  # 11.7 million parameters written, read and initialised: about 3 s
+def test_resnet18_loads_a_torch_saved_resnet18_and_gives_its_logits(tmp_path, torch):
+    from minicnn import models
+
+    torch.manual_seed(0)
+    reference = torch_resnet18(torch, num_classes=10)
+    torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
+
+    model = models.resnet18(num_classes=10, weights=tmp_path / "resnet18.pth").eval()
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with no_grad():
+        ours = model(Tensor(x)).data
+    expected = reference(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    # And back: written by minicnn without torch, loaded strictly by torch, the same logits.
+    interop.to_torch_state_dict(model, tmp_path / "from_minicnn.pth")
+    carried = torch_resnet18(torch, num_classes=10)
+    carried.load_state_dict(torch.load(tmp_path / "from_minicnn.pth", weights_only=True), strict=True)
+    np.testing.assert_allclose(carried(torch.from_numpy(x)).detach().numpy(), ours, rtol=1e-4,
+                               atol=1e-4 * np.abs(expected).max())
+    with pytest.raises(CheckpointError, match=r"'fc.weight' has shape \(10, 512\) in the state dict but the "
+                                              r"model's Linear expects \(7, 512\)"):
+        models.resnet18(num_classes=7, weights=tmp_path / "resnet18.pth")

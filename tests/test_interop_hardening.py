@@ -51,7 +51,8 @@ def tensor(key, numel, shape, strides=None, offset=0, storage_type="FloatStorage
 
 
 def ordered_dict(*items):
-    return global_name("collections", "OrderedDict") + b")R(" + b"".join(text(name) + value for name, value in items) + b"u"
+    pairs = b"".join(text(name) + value for name, value in items)
+    return global_name("collections", "OrderedDict") + b")R(" + pairs + b"u"
 
 
 def state_pickle(*items):
@@ -105,6 +106,10 @@ def test_a_pickled_call_to_a_forbidden_function_is_refused_and_not_run(tmp_path,
     assert not target.exists()
 
 
+FORBIDDEN = ["os.system", "_load_from_bytes", "QInt8Storage", "OrderedDict(list)", "FloatStorage()",
+             "text as storage", "foreign persistent id", "PERSID", "storage type as text", "truncated pickle"]
+
+
 @pytest.mark.parametrize("data_pkl, message", [
     (b"\x80\x02" + global_name("os", "system") + text("echo") + b"\x85R.", r"it needs os\.system"),
     (state_pickle(("w", global_name("torch.storage", "_load_from_bytes") + b"C\x03abc\x85R")),
@@ -120,7 +125,7 @@ def test_a_pickled_call_to_a_forbidden_function_is_refused_and_not_run(tmp_path,
     (state_pickle(("w", b"(" + text("storage") + text("torch.FloatStorage") + text("0") + text("cpu")
                    + integer(6) + b"tQ")), r"a storage of type str 'torch\.FloatStorage'"),
     (state_pickle(("w", tensor("0", 6, (2, 3))))[:-30], r"not a readable pickle of a PyTorch state dict"),
-])
+], ids=FORBIDDEN)
 def test_globals_calls_and_ids_outside_the_allow_list_are_refused(tmp_path, data_pkl, message):
     refused(write_archive(tmp_path / "crafted.pt", data_pkl, {"0": SIX_FLOATS}), message)
 
@@ -135,7 +140,8 @@ def test_duplicate_keys_are_refused(tmp_path):
 
 def test_what_is_not_a_state_dict_of_tensors_is_named(tmp_path):
     refused(write_archive(tmp_path / "list.pt", b"\x80\x02]."), r"holds list \[\], not a state dict")
-    nested = b"\x80\x02}(" + text("model") + ordered_dict(("w", tensor("0", 6, (6,)))) + text("epoch") + integer(3) + b"u."
+    nested = (b"\x80\x02}(" + text("model") + ordered_dict(("w", tensor("0", 6, (6,))))
+              + text("epoch") + integer(3) + b"u.")
     refused(write_archive(tmp_path / "training.pt", nested, {"0": SIX_FLOATS}),
             r"entry 'model' is a dict, not a tensor: this looks like a training checkpoint")
     refused(write_archive(tmp_path / "number.pt", state_pickle(("w", integer(3)))), r"entry 'w' is int 3")
@@ -157,6 +163,13 @@ def test_a_truncated_archive_and_a_legacy_file_are_named(tmp_path):
     refused(tmp_path / "other.zip", r"expected one <archive>/data.pkl entry, found 0")
 
 
+def test_an_entry_twice_in_the_archive_is_refused(tmp_path):
+    path = write_archive(tmp_path / "twice.pt", state_pickle(("w", tensor("0", 6, (6,)))), {"0": SIX_FLOATS})
+    with zipfile.ZipFile(path, "a") as archive, pytest.warns(UserWarning, match="Duplicate name"):
+        archive.writestr("archive/data/0", bytes(24))
+    refused(path, r"archive/data/0: appears 2 times in the archive")
+
+
 def test_a_corrupted_storage_fails_its_checksum(tmp_path):
     content = bytearray(write_torch_state_dict({"w": np.ones(100, np.float32)}, tmp_path / "w.pt").read_bytes())
     position = content.index(np.ones(100, np.float32).tobytes())
@@ -167,9 +180,10 @@ def test_a_corrupted_storage_fails_its_checksum(tmp_path):
 
 @pytest.mark.parametrize("storages, message", [
     ({}, r"archive/data/0: missing; data.pkl names storage '0' \(6 items of FloatStorage\)"),
-    ({"0": SIX_FLOATS[:20]}, r"archive/data/0: holds 20 bytes, but data.pkl declares 6 items of FloatStorage, 24 bytes"),
+    ({"0": SIX_FLOATS[:20]},
+     r"archive/data/0: holds 20 bytes, but data.pkl declares 6 items of FloatStorage, 24 bytes"),
     ({"0": SIX_FLOATS + b"\0" * 4}, r"archive/data/0: holds 28 bytes"),
-])
+], ids=["missing", "short", "long"])
 def test_a_missing_or_wrongly_sized_storage_is_named(tmp_path, storages, message):
     refused(write_archive(tmp_path / "sizes.pt", state_pickle(("w", tensor("0", 6, (2, 3)))), storages), message)
 
@@ -181,7 +195,7 @@ def test_a_missing_or_wrongly_sized_storage_is_named(tmp_path, storages, message
     (tensor("0", 6, (0, 3), offset=7), r"offset 7\) reaches outside"),
     (tensor("0", 6, (2, 3), strides=(-3, 1)), r"expected non-negative ints"),
     (tensor("0", 6, (2, 3), strides=(3,)), r"shape and strides of equal length"),
-])
+], ids=["strides", "offset", "empty with offset", "negative stride", "strides too short"])
 def test_views_outside_their_storage_are_refused(tmp_path, view, message):
     refused(write_archive(tmp_path / "view.pt", state_pickle(("w", view)), {"0": SIX_FLOATS}), message)
 
@@ -242,3 +256,29 @@ def test_a_deflated_honest_file_and_a_big_endian_file_read(tmp_path):
     np.testing.assert_array_equal(read_torch_state_dict(no_record)["w"], np.arange(6))
     refused(write_archive(tmp_path / "middle.pt", state_pickle(), byteorder=b"middle"),
             re.escape("archive/byteorder says b'middle', expected b'little' or b'big'"))
+
+
+def test_fuzzed_data_pkl_reads_or_raises_checkpoint_error(tmp_path):
+    # Random edits of a real data.pkl, repacked so that the zip's checksums hold: the reader either
+    # reads the result or refuses it with a CheckpointError, never another exception.
+    shared = np.arange(10, dtype=np.float32)
+    data_pkl = state_pickle(("a", tensor("0", 10, (2, 3), strides=(1, 2), offset=1)), ("b", tensor("0", 10, (10,))),
+                            ("c", tensor("1", 1, (), storage_type="LongStorage")))
+    storages = {"0": shared.tobytes(), "1": np.array([7]).tobytes()}
+    rng = np.random.default_rng(0)
+    outcomes = {"read": 0, "refused": 0}
+    for case in range(150):
+        edited = bytearray(data_pkl)
+        for _ in range(int(rng.integers(1, 4))):
+            position = int(rng.integers(len(edited)))
+            if rng.random() < 0.6:
+                edited[position] = int(rng.integers(256))
+            else:
+                del edited[position:position + int(rng.integers(1, 6))]
+        path = write_archive(tmp_path / f"fuzz{case}.pt", bytes(edited), storages)
+        try:
+            read_torch_state_dict(path)
+            outcomes["read"] += 1
+        except CheckpointError:
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 100, outcomes

@@ -19,6 +19,7 @@ dtype, the strides and offset stay inside it, the totals fit the file's size) ar
 read and the views copied out with NumPy.
 """
 
+import collections
 import math
 import zipfile
 import zlib
@@ -119,9 +120,12 @@ class StateDictPickleReader(PickleReader):
             self.fail(f"calls {role or describe(function)} with {describe(arguments)}, expected a tuple")
         if role == "ordered_dict" and arguments == ():
             return self.register({})
-        if role in ("rebuild_tensor_v2", "rebuild_tensor") and len(arguments) in ((6, 7) if role.endswith("v2") else (4,)):
+        # _rebuild_tensor_v2(storage, offset, shape, strides, requires_grad, hooks[, metadata]); the first
+        # version, of PyTorch 0.4's files, has the first four.
+        arity = {"rebuild_tensor_v2": (6, 7), "rebuild_tensor": (4,)}.get(role, ())
+        if len(arguments) in arity:
             storage, offset, shape, strides = arguments[:4]
-            if role.endswith("v2") and not (type(arguments[4]) is bool and type(arguments[5]) is dict):
+            if role == "rebuild_tensor_v2" and not (type(arguments[4]) is bool and type(arguments[5]) is dict):
                 self.fail(f"{role}: expected requires_grad and a hooks dict, got "
                           f"{describe(arguments[4])}, {describe(arguments[5])}")
             return self.tensor_record(storage, offset, shape, strides)
@@ -208,6 +212,10 @@ def _read_archive(archive, file_size, where):
     infos = archive.infolist()
     if len(infos) > MAX_ARCHIVE_ENTRIES:
         raise CheckpointError(f"{where}: {len(infos)} entries, more than {MAX_ARCHIVE_ENTRIES}")
+    names = collections.Counter(info.filename for info in infos)
+    repeated = next((name for name, count in names.items() if count > 1), None)
+    if repeated is not None:  # zipfile would read the last copy, another reader the first
+        raise CheckpointError(f"{where}: {repeated[:200]}: appears {names[repeated]} times in the archive")
     pickles = [info for info in infos if info.filename.count("/") == 1 and info.filename.endswith("/data.pkl")]
     if len(pickles) != 1:
         raise CheckpointError(f"{where}: expected one <archive>/data.pkl entry, found "
@@ -215,13 +223,13 @@ def _read_archive(archive, file_size, where):
     prefix = pickles[0].filename[: -len("data.pkl")]
     byte_order = "<"
     if prefix + "byteorder" in archive.namelist():
-        record = _read_entry(archive, archive.getinfo(prefix + "byteorder"), 16, where)
+        record = bytes(_read_entry(archive, archive.getinfo(prefix + "byteorder"), 16, where))
         if record not in (b"little", b"big"):
             raise CheckpointError(f"{where}: {prefix}byteorder says {record[:16]!r}, expected b'little' or b'big'")
         byte_order = "<" if record == b"little" else ">"
 
     limit = min(MAX_PICKLE_BYTES, MAX_EXPANSION * file_size + SLACK_BYTES)
-    content = _read_entry(archive, pickles[0], limit, where)
+    content = bytes(_read_entry(archive, pickles[0], limit, where))
     reader = StateDictPickleReader(content, f"{where}: {pickles[0].filename}")
     state = reader.read()
     records = _checked_records(state, f"{where}: {pickles[0].filename}")
@@ -229,7 +237,9 @@ def _read_archive(archive, file_size, where):
     _check_views(records, reader.storages, where)
 
     raw = {key: _read_entry(archive, info, info.file_size, where) for key, info in storage_infos.items()}
-    return {name: _materialise(record, raw[record.storage.key], byte_order) for name, record in records.items()}
+    uses = collections.Counter(record.storage.key for record in records.values())
+    return {name: _materialise(record, raw[record.storage.key], byte_order, uses[record.storage.key] == 1)
+            for name, record in records.items()}
 
 
 def _read_entry(archive, info, limit, where):
@@ -237,10 +247,12 @@ def _read_entry(archive, info, limit, where):
     if info.file_size > limit:
         raise CheckpointError(f"{where}: {info.filename}: declares {info.file_size} bytes, more than "
                               f"the {limit} it may hold")
+    content = bytearray(info.file_size)  # writeable, so a tensor that is its whole storage needs no copy
     with archive.open(info) as entry:
-        content = entry.read(limit + 1)  # reading to the end makes zipfile check the CRC
-    if len(content) != info.file_size:
-        raise CheckpointError(f"{where}: {info.filename}: holds {len(content)} bytes, its header says "
+        count = entry.readinto(content)
+        count += len(entry.read(1))  # reading to the end makes zipfile check the CRC
+    if count != info.file_size:
+        raise CheckpointError(f"{where}: {info.filename}: holds {count} bytes, its header says "
                               f"{info.file_size}")
     return content
 
@@ -308,7 +320,12 @@ def _check_views(records, storages, where):
                               f"storages of {stored} bytes")
 
 
-def _materialise(record, raw, byte_order):
+def _materialise(record, raw, byte_order, only_view):
+    """The tensor `record` describes, from its storage's bytes `raw` (a bytearray).
+
+    only_view: no other tensor views this storage, so a tensor that is the whole storage in order
+    (nearly every tensor of a state dict) is returned without a copy.
+    """
     storage = record.storage
     dtype = np.dtype("u2" if storage.dtype == "bfloat16" else storage.dtype).newbyteorder(byte_order)
     shape = record.shape
@@ -320,7 +337,11 @@ def _materialise(record, raw, byte_order):
         view = np.lib.stride_tricks.as_strided(
             items[record.offset:], shape=shape, strides=tuple(stride * dtype.itemsize for stride in record.strides),
             writeable=False)
-        array = np.array(view, dtype=dtype.newbyteorder("="), order="C")
+        if only_view and record.offset == 0 and view.size == storage.numel and view.flags.c_contiguous \
+                and dtype.isnative:
+            array = items.reshape(shape)
+        else:
+            array = np.array(view, dtype=dtype.newbyteorder("="), order="C")
     if storage.dtype == "bfloat16":
         array = (array.astype(np.uint32) << 16).view(np.float32)
     return array
