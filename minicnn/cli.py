@@ -128,8 +128,11 @@ def _positive_float(text):
 
 def _at_least_zero_float(text):
     """An argparse type: a finite number >= 0."""
-    if text.strip() in ("0", "0.0"):
-        return 0.0
+    try:
+        if float(text) == 0:
+            return 0.0
+    except ValueError:
+        pass  # _positive_float names the problem
     return _positive_float(text)
 
 
