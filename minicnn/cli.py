@@ -129,11 +129,12 @@ def _positive_float(text):
 def _at_least_zero_float(text):
     """An argparse type: a finite number >= 0."""
     try:
-        if float(text) == 0:
-            return 0.0
+        value = float(text)
     except ValueError:
-        pass  # _positive_float names the problem
-    return _positive_float(text)
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
 
 
 def _augmentations(text):
