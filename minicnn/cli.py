@@ -495,8 +495,9 @@ def _optimizer(settings, model):
 
 
 # What each saved run setting may be, checked when --resume reuses them as the flags are checked when given.
-RESUMED_COUNTS = {"epochs": (1, None), "batch_size": (1, None), "shift": (0, None), "seed": (0, SEED_LIMIT - 1)}
-RESUMED_OPTIONAL_COUNTS = {"patience": 0, "validation": 0, "limit": 1}  # None allowed; else at least this
+RESUMED_COUNTS = {"epochs": (1, None), "batch_size": (1, None), "shift": (0, None), "seed": (0, SEED_LIMIT - 1),
+                  "depth": (8, None), "pad": (0, None)}
+RESUMED_OPTIONAL_COUNTS = {"patience": 0, "validation": 0, "limit": 1, "image_size": 1}  # None allowed; else at least
 RESUMED_DEFAULTS = {"schedule": "none", "patience": None, "validation": None, "shift": 0, "limit": None, "seed": 0,
                     "data": None, "depth": 20, "image_size": None, "pad": 0, "augment": [], "normalize": "none",
                     "weights": None, "freeze_backbone": False, "momentum": 0.9, "weight_decay": 0.0}
@@ -520,10 +521,32 @@ def _settings_of_checkpoint(folder):
     problems.update({key: _count_problem(settings[key], minimum) for key, minimum in RESUMED_OPTIONAL_COUNTS.items()
                      if settings[key] is not None})
     problems["lr"] = _rate_problem(settings.get("lr"))
+    problems.update(_image_setting_problems(settings))
     for key, problem in problems.items():
         if problem:
             raise CheckpointError(f"{path}: run setting {key}: {problem}")
     return settings
+
+
+def _image_setting_problems(settings):
+    """{setting: problem} for the image-pipeline settings a checkpoint saved (empty when all are as flags give)."""
+    augment, momentum, decay = settings.get("augment"), settings.get("momentum"), settings.get("weight_decay")
+    return {key: problem for key, problem in {
+        "augment": None if isinstance(augment, list) and set(augment) <= set(AUGMENTATIONS)
+        else f"expected a list of {list(AUGMENTATIONS)}, got {augment!r}",
+        "normalize": None if settings.get("normalize") in ("none", "imagenet")
+        else f"expected 'none' or 'imagenet', got {settings.get('normalize')!r}",
+        "momentum": None if isinstance(momentum, (int, float)) and 0 <= momentum < 1
+        else f"expected a number in [0, 1), got {momentum!r}",
+        "weight_decay": None if isinstance(decay, (int, float)) and math.isfinite(decay) and decay >= 0
+        else f"expected a finite number >= 0, got {decay!r}",
+        "data": None if settings.get("data") is None or isinstance(settings["data"], str)
+        else f"expected a path, got {settings['data']!r}",
+        "weights": None if settings.get("weights") is None or isinstance(settings["weights"], str)
+        else f"expected a path, got {settings['weights']!r}",
+        "freeze_backbone": None if isinstance(settings.get("freeze_backbone"), bool)
+        else f"expected true or false, got {settings.get('freeze_backbone')!r}",
+    }.items() if problem}
 
 
 def _follow_latest(path):

@@ -125,3 +125,18 @@ def test_resnet_on_padded_fashion_mnist_with_crops_and_flips(tmp_path, monkeypat
                  "--validation", "32", "--batch-size", "32", "--quiet", "--out", str(out)]) == 0
     run = load_checkpoint(out / "last.npz")
     assert run.state["run"]["augment"] == ["crop", "flip"] and run.model.conv1.weight.shape == (16, 1, 3, 3)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("augment", ["rotate"], "augment: expected a list of ['crop', 'flip']"),
+    ("pad", -1, "pad"),
+    ("momentum", 1.5, "momentum: expected a number in [0, 1)"),
+    ("normalize", "zca", "normalize: expected 'none' or 'imagenet'"),
+])
+def test_a_resumed_run_checks_the_saved_image_settings(tmp_path, capsys, key, value, message):
+    from minicnn import nn
+    from minicnn.checkpoint import save_checkpoint
+
+    run = {"model": "cnn", "dataset": "mnist", "epochs": 2, "batch_size": 8, "optimizer": "sgd", "lr": 0.1, key: value}
+    save_checkpoint(tmp_path / "last.npz", nn.Sequential(nn.Dense(2, 2)), state={"epoch": 1, "run": run})
+    _fails(["train", "--resume", str(tmp_path)], message, capsys)
