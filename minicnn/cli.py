@@ -11,6 +11,10 @@
     minicnn show runs/latest/best.npz --image-index 7 --layer 3
     minicnn export runs/latest/best.npz cnn.onnx --softmax   # needs the onnx extra
     minicnn predict runs/latest/best.npz seven.png photo.jpg --top 3 [--json]   # needs Pillow
+    minicnn train --model resnet --depth 20 --dataset fashion-mnist --pad 2 --augment crop,flip --optimizer sgd --lr 0.1
+    minicnn train --model resnet18 --dataset cifar10 --data cifar-10-python.tar.gz --weights resnet18-f37072fd.pth \
+        --freeze-backbone --image-size 224 --batch-size 4 --optimizer sgd --lr 0.001   # the fine-tuning tutorial
+    minicnn train --model cnn64 --dataset imagefolder --data pictures/ --image-size 64   # pictures/{train,test}/<class>/
     minicnn serve runs/latest/best.npz         # a local page: draw a digit, watch every layer (Ctrl-C stops)
 
 This module is an entry point, so it is where process-wide settings are made: `train` and
@@ -33,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, backend, data, distributed, metrics, models, optim
+from . import __version__, backend, data, distributed, metrics, models, nn, optim
 from . import functional as F
 from .checkpoint import load_checkpoint, write_atomically
 from .errors import (
@@ -53,7 +57,12 @@ from .viz.plots import (
 )
 
 LOADERS = {"mnist": data.load_mnist, "fashion-mnist": data.load_fashion_mnist}
-DEFAULT_OPTIMIZER = {"cnn": "adam", "lenet": "sgd"}  # as in the two seed examples
+# Datasets read from a path the user gives (--data): the CIFAR-10 archive, a folder of pictures per class.
+PATH_DATASETS = ("cifar10", "imagefolder")
+DATASETS = sorted(LOADERS) + list(PATH_DATASETS)
+AUGMENTATIONS = ("crop", "flip")
+DEFAULT_OPTIMIZER = {"cnn": "adam", "lenet": "sgd", "cifar_cnn": "adam", "cnn64": "adam", "resnet": "sgd",
+                     "resnet18": "sgd"}  # as in the examples and tutorials each model comes from
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.01}
 SCHEDULES = ("none", "step", "cosine")
 RUNS = Path("runs")  # where a run without --out gets its own folder
@@ -120,6 +129,37 @@ def _positive_float(text):
     return value
 
 
+def _at_least_zero_float(text):
+    """An argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _augmentations(text):
+    """An argparse type: a comma-separated list of AUGMENTATIONS ('' or 'none': none)."""
+    names = [name.strip() for name in text.split(",") if name.strip() and name.strip() != "none"]
+    unknown = [name for name in names if name not in AUGMENTATIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown augmentation(s) {unknown}; choose from {list(AUGMENTATIONS)}")
+    return sorted(set(names))
+
+
+def _fraction(text):
+    """An argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
+    return value
+
+
 def _blocking_file(path):
     """The first of `path` and its ancestors that exists and is not a folder (so `path` cannot be a folder)."""
     for candidate in (path, *path.parents):
@@ -163,7 +203,29 @@ def _parser():
                                 description="Train a model, writing checkpoints and metrics to a fresh folder "
                                             "runs/MODEL-DATE-N (runs/latest points at the newest) or to --out.")
     train.add_argument("--model", choices=sorted(models.MODELS), default="cnn")
-    train.add_argument("--dataset", choices=sorted(LOADERS), default="mnist")
+    train.add_argument("--dataset", choices=DATASETS, default="mnist",
+                       help="cifar10 and imagefolder read --data (imagefolder: DIR/train and DIR/test or DIR/val, "
+                            "one sub-folder per class)")
+    train.add_argument("--data", type=Path, default=None, metavar="PATH",
+                       help="cifar-10-python.tar.gz (or its cifar-10-batches-py folder), or the picture folder")
+    train.add_argument("--depth", type=_at_least(8), default=20, help="--model resnet: depth 6n+2 (default 20)")
+    train.add_argument("--image-size", type=_at_least(1), default=None,
+                       help="the model's input size: imagefolder pictures are read at this size (default 64); other "
+                            "datasets are resized as the tutorial does (Resize(size * 256 / 224), CenterCrop(size))")
+    train.add_argument("--pad", type=_at_least(0), default=0,
+                       help="pad each side with this many zero pixels first (Fashion-MNIST 28x28 -> 32x32: --pad 2)")
+    train.add_argument("--augment", type=_augmentations, default=[], metavar="crop,flip",
+                       help="training-time augmentation: crop (RandomCrop(size, padding=size // 8)), "
+                            "flip (RandomHorizontalFlip)")
+    train.add_argument("--normalize", choices=["none", "imagenet"], default=None,
+                       help="per-channel normalisation (default: imagenet for resnet18, none otherwise)")
+    train.add_argument("--weights", type=Path, default=None, metavar="PATH",
+                       help="--model resnet18: start from a PyTorch state dict (torchvision's resnet18-*.pth); "
+                            "fc is replaced by a new Dense(512, classes)")
+    train.add_argument("--freeze-backbone", action="store_true",
+                       help="train only the final layer fc (fine-tuning a pretrained --weights)")
+    train.add_argument("--momentum", type=_fraction, default=0.9, help="SGD momentum (default 0.9)")
+    train.add_argument("--weight-decay", type=_at_least_zero_float, default=0.0, help="SGD weight decay (default 0)")
     train.add_argument("--epochs", type=_at_least(1), default=None, help="default 5 (with --resume: the run's own)")
     train.add_argument("--batch-size", type=_at_least(1), default=64)
     train.add_argument("--optimizer", choices=["sgd", "adam"], default=None,
@@ -328,13 +390,136 @@ def _run_settings(args):
         "optimizer": optimizer, "lr": args.lr if args.lr is not None else DEFAULT_LR[optimizer],
         "schedule": args.schedule, "patience": args.patience, "validation": args.validation,
         "shift": args.shift, "limit": args.limit, "seed": args.seed,
+        **_image_settings(args),
     }
 
 
+def _image_settings(args):
+    """The run settings of the image pipeline (--data, --image-size, --augment, --weights, ...), checked."""
+    if args.dataset in PATH_DATASETS and args.data is None:
+        raise ValueError(f"--dataset {args.dataset} reads --data PATH; pass the "
+                         + ("cifar-10-python.tar.gz archive" if args.dataset == "cifar10" else "picture folder"))
+    if args.dataset not in PATH_DATASETS and args.data is not None:
+        raise ValueError(f"--data is for --dataset {' or '.join(PATH_DATASETS)}; {args.dataset} is fetched by minicnn")
+    if args.weights is not None and args.model != "resnet18":
+        raise ValueError(f"--weights loads a PyTorch ResNet-18 state dict; use it with --model resnet18, "
+                         f"not {args.model}")
+    if args.weights is not None and not args.weights.is_file():
+        raise FileNotFoundError(f"--weights {args.weights}: no such file")
+    if args.freeze_backbone and args.model not in ("resnet", "resnet18"):
+        raise ValueError(f"--freeze-backbone trains only the layer fc, which --model {args.model} does not have")
+    return {
+        "data": None if args.data is None else str(args.data.resolve()), "depth": args.depth,
+        "image_size": args.image_size, "pad": args.pad, "augment": list(args.augment),
+        "normalize": args.normalize or ("imagenet" if args.model == "resnet18" else "none"),
+        "weights": None if args.weights is None else str(args.weights.resolve()),
+        "freeze_backbone": args.freeze_backbone, "momentum": args.momentum, "weight_decay": args.weight_decay,
+    }
+
+
+def _model_arguments(settings, channels, num_classes):
+    """The keyword arguments of models.build for the run's model, on images with `channels` channels."""
+    name = settings["model"]
+    if name in ("cifar_cnn", "cnn64"):
+        return {"num_classes": num_classes}
+    if name == "resnet":
+        return {"depth": settings.get("depth", 20), "num_classes": num_classes, "in_channels": channels}
+    if name == "resnet18":
+        return {"num_classes": num_classes, "in_channels": channels}
+    return {"num_classes": num_classes, "in_channels": channels}  # cnn, lenet: image_size is set in _build_model
+
+
+def _model_channels(settings, data_channels):
+    """The channels the model takes: the data's, except 3 for the colour-only models and pretrained weights."""
+    if settings["model"] in ("cifar_cnn", "cnn64") or settings.get("weights"):
+        return 3
+    return data_channels
+
+
+def _build_model(settings, channels, image_size, num_classes, load_weights=True):
+    """The run's model; with --weights, torchvision's ImageNet ResNet-18 whose fc is replaced for num_classes."""
+    arguments = _model_arguments(settings, channels, num_classes)
+    if settings["model"] in ("cnn", "lenet"):
+        arguments["image_size"] = image_size
+    if settings.get("weights"):  # a resumed run rebuilds the same structure; its weights come from the checkpoint
+        model = models.build("resnet18", num_classes=1000, in_channels=3,
+                             weights=settings["weights"] if load_weights else None)
+        if num_classes != 1000:
+            model.fc = nn.Dense(512, num_classes)  # the tutorial's model.fc = nn.Linear(512, num_classes)
+    else:
+        model = models.build(settings["model"], **arguments)
+    if settings.get("freeze_backbone"):
+        model.requires_grad_(False)
+        model.fc.requires_grad_(True)
+    return model
+
+
+def _load_split(settings, split):
+    """(images uint8 (N, C, H, W) or (N, H, W), labels int64 (N,), class names) of one split of the run's dataset."""
+    dataset = settings["dataset"]
+    if dataset == "cifar10":
+        images, labels = data.load_cifar10(settings["data"], split)
+        return images, labels, data.CIFAR10_CLASSES
+    if dataset == "imagefolder":
+        folder = _image_folder_split(Path(settings["data"]), split)
+        images, labels, names = data.load_image_folder(folder, settings.get("image_size") or 64)
+        return images, labels, names
+    images, labels = LOADERS[dataset](split)
+    return images, labels, data.class_names(dataset)
+
+
+def _image_folder_split(root, split):
+    candidates = ["train"] if split == "train" else ["test", "val"]
+    for name in candidates:
+        if (root / name).is_dir():
+            return root / name
+    raise FileNotFoundError(f"--data {root}: no {' or '.join(candidates)} sub-folder; imagefolder expects "
+                            f"{root}/train/<class>/... and {root}/test/<class>/... (or val/)")
+
+
+def _transforms(settings, channels, height, width):
+    """(training transform, evaluation transform) for images (N, channels, height, width) of the run's dataset.
+
+    Both: pad, resize to the model's input (the tutorial's Resize(size * 256 / 224), CenterCrop(size)),
+    copy one channel to three for a colour model, normalise. Training adds the --augment crops and flips
+    after the resize. None where nothing is to be done (the DataLoader still scales uint8 to [0, 1]).
+    """
+    pad, size = settings.get("pad", 0), settings.get("image_size")
+    shape = [data.Pad(pad)] if pad else []
+    height, width = height + 2 * pad, width + 2 * pad
+    if size is not None and settings["dataset"] != "imagefolder" and (height, width) != (size, size):
+        shape += [data.Resize(round(size * 256 / 224)), data.CenterCrop(size)]
+        height = width = size
+    augment = []
+    if "crop" in settings.get("augment", []):
+        augment.append(data.RandomCrop((height, width), padding=max(1, min(height, width) // 8)))
+    if "flip" in settings.get("augment", []):
+        augment.append(data.RandomHorizontalFlip())
+    values = []
+    if channels == 1 and _model_channels(settings, channels) == 3:
+        values.append(data.RepeatChannels(3))
+    if settings.get("normalize") == "imagenet":
+        values += [data.ToFloat(), data.Normalize(data.IMAGENET_MEAN, data.IMAGENET_STD)]
+    train, evaluation = shape + augment + values, shape + values
+    return (data.Compose(train) if train else None), (data.Compose(evaluation) if evaluation else None)
+
+
+def _optimizer(settings, model):
+    """The run's optimizer. It holds every parameter, in the checkpoint's order; frozen ones never get a gradient,
+    and the optimizer steps only parameters that have one."""
+    if settings["optimizer"] == "sgd":
+        return optim.SGD(model.parameters(), lr=settings["lr"], momentum=settings.get("momentum", 0.9),
+                         weight_decay=settings.get("weight_decay", 0.0))
+    return settings["optimizer"]
+
+
 # What each saved run setting may be, checked when --resume reuses them as the flags are checked when given.
-RESUMED_COUNTS = {"epochs": (1, None), "batch_size": (1, None), "shift": (0, None), "seed": (0, SEED_LIMIT - 1)}
-RESUMED_OPTIONAL_COUNTS = {"patience": 0, "validation": 0, "limit": 1}  # None allowed; else at least this
-RESUMED_DEFAULTS = {"schedule": "none", "patience": None, "validation": None, "shift": 0, "limit": None, "seed": 0}
+RESUMED_COUNTS = {"epochs": (1, None), "batch_size": (1, None), "shift": (0, None), "seed": (0, SEED_LIMIT - 1),
+                  "depth": (8, None), "pad": (0, None)}
+RESUMED_OPTIONAL_COUNTS = {"patience": 0, "validation": 0, "limit": 1, "image_size": 1}  # None allowed; else at least
+RESUMED_DEFAULTS = {"schedule": "none", "patience": None, "validation": None, "shift": 0, "limit": None, "seed": 0,
+                    "data": None, "depth": 20, "image_size": None, "pad": 0, "augment": [], "normalize": "none",
+                    "weights": None, "freeze_backbone": False, "momentum": 0.9, "weight_decay": 0.0}
 
 
 def _settings_of_checkpoint(folder):
@@ -346,7 +531,7 @@ def _settings_of_checkpoint(folder):
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path}: holds no run settings to resume (state 'run' is {type(saved).__name__})")
     settings = {**RESUMED_DEFAULTS, **saved}
-    choices = {"model": sorted(models.MODELS), "dataset": sorted(LOADERS), "optimizer": sorted(DEFAULT_LR),
+    choices = {"model": sorted(models.MODELS), "dataset": DATASETS, "optimizer": sorted(DEFAULT_LR),
                "schedule": list(SCHEDULES)}
     for key, allowed in choices.items():
         if settings.get(key) not in allowed:
@@ -355,10 +540,32 @@ def _settings_of_checkpoint(folder):
     problems.update({key: _count_problem(settings[key], minimum) for key, minimum in RESUMED_OPTIONAL_COUNTS.items()
                      if settings[key] is not None})
     problems["lr"] = _rate_problem(settings.get("lr"))
+    problems.update(_image_setting_problems(settings))
     for key, problem in problems.items():
         if problem:
             raise CheckpointError(f"{path}: run setting {key}: {problem}")
     return settings
+
+
+def _image_setting_problems(settings):
+    """{setting: problem} for the image-pipeline settings a checkpoint saved (empty when all are as flags give)."""
+    augment, momentum, decay = settings.get("augment"), settings.get("momentum"), settings.get("weight_decay")
+    return {key: problem for key, problem in {
+        "augment": None if isinstance(augment, list) and set(augment) <= set(AUGMENTATIONS)
+        else f"expected a list of {list(AUGMENTATIONS)}, got {augment!r}",
+        "normalize": None if settings.get("normalize") in ("none", "imagenet")
+        else f"expected 'none' or 'imagenet', got {settings.get('normalize')!r}",
+        "momentum": None if isinstance(momentum, (int, float)) and 0 <= momentum < 1
+        else f"expected a number in [0, 1), got {momentum!r}",
+        "weight_decay": None if isinstance(decay, (int, float)) and math.isfinite(decay) and decay >= 0
+        else f"expected a finite number >= 0, got {decay!r}",
+        "data": None if settings.get("data") is None or isinstance(settings["data"], str)
+        else f"expected a path, got {settings['data']!r}",
+        "weights": None if settings.get("weights") is None or isinstance(settings["weights"], str)
+        else f"expected a path, got {settings['weights']!r}",
+        "freeze_backbone": None if isinstance(settings.get("freeze_backbone"), bool)
+        else f"expected true or false, got {settings.get('freeze_backbone')!r}",
+    }.items() if problem}
 
 
 def _follow_latest(path):
@@ -610,23 +817,38 @@ def _train(args, settings, folder):
     backend.set_default_device(args.device)
     backend.manual_seed(settings["seed"])
 
-    train_images, train_labels = LOADERS[settings["dataset"]]("train")
-    test_images, test_labels = LOADERS[settings["dataset"]]("test")
+    train_images, train_labels, class_names = _load_split(settings, "train")
+    test_images, test_labels, _ = _load_split(settings, "test")
+    if settings["dataset"] == "imagefolder":
+        settings["class_names"] = list(class_names)  # kept in the checkpoints: label i is class_names[i]
     if settings["limit"]:
         train_images, train_labels = train_images[: settings["limit"]], train_labels[: settings["limit"]]
     settings["validation"] = _validation_count(settings["validation"], len(train_images), settings["limit"])
     (train_images, train_labels), validation = _split(train_images, train_labels, settings["validation"],
                                                       settings["seed"])
 
-    model = models.build(settings["model"])
+    channels = 1 if train_images.ndim == 3 else train_images.shape[1]
+    height, width = train_images.shape[-2:]
+    train_transform, eval_transform = _transforms(settings, channels, height, width)
+    input_size = (eval_transform(test_images[:1].reshape(1, channels, height, width)).shape[-1]
+                  if eval_transform is not None else width)
+    model = _build_model(settings, _model_channels(settings, channels), input_size, len(class_names),
+                         load_weights=args.resume is None)  # a resumed run's weights come from its checkpoint
     comm = getattr(args, "comm", None)
-    trainer = Trainer(model, settings["optimizer"], lr=settings["lr"], comm=comm)
+    shard = (comm.rank, comm.size) if comm is not None and comm.size > 1 else None  # each process its part
+    trainer = Trainer(model, _optimizer(settings, model), lr=settings["lr"], comm=comm)
     trainer.schedule = _schedule(settings["schedule"], trainer.optimizer, settings["epochs"])
     trainer.run_info = settings
     callbacks = [EarlyStopping("val_accuracy", patience=settings["patience"])] if settings["patience"] else []
     loader = data.DataLoader(train_images, train_labels, batch_size=settings["batch_size"], shuffle=True,
                              seed=settings["seed"], shift=settings["shift"], device=args.device,
-                             shard=(comm.rank, comm.size) if comm is not None and comm.size > 1 else None)
+                             transform=train_transform, shard=shard)
+    eval_batch = max(settings["batch_size"], 256 if input_size <= 64 else 16)
+    if validation is not None:
+        validation = data.DataLoader(*validation, batch_size=eval_batch, device=args.device, transform=eval_transform,
+                                     shard=shard)
+    test_loader = data.DataLoader(test_images, test_labels, batch_size=eval_batch, device=args.device,
+                                  transform=eval_transform, shard=shard)
     if args.resume is not None:
         out = args.resume
         loaded = trainer.resume(out)
@@ -644,7 +866,9 @@ def _train(args, settings, folder):
           + f"; checkpoints in {out}", flush=True)
     monitor = HealthMonitor(model) if args.health else None
     profiler = _ProfileFirstEpoch(len(loader)) if args.profile else None
-    board = _tensorboard(args.tensorboard, model, test_images[0], monitor)
+    shown = test_images[:1] if eval_transform is None else eval_transform(test_images[:1].reshape(
+        1, channels, height, width))
+    board = _tensorboard(args.tensorboard, model, shown[0], monitor)
     callbacks += [callback for callback in (board or monitor, profiler) if callback is not None]
     try:
         history = trainer.fit(loader, epochs=settings["epochs"], validation_data=validation, callbacks=callbacks,
@@ -655,7 +879,7 @@ def _train(args, settings, folder):
         if board is not None:
             board.close()
 
-    result = trainer.evaluate(test_images, test_labels, batch_size=256)
+    result = trainer.evaluate(test_loader)
     mean_seconds, partial = _mean_epoch_seconds(history, len(loader))
     summary = {
         "run": settings, "device": args.device, "test_accuracy": result["accuracy"], "test_loss": result["loss"],
@@ -690,9 +914,9 @@ def _dataset_of(path, loaded, given):
     dataset = loaded.dataset
     if dataset is None:
         raise ValueError(f"{path} does not say which dataset it was trained on; pass --dataset")
-    if dataset not in LOADERS:
+    if dataset not in DATASETS:
         raise CheckpointError(f"{path}: names the dataset {dataset!r}, which minicnn does not know "
-                              f"({', '.join(sorted(LOADERS))}); pass --dataset")
+                              f"({', '.join(DATASETS)}); pass --dataset")
     return dataset
 
 
@@ -702,9 +926,17 @@ def evaluate(args):
     loaded = load_checkpoint(path)
     model = loaded.model.to(args.device)
     dataset = _dataset_of(path, loaded, args.dataset)
-    images, labels = LOADERS[dataset](args.split)
-    result = Trainer(model).evaluate(images, labels, batch_size=args.batch_size)
-    names = data.class_names(dataset)
+    run = loaded.state.get("run") if isinstance(loaded.state.get("run"), dict) else {}
+    if dataset in PATH_DATASETS and (run.get("dataset") != dataset or not run.get("data")):
+        raise ValueError(f"{path}: evaluating on {dataset} needs the --data path its run was trained with, "
+                         "which the checkpoint does not hold")
+    settings = {**RESUMED_DEFAULTS, "model": "", **run, "dataset": dataset}
+    images, labels, names = _load_split(settings, args.split)
+    names = run.get("class_names") or names  # an imagefolder run's classes, in the order of the outputs
+    channels = 1 if images.ndim == 3 else images.shape[1]
+    _, eval_transform = _transforms(settings, channels, *images.shape[-2:])
+    loader = data.DataLoader(images, labels, batch_size=args.batch_size, transform=eval_transform)
+    result = Trainer(model).evaluate(loader)
     print(f"{path}: {dataset} {args.split}, {len(labels)} images, loss {result['loss']:.4f}")
     print(metrics.classification_report(result["confusion_matrix"], names))  # ends with the accuracy
     print("confusion matrix (row: true class, column: predicted):")
@@ -750,6 +982,8 @@ def show(args):
     loaded = read_onnx(path) if path.suffix.lower() == ".onnx" else load_checkpoint(path)
     model = loaded.model
     dataset = _dataset_of(path, loaded, args.dataset)
+    if dataset not in LOADERS:
+        raise ValueError(f"{path}: `minicnn show` reads {' and '.join(LOADERS)}, not {dataset}")
     images, labels = LOADERS[dataset](args.split)
     if not 0 <= args.image_index < len(images):
         raise ValueError(f"--image-index must lie in [0, {len(images)}) for {dataset} {args.split}, "

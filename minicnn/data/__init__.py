@@ -1,6 +1,6 @@
 """Data for minicnn: IDX files read and written, MNIST and Fashion-MNIST fetched and checked by
-SHA-256 into a local cache, CIFAR-10 read from its archive without unpickling, and a DataLoader
-that turns NumPy arrays into reproducible, resumable batches of Tensors.
+SHA-256 into a local cache, CIFAR-10 read from its archive without unpickling, folders of pictures (one per class), batch transforms (resize, crops, flips,
+normalisation), and a DataLoader that turns NumPy arrays into reproducible, resumable batches of Tensors.
 """
 
 from .cifar import CIFAR10_CLASSES, load_cifar10
@@ -9,9 +9,17 @@ from .datasets import (
     load_mnist,
 )
 from .idx import read_idx, write_idx
+from .images import load_image_folder
 from .loader import DataLoader
+from .transforms import (
+    IMAGENET_MEAN, IMAGENET_STD, CenterCrop, Compose, Grayscale, Normalize, Pad, RandomCrop, RandomHorizontalFlip,
+    RandomShift, RepeatChannels, Resize, ToFloat, Transform,
+)
 
 __all__ = [
     "CIFAR10_CLASSES", "DATASETS", "DataLoader", "DatasetSpec", "FASHION_MNIST_CLASSES", "class_names", "MNIST_CLASSES", "data_dir", "fetch", "load_cifar10",
-    "load_dataset", "load_fashion_mnist", "load_mnist", "read_idx", "write_idx",
+    "load_dataset", "load_fashion_mnist", "load_image_folder", "load_mnist", "read_idx", "write_idx",
+    # transforms of whole batches (N, C, H, W)
+    "IMAGENET_MEAN", "IMAGENET_STD", "CenterCrop", "Compose", "Grayscale", "Normalize", "Pad", "RandomCrop",
+    "RandomHorizontalFlip", "RandomShift", "RepeatChannels", "Resize", "ToFloat", "Transform",
 ]

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..backend import format_bytes, memory_limit
 from ..errors import ChecksumError, DataError
+from .cifar import CIFAR10_CLASSES
 from .idx import GZIP_MAGIC, atomic_write_bytes, gunzip_idx, read_idx
 
 SOURCES = ("cache", "npm", "debian", "http")
@@ -113,8 +114,8 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
 
 
 def class_names(dataset):
-    """The class names of 'mnist' or 'fashion-mnist', in the order of a model's outputs."""
-    return FASHION_MNIST_CLASSES if dataset == "fashion-mnist" else MNIST_CLASSES
+    """The class names of 'mnist', 'fashion-mnist' or 'cifar10', in the order of a model's outputs."""
+    return {"fashion-mnist": FASHION_MNIST_CLASSES, "cifar10": CIFAR10_CLASSES}.get(dataset, MNIST_CLASSES)
 
 
 def data_dir():

@@ -13,6 +13,7 @@ import numpy as np
 from .. import backend
 from ..errors import DataError, ShapeError
 from ..tensor import Tensor
+from .transforms import shift_images
 
 
 class DataLoader:
@@ -28,6 +29,10 @@ class DataLoader:
     seed: non-negative int that fixes every order and every augmentation.
     shift: move each image by its own random offset of up to `shift` pixels along
         each axis, filling with zeros (a cheap augmentation for digits).
+    transform: a batch transform from minicnn.data.transforms (or any callable
+        (images (B, C, H, W), rng) -> images), applied to each batch in the source dtype,
+        after `shift`, with the batch's generator np.random.default_rng([seed, epoch, batch]);
+        a uint8 result is then scaled to [0, 1] as above, a float one cast to float32.
     mean, std: optional standardisation after scaling, (x - mean) / std; a number,
         or one value per channel (per feature for (N, F) data).
     device: 'cpu' or 'gpu'; default: minicnn's default device when a batch is made.
@@ -43,7 +48,7 @@ class DataLoader:
     """
 
     def __init__(self, images, labels=None, batch_size=64, shuffle=False, seed=0, drop_last=False, shift=0,
-                 mean=None, std=None, device=None, shard=None):
+                 mean=None, std=None, device=None, transform=None, shard=None):
         self._images = _checked_images(images)
         self.num_samples = len(self._images)
         self._labels = None if labels is None else _checked_labels(labels, self.num_samples)
@@ -52,6 +57,9 @@ class DataLoader:
         self.shift = _checked_count("shift", shift, minimum=0)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
+        if transform is not None and not callable(transform):
+            raise TypeError(f"DataLoader: transform must be callable (images, rng) -> images, got {transform!r}")
+        self.transform = transform
         self.device = None if device is None else backend.check_device_name(device)
         self.shard = _checked_shard(shard, self.num_samples)
         feature_shape = self._images.shape[1:]
@@ -82,7 +90,8 @@ class DataLoader:
     def __repr__(self):
         return (
             f"DataLoader(num_samples={self.num_samples}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
-            f"seed={self.seed}, shift={self.shift}, epoch={self.epoch})"
+            f"seed={self.seed}, shift={self.shift}, epoch={self.epoch}"
+            + (f", transform={self.transform!r})" if self.transform is not None else ")")
         )
 
     def nonfinite_images(self):
@@ -132,10 +141,15 @@ class DataLoader:
 
     def _make_batch(self, chosen, epoch, index):
         x = self._images[chosen]  # a copy of this batch only, still in the source dtype
+        rng = np.random.default_rng([self.seed, epoch, index])  # this batch's augmentation, and only its
         if self.shift:
-            rng = np.random.default_rng([self.seed, epoch, index])
             offsets = rng.integers(-self.shift, self.shift + 1, size=(len(x), 2))
             x = shift_images(x, offsets)
+        if self.transform is not None:
+            x = self.transform(x, rng)
+            if not isinstance(x, np.ndarray) or (x.dtype != np.uint8 and x.dtype.kind != "f"):
+                raise DataError(f"DataLoader: transform {self.transform!r} must return a uint8 or float NumPy "
+                                f"array, got {type(x).__name__} {getattr(x, 'dtype', '')}")
         x = x.astype(np.float32) / np.float32(255) if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
         if self._mean is not None:
             x -= self._mean
@@ -172,23 +186,6 @@ def shard_bounds(num_samples, batch_size, rank, size, drop_last=False):
         bounds.append((first, first + share + (rank < extra)))
     return bounds
 
-
-def shift_images(images, offsets):
-    """Images (B, C, H, W) each moved by its own offset, with zeros shifted in.
-
-    offsets: int (B, 2), the (down, right) move of each image; negative moves up/left.
-    Loops over the distinct offsets, not over the images.
-    """
-    B, C, H, W = images.shape
-    shifted = np.zeros_like(images)
-    for dy, dx in np.unique(offsets, axis=0):
-        chosen = np.flatnonzero((offsets[:, 0] == dy) & (offsets[:, 1] == dx))
-        target_rows = slice(max(dy, 0), H + min(dy, 0))
-        target_cols = slice(max(dx, 0), W + min(dx, 0))
-        source_rows = slice(max(-dy, 0), H - max(dy, 0))
-        source_cols = slice(max(-dx, 0), W - max(dx, 0))
-        shifted[chosen, :, target_rows, target_cols] = images[chosen, :, source_rows, source_cols]
-    return shifted
 
 
 def _checked_images(images):
