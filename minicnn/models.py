@@ -179,8 +179,8 @@ class ResNet(nn.Module):
             return
         hint = ""
         if x.shape[1] == 1 and expected == 3:
-            hint = ("; these are grey images: repeat the channel three times (a Grayscale-to-RGB transform, or "
-                    "numpy.repeat(images, 3, axis=1)), or build the model with in_channels=1 (without pretrained "
+            hint = ("; these are grey images: repeat the channel three times (the transform "
+                    "minicnn.data.RepeatChannels(3), or numpy.repeat(images, 3, axis=1)), or build the model with in_channels=1 (without pretrained "
                     "weights for conv1)")
         raise ShapeError(f"ResNet conv1: expected input of shape (N, {expected}, H, W), got {x.shape}{hint}")
 

@@ -27,6 +27,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 import warnings
 import weakref
 from pathlib import Path
@@ -228,6 +229,21 @@ def _make_optimizer(optimizer, parameters, lr):
     return cls(parameters, lr=default_lr if lr is None else lr, **({"momentum": 0.9} if cls is optim.SGD else {}))
 
 
+def _ends_every_rank_on_error(method):
+    """On several ranks, an exception on one of them ends the whole job with its message (comm.abort)
+    instead of leaving the other ranks waiting forever in their next collective."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self.comm.size == 1:
+            return method(self, *args, **kwargs)
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as error:
+            traceback.print_exc()
+            self.comm.abort(f"{type(error).__name__}: {error}")
+    return wrapper
+
+
 class Trainer:
     """Trains `model` with an optimizer ('adam', 'sgd' (momentum 0.9) or an optim.Optimizer) and a loss."""
 
@@ -267,6 +283,7 @@ class Trainer:
                           device=self.model.device, shard=shard)
 
     # ----- training ---------------------------------------------------------------------------------
+    @_ends_every_rank_on_error
     def fit(self, x, y=None, epochs=1, batch_size=64, validation_data=None, shuffle=True, seed=0, shift=0,
             initial_epoch=0, callbacks=(), checkpoint_dir=None, verbose="auto"):
         """Train until `epochs` epochs are done (counting from initial_epoch, or from a resumed checkpoint).
@@ -433,6 +450,7 @@ class Trainer:
         return "  ".join(parts)
 
     # ----- evaluation -----------------------------------------------------------------------------
+    @_ends_every_rank_on_error
     def evaluate(self, x, y=None, batch_size=256):
         """Loss, accuracy, per-class precision/recall/F1 and the confusion matrix, in eval mode.
 

@@ -160,6 +160,32 @@ def test_ranks_that_disagree_stop_with_an_error_naming_both_sides(mpiexec, tmp_p
     assert message in result.stderr and "ending all 2 ranks" in result.stderr
 
 
+_FAILING_IN_FIT = """
+import numpy as np
+from minicnn import distributed, nn
+from minicnn.training import Trainer
+
+comm = distributed.init("mpi")  # no excepthook: a library user's script
+model = nn.Sequential(nn.Flatten(), nn.Dense(16, 3))
+
+
+class FailOnRankOne:
+    def on_batch_end(self, trainer, epoch, step):
+        if comm.rank == 1 and step == 3:
+            raise MemoryError("pretend the batch did not fit")
+
+
+Trainer(model, comm=comm).fit(np.zeros((64, 4, 4), np.float32), np.zeros(64, np.int64), batch_size=4, epochs=3,
+                              verbose=0, callbacks=[FailOnRankOne()])
+"""
+
+
+def test_an_exception_in_fit_on_one_rank_ends_every_rank(mpiexec, tmp_path):
+    result = _run(mpiexec, _FAILING_IN_FIT, tmp_path=tmp_path, timeout=60)
+    assert result.returncode != 0
+    assert "rank 1 of 2: MemoryError: pretend the batch did not fit" in result.stderr and "ending all 2 ranks" in result.stderr
+
+
 _FAILING = """
 import time
 import numpy as np
