@@ -52,7 +52,7 @@ def parse_args(argv=None):
                         help="leave glibc's malloc settings alone (minicnn.backend.keep_freed_memory)")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads of minicnn's memory-bound passes (minicnn.set_num_threads; default: "
-                             "MINICNN_NUM_THREADS or the cores this process may use)")
+                             "MINICNN_NUM_THREADS, else 1)")
     parser.add_argument("--share-cores", action="store_true",
                         help="minicnn.kernels.share_cores_with_blas(): NumPy's BLAS on one thread, the convolutions' "
                              "products cut over minicnn's pool (needs threadpoolctl)")

@@ -8,9 +8,14 @@ on each, the caller's thread taking the first part. Each part writes its own
 slice of the output, so nothing is summed in another order: a threaded result
 equals the one-thread result bit for bit.
 
-How many threads: `num_threads()`, which is MINICNN_NUM_THREADS when set, else
-the cores this process may run on (os.sched_getaffinity); `set_num_threads(n)`
-changes it (1: every pass on the caller's thread). A pass is split only when
+How many threads: `num_threads()`, which is MINICNN_NUM_THREADS when set, else 1;
+`set_num_threads(n)` changes it, and `set_num_threads("cores")` takes the cores this
+process may run on (os.sched_getaffinity). One is the default because it measured
+fastest on the project's 2-core machine: NumPy's BLAS already runs its products on
+every core, and its threads spin between products, so a second pool thread there
+competed with them and made a `cnn` step 7-9% and a `lenet` step 9-16% slower than
+one thread (benchmarks/NOTES.md, "Threads, measured on a quiet machine"). A
+machine with cores to spare beyond the BLAS pool is where more threads can pay. A pass is split only when
 each part gets at least `min_elements()` elements (64Ki by default,
 `set_min_elements`): a hand-over to the pool costs tens of microseconds, the
 time to copy about that many floats. NumPy arrays only; CuPy arrays run on one
@@ -57,7 +62,7 @@ def _from_environment():
     return count
 
 
-_num_threads = None  # None: follow MINICNN_NUM_THREADS or the affinity, read on first use
+_num_threads = None  # None: follow MINICNN_NUM_THREADS (else 1), read on first use
 _min_elements = DEFAULT_MIN_ELEMENTS
 _pool, _pool_workers = None, 0
 _pool_lock = threading.Lock()
@@ -65,19 +70,22 @@ _inside_pool = threading.local()  # a part that starts parts of its own runs the
 
 
 def num_threads():
-    """The threads a memory-bound pass may use: set_num_threads's n, else MINICNN_NUM_THREADS, else the cores."""
+    """The threads a memory-bound pass may use: set_num_threads's n, else MINICNN_NUM_THREADS, else 1."""
     global _num_threads
     if _num_threads is None:
-        _num_threads = _from_environment() or _cores()
+        _num_threads = _from_environment() or 1
     return _num_threads
 
 
 def set_num_threads(count):
-    """Use `count` threads (>= 1) in the memory-bound passes; None goes back to MINICNN_NUM_THREADS or the cores.
+    """Use `count` threads (>= 1, or "cores": as many as this process may run on) in the memory-bound
+    passes; None goes back to MINICNN_NUM_THREADS, or 1.
 
     A process-wide setting, like torch.set_num_threads; it leaves the BLAS pool alone.
     """
     global _num_threads
+    if count == "cores":
+        count = _cores()
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise ValueError(f"set_num_threads: expected a whole number >= 1 or None, got {count!r}")
     _num_threads = count  # the pool stays; a pass uses at most num_threads() - 1 of its workers
