@@ -13,7 +13,7 @@ How many threads: `num_threads()`, which is MINICNN_NUM_THREADS when set, else 1
 process may run on (os.sched_getaffinity). One is the default because it measured
 fastest on the project's 2-core machine: NumPy's BLAS already runs its products on
 every core, and its threads spin between products, so a second pool thread there
-competed with them and made a `cnn` step 7-9% and a `lenet` step 9-16% slower than
+competed with them and made a `cnn` step 7-8% and a `lenet` step 9-35% slower than
 one thread (benchmarks/NOTES.md, "Threads, measured on a quiet machine"). A
 machine with cores to spare beyond the BLAS pool is where more threads can pay. A pass is split only when
 each part gets at least `min_elements()` elements (64Ki by default,
