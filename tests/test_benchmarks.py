@@ -14,6 +14,7 @@ from benchmarks.__main__ import parse_args
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # a subprocess timing every row once: about 2 s of the default suite's 60
 def test_quick_benchmark_run_writes_every_row(tmp_path):
     completed = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--no-torch", "--no-keep-freed-memory", "--out", str(tmp_path)],
