@@ -18,6 +18,7 @@ from minicnn.training import Trainer
 TRAIN, TEST = 1200, 500
 
 
+@pytest.mark.slow  # trains on a slice of MNIST: seconds the default suite's 60 cannot spare
 def test_the_keras_tutorial_runs_unchanged():
     from minicnn.keras import datasets, layers, models  # changed: was tensorflow.keras
 
@@ -49,6 +50,7 @@ def test_the_keras_tutorial_runs_unchanged():
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, rtol=1e-5)
 
 
+@pytest.mark.slow  # trains on a slice of MNIST: seconds the default suite's 60 cannot spare
 def test_the_pytorch_tutorial_runs_unchanged():
     import minicnn as torch  # changed: was torch
     import minicnn.functional as F  # changed: was torch.nn.functional
