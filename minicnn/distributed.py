@@ -35,6 +35,7 @@ ends the others at once and names the dead process's PID; `describe()` lists whi
 import os
 import socket
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -317,6 +318,10 @@ class MPICommunicator(Communicator):
     def abort(self, message, code=1):
         print(f"rank {self.rank} of {self.size}: {message}; ending all {self.size} ranks", file=sys.stderr, flush=True)
         sys.stdout.flush()
+        # mpiexec forwards each rank's output through a proxy, and the abort tears the proxies down:
+        # a moment first lets them pass on what this rank printed (without it the message was lost
+        # in one of three CI runs of tests/test_distributed_mpi.py)
+        time.sleep(0.5)
         self.mpi_comm.Abort(code)
 
 
