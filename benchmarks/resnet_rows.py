@@ -29,6 +29,7 @@ import minicnn
 from minicnn import backend, models, nn, optim
 from minicnn import functional as F
 
+from . import torch_resnet
 from .common import RESULTS, SCRATCH, machine_description, synchronizer, time_alternating, write_json
 from .suite import Row
 
@@ -55,50 +56,10 @@ def fine_tuning_model(device, frozen=False):
 
 def torch_twin(torch, frozen=False):
     """The same network in plain torch with torchvision's module names (weights need not match: speed only)."""
-    tnn = torch.nn
-
-    class BasicBlock(tnn.Module):
-        def __init__(self, inplanes, planes, stride):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(planes)
-            self.relu = tnn.ReLU(inplace=True)
-            self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-            self.bn2 = tnn.BatchNorm2d(planes)
-            self.downsample = None
-            if stride != 1 or inplanes != planes:
-                self.downsample = tnn.Sequential(tnn.Conv2d(inplanes, planes, 1, stride, bias=False),
-                                                 tnn.BatchNorm2d(planes))
-
-        def forward(self, x):
-            identity = x if self.downsample is None else self.downsample(x)
-            out = self.relu(self.bn1(self.conv1(x)))
-            return self.relu(self.bn2(self.conv2(out)) + identity)
-
-    class ResNet18(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(3, 64, 7, 2, 3, bias=False)
-            self.bn1 = tnn.BatchNorm2d(64)
-            self.relu = tnn.ReLU(inplace=True)
-            self.maxpool = tnn.MaxPool2d(3, 2, 1)
-            inplanes = 64
-            for stage, planes in enumerate((64, 128, 256, 512)):
-                blocks = [BasicBlock(inplanes, planes, 1 if stage == 0 else 2), BasicBlock(planes, planes, 1)]
-                setattr(self, f"layer{stage + 1}", tnn.Sequential(*blocks))
-                inplanes = planes
-            self.avgpool = tnn.AdaptiveAvgPool2d(1)
-            self.fc = tnn.Linear(512, 1000)
-
-        def forward(self, x):
-            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-            return self.fc(torch.flatten(self.avgpool(x), 1))
-
-    twin = ResNet18()
+    twin = torch_resnet.resnet18(torch)
     if frozen:
         twin.requires_grad_(False)
-    twin.fc = tnn.Linear(512, 10)
+    twin.fc = torch.nn.Linear(512, 10)
     return twin
 
 

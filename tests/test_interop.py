@@ -11,6 +11,8 @@ from minicnn import backend, interop, nn
 from minicnn.errors import CheckpointError
 from minicnn.tensor import Tensor, no_grad
 
+from benchmarks import torch_resnet
+
 
 @pytest.fixture
 def torch():
@@ -68,33 +70,6 @@ def test_reads_every_dtype_views_of_shared_storages_empty_and_0d_tensors(tmp_pat
     assert ours["whole"][5] == 5
 
 
-class TorchBlock:
-    """Builds a torchvision-named BasicBlock in plain torch (conv1, bn1, conv2, bn2, downsample)."""
-
-    @staticmethod
-    def make(torch, in_channels, out_channels, stride):
-        class BasicBlock(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.conv1 = torch.nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-                self.bn1 = torch.nn.BatchNorm2d(out_channels)
-                self.conv2 = torch.nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-                self.bn2 = torch.nn.BatchNorm2d(out_channels)
-                self.downsample = None
-                if stride != 1 or in_channels != out_channels:
-                    self.downsample = torch.nn.Sequential(
-                        torch.nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                        torch.nn.BatchNorm2d(out_channels))
-
-            def forward(self, x):
-                out = torch.relu(self.bn1(self.conv1(x)))
-                out = self.bn2(self.conv2(out))
-                shortcut = x if self.downsample is None else self.downsample(x)
-                return torch.relu(out + shortcut)
-
-        return BasicBlock()
-
-
 def small_torch_resnet(torch, classes=5):
     """ResNet-18's module tree and names (two stages here, narrow), in plain torch."""
 
@@ -103,8 +78,9 @@ def small_torch_resnet(torch, classes=5):
             super().__init__()
             self.conv1 = torch.nn.Conv2d(3, 4, 3, 1, 1, bias=False)
             self.bn1 = torch.nn.BatchNorm2d(4)
-            self.layer1 = torch.nn.Sequential(TorchBlock.make(torch, 4, 4, 1), TorchBlock.make(torch, 4, 4, 1))
-            self.layer2 = torch.nn.Sequential(TorchBlock.make(torch, 4, 8, 2), TorchBlock.make(torch, 8, 8, 1))
+            block = torch_resnet.basic_block
+            self.layer1 = torch.nn.Sequential(block(torch, 4, 4, 1), block(torch, 4, 4, 1))
+            self.layer2 = torch.nn.Sequential(block(torch, 4, 8, 2), block(torch, 8, 8, 1))
             self.fc = torch.nn.Linear(8, classes)
 
         def forward(self, x):
@@ -114,34 +90,13 @@ def small_torch_resnet(torch, classes=5):
     return SmallResNet()
 
 
-class Block(nn.Module):
-    """The same BasicBlock in minicnn, attribute for attribute."""
-
-    def __init__(self, in_channels, out_channels, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2D(in_channels, out_channels, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2D(out_channels)
-        self.conv2 = nn.Conv2D(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2D(out_channels)
-        if stride != 1 or in_channels != out_channels:
-            self.downsample = nn.Sequential(nn.Conv2D(in_channels, out_channels, 1, stride, bias=False),
-                                            nn.BatchNorm2D(out_channels))
-        else:
-            self.downsample = None
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
-
-
 class SmallResNet(nn.Module):
     def __init__(self, classes=5, head=nn.Dense):
         super().__init__()
         self.conv1 = nn.Conv2D(3, 4, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2D(4)
-        self.layer1 = nn.Sequential(Block(4, 4, 1), Block(4, 4, 1))
-        self.layer2 = nn.Sequential(Block(4, 8, 2), Block(8, 8, 1))
+        self.layer1 = nn.Sequential(nn.BasicBlock(4, 4, 1), nn.BasicBlock(4, 4, 1))
+        self.layer2 = nn.Sequential(nn.BasicBlock(4, 8, 2), nn.BasicBlock(8, 8, 1))
         self.fc = head(8, classes)
 
     def forward(self, x):
@@ -305,30 +260,8 @@ def test_values_take_the_targets_dtype_and_a_bad_argument_is_named(tmp_path):
 
 # ----- end to end: torchvision's ResNet-18 names, a torch.save'd file, minicnn.models.resnet18 --------
 def torch_resnet18(torch, num_classes):
-    """torchvision's resnet18 module tree and names, in plain torch (torchvision does not import here)."""
-
-    class ResNet18(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = torch.nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-            self.bn1 = torch.nn.BatchNorm2d(64)
-            self.relu = torch.nn.ReLU()
-            self.maxpool = torch.nn.MaxPool2d(3, 2, 1)
-            channels = 64
-            for stage, width in enumerate((64, 128, 256, 512)):
-                stride = 1 if stage == 0 else 2
-                setattr(self, f"layer{stage + 1}", torch.nn.Sequential(
-                    TorchBlock.make(torch, channels, width, stride), TorchBlock.make(torch, width, width, 1)))
-                channels = width
-            self.avgpool = torch.nn.AdaptiveAvgPool2d(1)
-            self.fc = torch.nn.Linear(512, num_classes)
-
-        def forward(self, x):
-            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-            return self.fc(torch.flatten(self.avgpool(x), 1))
-
-    model = ResNet18()
+    """torchvision's resnet18 module tree and names, in plain torch, with trained-looking batch norms."""
+    model = torch_resnet.resnet18(torch, num_classes)
     with torch.no_grad():  # running statistics and affine parameters away from 0 and 1, as trained ones are
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):

@@ -17,52 +17,7 @@ from minicnn import functional as F
 from minicnn.checkpoint import load_checkpoint, save_checkpoint
 from minicnn.errors import ShapeError
 
-
-def torch_resnet18(torch, num_classes=1000):
-    """torchvision.models.resnet18 written out in plain torch, with torchvision's module names."""
-    tnn = torch.nn
-
-    class BasicBlock(tnn.Module):
-        def __init__(self, inplanes, planes, stride):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(planes)
-            self.relu = tnn.ReLU(inplace=True)
-            self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-            self.bn2 = tnn.BatchNorm2d(planes)
-            self.downsample = None
-            if stride != 1 or inplanes != planes:
-                self.downsample = tnn.Sequential(tnn.Conv2d(inplanes, planes, 1, stride, bias=False),
-                                                 tnn.BatchNorm2d(planes))
-
-        def forward(self, x):
-            identity = x if self.downsample is None else self.downsample(x)
-            out = self.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            return self.relu(out + identity)
-
-    class ResNet(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(3, 64, 7, 2, 3, bias=False)
-            self.bn1 = tnn.BatchNorm2d(64)
-            self.relu = tnn.ReLU(inplace=True)
-            self.maxpool = tnn.MaxPool2d(3, 2, 1)
-            inplanes = 64
-            for stage, planes in enumerate((64, 128, 256, 512)):
-                stride = 1 if stage == 0 else 2
-                setattr(self, f"layer{stage + 1}",
-                        tnn.Sequential(BasicBlock(inplanes, planes, stride), BasicBlock(planes, planes, 1)))
-                inplanes = planes
-            self.avgpool = tnn.AdaptiveAvgPool2d((1, 1))
-            self.fc = tnn.Linear(512, num_classes)
-
-        def forward(self, x):
-            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-            return self.fc(torch.flatten(self.avgpool(x), 1))
-
-    return ResNet()
+from benchmarks.torch_resnet import resnet18 as torch_resnet18
 
 
 def copy_into_torch(torch, model, twin):
