@@ -22,9 +22,10 @@ pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def _run_example(name, *arguments):
+def run_example(name, *arguments, timeout=300):
+    """Run examples/<name> with `arguments` in a fresh interpreter on this checkout; returns its stdout."""
     completed = subprocess.run(
-        [sys.executable, str(EXAMPLES / name), *arguments], capture_output=True, text=True, timeout=300,
+        [sys.executable, str(EXAMPLES / name), *arguments], capture_output=True, text=True, timeout=timeout,
         env={**os.environ, "PYTHONPATH": str(EXAMPLES.parent)},
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -44,28 +45,28 @@ def test_cnn_learns_a_real_mnist_subset():
 
 
 def test_keras_style_example(tmp_path):
-    output = _run_example("keras_style_mnist.py", "--epochs", "1", "--limit", "2000")
+    output = run_example("keras_style_mnist.py", "--epochs", "1", "--limit", "2000")
     assert "Total params: 93,322" in output
     accuracy = float(output.strip().splitlines()[-1].split()[-1])
     assert 0.7 < accuracy <= 1.0
 
 
 def test_pytorch_style_lenet_example():
-    output = _run_example("pytorch_style_lenet.py", "--epochs", "1", "--limit", "512")
+    output = run_example("pytorch_style_lenet.py", "--epochs", "1", "--limit", "512")
     line = output.strip().splitlines()[-1]
     assert line.startswith("Accuracy of the network on the 10000 test images:")
     assert int(line.split()[-2]) > 30
 
 
 def test_fashion_mnist_example():
-    output = _run_example("fashion_mnist.py", "--epochs", "1", "--limit", "512")
+    output = run_example("fashion_mnist.py", "--epochs", "1", "--limit", "512")
     assert "Ankle boot" in output and "accuracy:" in output
 
 
 def test_cifar10_example_on_a_generated_archive(tmp_path):
     archive = _write_archive(tmp_path / "cifar-10-python.tar.gz",
                              _all_files(lambda number: _python3_pickle(number, 2, True)))
-    output = _run_example("cifar10_style.py", "--data", str(archive), "--epochs", "1")
+    output = run_example("cifar10_style.py", "--data", str(archive), "--epochs", "1")
     assert "(N, 1024)" in output and "truck" in output
 
 
