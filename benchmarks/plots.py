@@ -71,19 +71,8 @@ def plot_results(paths):
     if not series:
         print("no throughput sweep in these results (--quick, --no-sweep or --only): throughput.png not drawn")
         return written
-    figure, axis = plt.subplots(figsize=(7, 5))
-    for batches, rates, style, label in series:
-        axis.plot(batches, rates, label=label, **style)
-    axis.set_xscale("log", base=2)
-    axis.set_yscale("log")
-    axis.set_xlabel("batch size")
-    axis.set_ylabel("training images per second")
-    axis.set_title("training throughput (forward, backward, Adam)")
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    written.append(folder / "throughput.png")
-    figure.savefig(written[-1], dpi=150)
-    plt.close(figure)
+    written.append(_plot_against_batch_size(plt, series, folder / "throughput.png", "training images per second",
+                                            "training throughput (forward, backward, Adam)", legend_size=8))
     return written
 
 
@@ -105,17 +94,23 @@ def _plot_image_sweep(plt, results, folder):
     if not lines:
         print("no image-size sweep in these results: image_sweep.png not drawn")
         return []
+    return [_plot_against_batch_size(plt, lines, folder / "image_sweep.png",
+                                     "ms per training image (forward, backward, Adam)",
+                                     "cnn: time per image by image size", legend_size=7)]
+
+
+def _plot_against_batch_size(plt, lines, path, ylabel, title, legend_size):
+    """Draw `lines` ((batches, values, style, label) each) on log-log axes against batch size into `path`."""
     figure, axis = plt.subplots(figsize=(7, 5))
-    for batches, per_image, style, label in lines:
-        axis.plot(batches, per_image, label=label, **style)
+    for batches, values, style, label in lines:
+        axis.plot(batches, values, label=label, **style)
     axis.set_xscale("log", base=2)
     axis.set_yscale("log")
     axis.set_xlabel("batch size")
-    axis.set_ylabel("ms per training image (forward, backward, Adam)")
-    axis.set_title("cnn: time per image by image size")
-    axis.legend(fontsize=7)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.legend(fontsize=legend_size)
     figure.tight_layout()
-    path = folder / "image_sweep.png"
     figure.savefig(path, dpi=150)
     plt.close(figure)
-    return [path]
+    return path
