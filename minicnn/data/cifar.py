@@ -55,6 +55,9 @@ MAX_ARCHIVE_BYTES = 7 * MAX_BATCH_BYTES
 # A real batch nests a dict, a list, a tuple: a few levels. CPython hashes and compares nested
 # tuples recursively, so an unbounded depth would crash the interpreter.
 MAX_NESTING_DEPTH = 32
+# Memo keys: BINPUT and LONG_BINPUT write at most 32 bits; a text PUT could name a huge integer, and
+# integers whose hashes collide would make each memo insertion scan all the others.
+MAX_MEMO_KEY = 1 << 32
 # A real batch has a few opcodes per image (label, file name, appends) against its 3072 pixel bytes.
 OPCODES_BASE, BYTES_PER_OPCODE = 10_000, 128
 # Bytes the reader may create beyond what the opcodes carry (array copies, _codecs.encode) and
@@ -236,8 +239,8 @@ class PickleReader:
                       f"{len(self.content)} bytes ({self.subject} creates about its own size)")
 
     def memoize(self, key):
-        if not (type(key) is int and 0 <= key < 2 ** 32):
-            self.fail("malformed pickle: a memo key must be a whole number below 2**32")
+        if not (type(key) is int and 0 <= key < MAX_MEMO_KEY):
+            self.fail(f"malformed pickle: a memo key must be a whole number below {MAX_MEMO_KEY}")
         if not self.stack:
             self.fail("malformed pickle: the stack is empty")
         value = self.stack[-1]

@@ -53,9 +53,6 @@ MAX_DIMENSIONS = 64
 # Counts, offsets, sizes and strides in items: 2**48 is far beyond any real tensor, and keeps every
 # product with an item size inside NumPy's int64 (huge Python ints would escape as ValueError).
 MAX_INDEX = 1 << 48
-# Memo keys: BINPUT and LONG_BINPUT write at most 32 bits; a text PUT could name a huge integer, and
-# integers whose hashes collide would make each memo insertion scan all the others.
-MAX_MEMO_KEY = 1 << 32
 MAX_ARCHIVE_ENTRIES = 1_000_000
 
 
@@ -159,11 +156,6 @@ class StateDictPickleReader(PickleReader):
             self.fail(f"a tensor of storage '{storage.key}' has an offset, stride or size above {MAX_INDEX} items")
         return _TensorRecord(storage, offset, shape, strides)
 
-    def memoize(self, key):
-        if not (type(key) is int and 0 <= key < MAX_MEMO_KEY):
-            self.fail(f"malformed pickle: a memo key must be a whole number below {MAX_MEMO_KEY}")
-        super().memoize(key)
-
     def build(self, target, state):
         # The state dict's OrderedDict carries `_metadata` (each module's version) as its attribute.
         if type(target) is dict and (state is None or type(state) is dict):
@@ -171,8 +163,7 @@ class StateDictPickleReader(PickleReader):
         self.fail(f"refusing to read it: it sets the state of a {type(target).__name__} to {describe(state)}")
 
     def new_dict(self, items):
-        # Every dict of a state dict is keyed by text, whose hashes are salted; numbers chosen to share
-        # one hash would make building the dict take time quadratic in its size.
+        # Every dict of a state dict is keyed by text: stricter than the base reader, which takes bytes too.
         key = next((key for key in items[::2] if type(key) is not str), None)
         if key is not None:
             self.fail(f"a key is {describe(key)}, expected a name (text)")
