@@ -830,8 +830,10 @@ def _train(args, settings, folder):
     channels = 1 if train_images.ndim == 3 else train_images.shape[1]
     height, width = train_images.shape[-2:]
     train_transform, eval_transform = _transforms(settings, channels, height, width)
-    input_size = (eval_transform(test_images[:1].reshape(1, channels, height, width)).shape[-1]
-                  if eval_transform is not None else width)
+    # The first test image as the model sees it: its side sizes the model, and TensorBoard draws the graph on it.
+    shown = test_images[:1] if eval_transform is None else eval_transform(test_images[:1].reshape(
+        1, channels, height, width))
+    input_size = shown.shape[-1]
     model = _build_model(settings, _model_channels(settings, channels), input_size, len(class_names),
                          load_weights=args.resume is None)  # a resumed run's weights come from its checkpoint
     comm = getattr(args, "comm", None)
@@ -866,8 +868,6 @@ def _train(args, settings, folder):
           + f"; checkpoints in {out}", flush=True)
     monitor = HealthMonitor(model) if args.health else None
     profiler = _ProfileFirstEpoch(len(loader)) if args.profile else None
-    shown = test_images[:1] if eval_transform is None else eval_transform(test_images[:1].reshape(
-        1, channels, height, width))
     board = _tensorboard(args.tensorboard, model, shown[0], monitor)
     callbacks += [callback for callback in (board or monitor, profiler) if callback is not None]
     try:
