@@ -31,6 +31,7 @@ import numpy as np
 from . import backend
 from . import models  # noqa: F401 - registers the model classes (ResNet) that an architecture entry may name
 from .errors import CheckpointError, ShapeError
+from .files import write_atomically
 from .nn import build, describe, skeleton, state_shapes
 from .nn.registry import shorten
 
@@ -125,27 +126,6 @@ def _to_json(value, what):
         raise TypeError(
             f"save_checkpoint: {what} must be JSON-able (numbers, strings, lists, dicts, None): {error}"
         ) from None
-
-
-def write_atomically(path, write):
-    """Call write(file) on a temporary file beside `path`, then rename it over `path`.
-
-    A kill at any instant leaves either the old file or the new one, plus at most a
-    temporary `.NAME.tmp-PID` (a dot-name with the pid: hidden, obviously temporary, distinct
-    for concurrent writers), which `minicnn train` removes from its folder on the next run.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        with open(temporary, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())  # the bytes are on disk before the rename makes them the file
-        os.replace(temporary, path)
-    except BaseException:  # KeyboardInterrupt too: never leave a half-written temporary behind
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def _write_atomically(path, entries):

@@ -39,7 +39,8 @@ import numpy as np
 
 from . import __version__, backend, data, distributed, metrics, models, nn, optim
 from . import functional as F
-from .checkpoint import load_checkpoint, write_atomically
+from .checkpoint import load_checkpoint
+from .files import write_bytes_atomically
 from .errors import (
     BackendUnavailableError, CheckpointError, DataError, ShapeError, TrainingDivergedError,
 )
@@ -63,7 +64,6 @@ DATASETS = sorted(LOADERS) + list(PATH_DATASETS)
 AUGMENTATIONS = ("crop", "flip")
 DEFAULT_OPTIMIZER = {"cnn": "adam", "lenet": "sgd", "cifar_cnn": "adam", "cnn64": "adam", "resnet": "sgd",
                      "resnet18": "sgd"}  # as in the examples and tutorials each model comes from
-DEFAULT_LR = {"adam": 1e-3, "sgd": 0.01}
 SCHEDULES = ("none", "step", "cosine")
 RUNS = Path("runs")  # where a run without --out gets its own folder
 RUN_FILES = ("last.npz", "best.npz", "metrics.json")  # a folder holding any of them holds a run
@@ -387,7 +387,7 @@ def _run_settings(args):
     optimizer = args.optimizer or DEFAULT_OPTIMIZER[args.model]
     return {
         "model": args.model, "dataset": args.dataset, "epochs": 5 if args.epochs is None else args.epochs, "batch_size": args.batch_size,
-        "optimizer": optimizer, "lr": args.lr if args.lr is not None else DEFAULT_LR[optimizer],
+        "optimizer": optimizer, "lr": args.lr if args.lr is not None else optim.DEFAULT_LR[optimizer],
         "schedule": args.schedule, "patience": args.patience, "validation": args.validation,
         "shift": args.shift, "limit": args.limit, "seed": args.seed,
         **_image_settings(args),
@@ -531,7 +531,7 @@ def _settings_of_checkpoint(folder):
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path}: holds no run settings to resume (state 'run' is {type(saved).__name__})")
     settings = {**RESUMED_DEFAULTS, **saved}
-    choices = {"model": sorted(models.MODELS), "dataset": DATASETS, "optimizer": sorted(DEFAULT_LR),
+    choices = {"model": sorted(models.MODELS), "dataset": DATASETS, "optimizer": sorted(optim.DEFAULT_LR),
                "schedule": list(SCHEDULES)}
     for key, allowed in choices.items():
         if settings.get(key) not in allowed:
@@ -687,11 +687,6 @@ def _run_folder(folder, flag):
     finally:
         if made and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
-
-
-def _write_text_atomically(path, text):
-    """Write `path` through a temporary that is renamed into place, so a kill never leaves half a file."""
-    write_atomically(path, lambda file: file.write(text.encode()))
 
 
 def _fresh_run_folder(model, root=RUNS):
@@ -889,7 +884,7 @@ def _train(args, settings, folder):
     }
     if not _writes(args):
         return 0
-    _write_text_atomically(out / "metrics.json", json.dumps(summary, indent=1))
+    write_bytes_atomically(out / "metrics.json", json.dumps(summary, indent=1).encode())
     mean_text = "-" if mean_seconds is None else f"{mean_seconds:.1f} s"
     left_out = f" (leaving out {partial} epoch{'s' if partial > 1 else ''} resumed mid-way)" if partial else ""
     print(f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}  mean epoch {mean_text}{left_out}"

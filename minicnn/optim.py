@@ -230,6 +230,21 @@ class Adam(Optimizer):
         self.steps = list(steps)
 
 
+# An optimizer by name, as Trainer("adam"), Keras's compile and `minicnn train --optimizer` ask for it: the one place
+# that knows each one's default learning rate. SGD by name gets momentum 0.9, the usual choice for CNNs.
+DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3}
+
+
+def create(name, parameters, lr=None, **options):
+    """The optimizer called `name` ('sgd' or 'adam') over `parameters`; lr None means DEFAULT_LR[name]."""
+    if name not in DEFAULT_LR:
+        raise ValueError(f"unknown optimizer {name!r}; use one of {sorted(DEFAULT_LR)} or an optim.Optimizer")
+    lr = DEFAULT_LR[name] if lr is None else lr
+    if name == "sgd":
+        return SGD(parameters, lr=lr, **{"momentum": 0.9, **options})
+    return Adam(parameters, lr=lr, **options)
+
+
 # ----- learning-rate schedules ---------------------------------------------------------------------
 
 class LRSchedule:

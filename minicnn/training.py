@@ -41,7 +41,6 @@ from .errors import TrainingDivergedError
 from .tensor import no_grad
 
 LOSSES = {"sparse_categorical_crossentropy": F.cross_entropy, "cross_entropy": F.cross_entropy}
-OPTIMIZERS = {"sgd": (optim.SGD, 0.01), "adam": (optim.Adam, 1e-3)}  # class and default learning rate
 SUPPORTED_METRICS = ("accuracy",)
 _warned_nonfinite = weakref.WeakSet()  # the DataLoaders evaluate has warned about NaN or infinite images
 
@@ -223,10 +222,7 @@ def _make_optimizer(optimizer, parameters, lr):
         if lr is not None:
             optimizer.lr = lr
         return optimizer
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; use one of {sorted(OPTIMIZERS)} or an optim.Optimizer")
-    cls, default_lr = OPTIMIZERS[optimizer]
-    return cls(parameters, lr=default_lr if lr is None else lr, **({"momentum": 0.9} if cls is optim.SGD else {}))
+    return optim.create(optimizer, parameters, lr)
 
 
 def _ends_every_rank_on_error(method):

@@ -269,8 +269,8 @@ def test_the_commands_print_one_line_for_an_error_of_the_output_folder(command, 
         monkeypatch.setattr(cli, "load_checkpoint", lambda path: (_ for _ in ()).throw(OSError(28, "No space left")))
         argv = ["evaluate", str(tmp_path / "x.npz")]
     else:
-        monkeypatch.setattr(cli, "_write_text_atomically",
-                            lambda path, text: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+        monkeypatch.setattr(cli, "write_bytes_atomically",
+                            lambda path, content: (_ for _ in ()).throw(OSError(28, "No space left on device")))
         argv = ["train", "--out", str(tmp_path / "run"), *TINY]
     assert main(argv) == 1
     error = capsys.readouterr().err

