@@ -1,4 +1,9 @@
-"""minicnn: a small deep-learning engine on NumPy (CPU) and CuPy (GPU) that you can read in an afternoon."""
+"""minicnn: a small deep-learning engine on NumPy (CPU) and CuPy (GPU) that you can read in an afternoon.
+
+`import minicnn` loads the engine and nothing optional. The integrations (`minicnn.onnx`, `minicnn.serve`, ...)
+are reachable from here too, but each is imported on first use, and imports its extra (onnx, Pillow, ...) only
+when one of its functions needs it.
+"""
 
 from . import checkpoint, data, functional, metrics, models, nn, optim, training
 from .backend import gpu_available, keep_freed_memory, manual_seed, set_default_device
@@ -20,3 +25,19 @@ __all__ = [
     "Tensor", "checkpoint", "flatten", "max", "data", "functional", "metrics", "models", "training", "gpu_available", "gradcheck", "is_grad_enabled", "keep_freed_memory", "manual_seed", "nn",
     "no_grad", "num_threads", "optim", "predict", "profile", "set_default_device", "set_num_threads", "share_cores_with_blas", "tensor", "TrainingDivergedError",
 ]
+
+# Loaded on first use (PEP 562): `minicnn.onnx.export(...)` works after a bare `import minicnn`, which stays quick.
+_LAZY_SUBMODULES = ("cli", "distributed", "interop", "keras", "onnx", "serve", "tensorboard", "viz")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        # Importing a submodule also binds it as an attribute of the package, so this runs once per name.
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
