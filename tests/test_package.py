@@ -20,8 +20,9 @@ OPTIONAL = ("cupy", "matplotlib", "mpi4py", "onnx", "onnxruntime", "PIL", "selen
             "threadpoolctl", "torch")
 
 # Prints what a fresh `import minicnn` loaded of the top-level packages named in argv, then what
-# `minicnn.<part>` is for every module and subpackage of minicnn: the module itself, the function the
-# module is named after (`minicnn.tensor(...)`, `minicnn.gradcheck(...)`), or neither; then what is loaded.
+# `minicnn.<part>` is for every module and subpackage of minicnn: the module itself (bound by `import minicnn`,
+# or loaded on first use), the function the module is named after (`minicnn.tensor(...)`), or neither;
+# then what is loaded after reaching them all.
 PROBE = """
 import importlib, json, pathlib, sys
 import minicnn
@@ -30,12 +31,16 @@ def loaded():
     return sorted(name for name in sys.modules if name.split(".")[0] in sys.argv[1:])
 
 after_import = loaded()
+bound = dict(vars(minicnn))  # before anything else is imported: one lazy part may import another
 package = pathlib.Path(minicnn.__file__).parent
 parts = {path.stem for path in package.glob("*.py")} | {path.parent.name for path in package.glob("*/__init__.py")}
 parts -= {"__init__", "__main__"}  # running __main__ runs the command line
 reached = {}
 for name in sorted(parts):
-    found = getattr(minicnn, name, None)  # before importing it by name, which would bind it on the package
+    if name in minicnn._LAZY_SUBMODULES:
+        found = getattr(minicnn, name)
+    else:
+        found = bound.get(name)
     module = importlib.import_module("minicnn." + name)
     reached[name] = "module" if found is module else "its function" if found is getattr(module, name, 0) else "neither"
 print(json.dumps({"after_import": after_import, "reached": reached, "after_use": loaded()}))
