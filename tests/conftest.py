@@ -1,5 +1,7 @@
 """One backend fixture for every test: NumPy always, CuPy when a CUDA GPU is present."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -33,6 +35,36 @@ def to_host(array):
     """A NumPy copy of a NumPy/CuPy array or Tensor, for comparisons."""
     data = getattr(array, "data", array)
     return backend.to_numpy(data) if not isinstance(data, np.ndarray) else data
+
+
+# The extra (pyproject.toml's optional-dependencies) that brings each optional module. Without the extra, the
+# default suite skips the tests that need it, and the skip's reason names what to install.
+EXTRA_OF_MODULE = {
+    "cupy": "gpu", "matplotlib": "viz", "mpi4py": "dist", "onnx": "onnx", "onnxruntime": "onnx", "PIL": "images",
+    "selenium": "browser", "tensorboard": "tensorboard", "tensorboardX": "tensorboard", "threadpoolctl": "threads",
+    "torch": "torch",
+}
+
+
+def name_the_extra(report):
+    """Adds the extra to install to a skip that `pytest.importorskip("torch")` gave without one."""
+    if not (report.skipped and isinstance(report.longrepr, tuple)):
+        return
+    path, line, reason = report.longrepr
+    missing = re.search(r"could not import '(\w+)", reason)
+    extra = EXTRA_OF_MODULE.get(missing.group(1)) if missing else None
+    if extra is not None and "[" not in reason:
+        report.longrepr = (path, line, f"{reason} (the {extra} extra: pip install -e '.[{extra}]')")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    name_the_extra((yield).get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    name_the_extra((yield).get_result())  # a module that needs an extra throughout skips as it is collected
 
 
 BARS_SIZE = 12

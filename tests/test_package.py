@@ -12,12 +12,12 @@ import types
 import pytest
 
 import minicnn
+from conftest import EXTRA_OF_MODULE, name_the_extra
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # The import names of every extra in pyproject.toml, and CuPy (the GPU backend).
-OPTIONAL = ("cupy", "matplotlib", "mpi4py", "onnx", "onnxruntime", "PIL", "selenium", "tensorboardX",
-            "threadpoolctl", "torch")
+OPTIONAL = tuple(EXTRA_OF_MODULE)
 
 # Prints what a fresh `import minicnn` loaded of the top-level packages named in argv, then what
 # `minicnn.<part>` is for every module and subpackage of minicnn: the module itself (bound by `import minicnn`,
@@ -87,3 +87,14 @@ def test_an_unknown_name_is_an_attribute_error():
     assert not hasattr(minicnn, "no_such_part")
     with pytest.raises(AttributeError, match="no_such_part"):
         minicnn.no_such_part
+
+
+def test_a_skip_for_a_missing_module_names_the_extra_to_install():
+    missing = "could not import 'PIL.Image': No module named 'PIL'"
+    skipped = types.SimpleNamespace(skipped=True, longrepr=("t.py", 3, missing))
+    name_the_extra(skipped)
+    assert skipped.longrepr[2].endswith("(the images extra: pip install -e '.[images]')")
+    told = "could not import 'onnx' (pip install -e '.[onnx]')"
+    explained = types.SimpleNamespace(skipped=True, longrepr=("t.py", 3, told))
+    name_the_extra(explained)
+    assert explained.longrepr[2] == told
