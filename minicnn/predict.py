@@ -44,6 +44,7 @@ import numpy as np
 from . import data, nn
 from . import functional as F
 from .checkpoint import load_checkpoint
+from .data.images import convert_picture, read_picture, shown
 from .errors import CheckpointError, DataError, ShapeError
 from .tensor import Tensor
 from .training import Trainer
@@ -75,36 +76,31 @@ def read_grey(image):
     """A picture as a float32 (H, W) array of luma in [0, 1] (step 1 above).
 
     image: a path (str or Path), a PIL image, or an array: (H, W) grey or (H, W, 3|4) RGB(A),
-    uint8 (0..255) or float (0..1). A file that cannot be read raises DataError naming it.
+    uint8 (0..255) or float (0..1). A file is read by data.images.read_picture (regular files, the
+    formats in PICTURE_FORMATS, at most MAX_PICTURE_PIXELS); one that cannot be read, or whose mode
+    cannot become grey, raises DataError naming it.
     """
-    Image, ImageOps = _pillow()
+    _, ImageOps = _pillow()
     if isinstance(image, (str, Path)):
-        path = Path(image)
-        try:
-            with Image.open(path) as opened:
-                opened.load()  # read now, so that a truncated file fails here and names itself
-                picture = ImageOps.exif_transpose(opened)
-        except FileNotFoundError:
-            raise DataError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise DataError(f"{path}: is a folder, not an image") from None
-        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as error:
-            # Pillow's UnidentifiedImageError (an OSError) for an empty or non-image file.
-            reason = "empty file" if path.is_file() and path.stat().st_size == 0 else f"not a readable image ({error})"
-            raise DataError(f"{path}: {reason}") from None
+        picture, where = ImageOps.exif_transpose(read_picture(image)), shown(image)
     elif isinstance(image, np.ndarray):
         return _grey_of_array(image)
     else:
-        picture = image
+        picture, where = image, shown(getattr(image, "filename", "") or "image")
     if picture.width == 0 or picture.height == 0:
-        raise DataError(f"{getattr(picture, 'filename', '') or 'image'}: has no pixels")
+        raise DataError(f"{where}: has no pixels")
     if picture.mode in ("RGBA", "LA", "PA") or (picture.mode == "P" and "transparency" in picture.info):
-        picture = _flatten_transparency(picture.convert("RGBA"))
+        picture = _flatten_transparency(convert_picture(picture, "RGBA", where))
     if picture.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        grey = np.asarray(picture, dtype=np.float64)
-        low, high = grey.min(), grey.max()  # 16-bit and float pictures: their own range
-        return ((grey - low) / (high - low) if high > low else np.zeros_like(grey)).astype(np.float32)
-    return np.asarray(picture.convert("L"), dtype=np.float32) / np.float32(255)
+        # 16-bit and float pictures: their own range. Widened to float32 by Pillow (4 bytes a pixel,
+        # as Pillow holds them), never to float64.
+        grey = np.asarray(convert_picture(picture, "F", where), dtype=np.float32)
+        low, high = float(grey.min()), float(grey.max())
+        if high <= low:
+            return np.zeros_like(grey)
+        grey = (grey - np.float32(low)) * np.float32(1 / (high - low))
+        return np.clip(grey, 0, 1, out=grey)
+    return np.asarray(convert_picture(picture, "L", where), dtype=np.float32) / np.float32(255)
 
 
 def _grey_of_array(array):
