@@ -55,6 +55,7 @@ MNIST_CENTRE = 14  # where the centre of mass is put (row and column index)
 INK_THRESHOLD = 0.1  # after the contrast step: brighter than this is ink (bounding box only; pixels are kept)
 BORDER_FRACTION = 1 / 28  # the frame whose median is the background: one pixel of a 28x28 image
 DATASETS = ("mnist", "fashion-mnist")
+BLANK_WARNING = "blank picture (one flat colour, or fully transparent): the predictions are a guess"
 
 
 def class_names(dataset):
@@ -268,7 +269,9 @@ def classify(model, batch, names, top=3, sources=None):
     """Predictions for prepared images: batch float32 (N, 28, 28) or (N, 1, 28, 28).
 
     model: a callable batch -> logits (see load_model). names: the class names. Returns one dict per
-    image: {'file': source, 'predictions': [{'class', 'index', 'probability'}, ...top of them, best first]}.
+    image: {'file': source, 'predictions': [{'class', 'index', 'probability'}, ...top of them, best first]},
+    plus 'warning': BLANK_WARNING when the prepared image is all black (a blank or fully transparent
+    picture: the model still answers, but it has nothing to go on).
     """
     batch = np.asarray(batch, dtype=np.float32)
     if batch.ndim == 3:
@@ -279,11 +282,13 @@ def classify(model, batch, names, top=3, sources=None):
     top = max(1, min(int(top), probabilities.shape[1]))
     sources = sources if sources is not None else [None] * len(batch)
     results = []
-    for source, row in zip(sources, probabilities):
+    for source, image, row in zip(sources, batch, probabilities):
         best = np.argsort(-row, kind="stable")[:top]
         results.append({"file": source, "predictions": [
             {"class": names[index] if index < len(names) else str(index), "index": int(index),
              "probability": float(row[index])} for index in best]})
+        if not image.any():
+            results[-1]["warning"] = BLANK_WARNING
     return results
 
 
@@ -294,21 +299,32 @@ def predict(model, images, top=3, dataset=None, batch_size=256):
     'mnist' or 'fashion-mnist'). images: a path or a list of them (PIL images and arrays work too).
     Returns a list with one dict per image, in order:
         {'file': 'seven.png', 'predictions': [{'class': '7', 'index': 7, 'probability': 0.998}, ...]}
-    ('file' is None for an image that is not a path). A picture that cannot be read raises DataError
-    naming it; the preparation is in this module's docstring.
+    ('file' is None for an image that is not a path), plus 'warning' (a string) for a blank or fully
+    transparent picture (see classify). Given one path, a picture that cannot be read raises
+    DataError naming it; in a list, it gets {'file': ..., 'error': '<path>: <reason>', 'predictions': []}
+    and the others are still predicted. The preparation is in this module's docstring.
     """
     if isinstance(model, (str, Path)):
         run, dataset = load_model(model, dataset)
     else:
         run, dataset = _as_function(model, type(model).__name__), _checked_dataset("the model", dataset)
-    if isinstance(images, (str, Path)) or isinstance(images, np.ndarray) and images.ndim == 2:
-        images = [images]
+    single = isinstance(images, (str, Path)) or isinstance(images, np.ndarray) and images.ndim == 2
+    images = [images] if single else list(images)
     names = class_names(dataset)
     results = []
-    images = list(images)
     for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
-        batch = np.stack([prepare(image, dataset) for image in chunk]) if chunk else np.zeros((0, SIDE, SIDE))
-        sources = [str(image) if isinstance(image, (str, Path)) else None for image in chunk]
-        results += classify(run, batch, names, top, sources)
+        prepared, sources, errors = [], [], {}
+        for position, image in enumerate(images[start:start + batch_size]):
+            source = str(image) if isinstance(image, (str, Path)) else None
+            try:
+                prepared.append(prepare(image, dataset))
+                sources.append(source)
+            except DataError as error:
+                if single:
+                    raise
+                errors[position] = {"file": source, "error": str(error), "predictions": []}
+        predicted = iter(classify(run, np.stack(prepared) if prepared else np.zeros((0, SIDE, SIDE)), names,
+                                  top, sources))
+        results += [errors[position] if position in errors else next(predicted)
+                    for position in range(len(images[start:start + batch_size]))]
     return results
