@@ -419,3 +419,10 @@ def test_a_fifo_or_a_device_is_refused_without_reading_it(tmp_path):
     if os.path.exists("/dev/zero"):
         with pytest.raises(mo.OnnxError, match="/dev/zero' is not a regular file"):
             mo.load("/dev/zero")
+
+
+def test_forged_metadata_is_refused_escaped(tmp_path):
+    proto = make_model([helper.make_node("Relu", ["x"], ["y"], name="r")])
+    helper.set_model_props(proto, {"minicnn.dataset": "mnist\n\x1b[2Jminicnn: fine"})
+    with pytest.raises(mo.OnnxError, match=r"metadata minicnn.dataset 'mnist\\n\\x1b\[2Jminicnn: fine' is not"):
+        mo.read(write(tmp_path, proto))

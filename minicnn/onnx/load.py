@@ -60,7 +60,10 @@ def read(path):
         raise OnnxError(f"'{path}': the machine ran out of memory while the model was built; lower "
                         f"backend.set_memory_limit to have such files refused before they are read") from None
     properties = {entry.key: entry.value for entry in proto.metadata_props}
-    state = {"run": {"dataset": properties["minicnn.dataset"]}} if "minicnn.dataset" in properties else {}
+    dataset = properties.get("minicnn.dataset")
+    if dataset is not None and not (dataset.isprintable() and len(dataset) <= 64):
+        raise OnnxError(f"'{path}': its metadata minicnn.dataset {shown(dataset)} is not a dataset's name")
+    state = {"run": {"dataset": dataset}} if dataset is not None else {}
     return Checkpoint(model=model, architecture=nn.describe(model), state=state, optimizer_state=None,
                       schedule_state=None, path=path)
 
