@@ -32,8 +32,13 @@ ink on a black background. The steps (prepare() below), and why each one is ther
  5. Classes: the digits '0'..'9' for MNIST, data.FASHION_MNIST_CLASSES for Fashion-MNIST. The
     probabilities are the softmax of the model's logits.
 
-A picture that cannot be read (missing, empty, not an image, damaged) raises DataError naming the file;
-`minicnn predict` prints that one line on stderr, still predicts the other files, and exits with 1.
+Files are read by data.images.read_picture: regular files only, the formats in PICTURE_FORMATS (PNG,
+JPEG, BMP, GIF, TIFF, WebP, PPM; no external program runs), at most MAX_PICTURE_PIXELS (64 megapixels)
+checked from the header before decoding. A picture that cannot be read (missing, empty, not an image,
+another format, too large, damaged, a mode with no grey) raises DataError naming the file; given
+several files, predict() and `minicnn predict` report that one line for it and still predict the
+others (`minicnn predict` then exits with 1). A blank or fully transparent picture is predicted with
+a 'warning' (BLANK_WARNING): the model had nothing to go on.
 """
 
 import importlib.util

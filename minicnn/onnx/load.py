@@ -216,15 +216,16 @@ class _Builder:
     def check_input(self):
         inputs = [value for value in self.graph.input if value.name not in self.constants]
         if len(inputs) != 1:
-            self.fail(f"the graph has {len(inputs)} inputs besides its weights ({', '.join(shown(v.name) for v in inputs[:8])}); "
-                      f"minicnn models take one")
+            names = ", ".join(shown(value.name) for value in inputs[:8])
+            self.fail(f"the graph has {len(inputs)} inputs besides its weights ({names}); minicnn models take one")
         value = inputs[0]
         tensor_type = value.type.tensor_type
         if tensor_type.elem_type not in _FLOAT_TYPES:
             self.fail(f"input {shown(value.name)} has element type {tensor_type.elem_type}; minicnn reads float images")
         dims = list(tensor_type.shape.dim)
         if not tensor_type.HasField("shape") or len(dims) < 2:
-            self.fail(f"input {shown(value.name)} has no shape of two or more axes; minicnn needs (N, C, H, W) or (N, F)")
+            self.fail(f"input {shown(value.name)} has no shape of two or more axes; minicnn needs (N, C, H, W) "
+                      f"or (N, F)")
         sample = []
         for axis, dim in enumerate(dims[1:], start=1):
             if not dim.HasField("dim_value") or dim.dim_value < 1:
@@ -285,8 +286,8 @@ class _Builder:
             index, node = found[0]
             extra = [name for name in node.output[1:] if name and (name in readers or name == output)]
             if extra:
-                self.fail(f"{_node_name(node, index)}: its extra output(s) {', '.join(map(shown, extra))} are used; minicnn uses the "
-                          f"first only")
+                self.fail(f"{_node_name(node, index)}: its extra output(s) {', '.join(map(shown, extra))} are used; "
+                          f"minicnn uses the first only")
             chain.append((index, node))
             current = node.output[0]
         if len(chain) != sum(node.op_type != "Constant" for node in self.graph.node):
