@@ -222,6 +222,19 @@ def set_memory_limit(limit):
     _memory_limit = limit
 
 
+# The default limit is half the machine, far more than a small file ever honestly needs: readers
+# whose output is bounded by what the file holds also pass their file through file_budget, so that
+# a few hundred bytes that declare gigabytes are refused (ONNX initialisers, for one).
+FILE_BUDGET_FLOOR = 64 << 20  # bytes any file may take, however small it is
+
+
+def file_budget(file_bytes, per_file_byte):
+    """Bytes a reader may allocate for a file of `file_bytes` bytes whose format makes each byte worth at
+    most `per_file_byte` bytes in memory: per_file_byte * file_bytes + FILE_BUDGET_FLOOR, never more
+    than memory_limit()."""
+    return min(memory_limit(), int(per_file_byte * file_bytes) + FILE_BUDGET_FLOOR)
+
+
 def format_bytes(count):
     """A byte count for messages: '34.8 GiB (37363892224 bytes)'."""
     size, unit = float(count), "bytes"

@@ -32,8 +32,13 @@ ink on a black background. The steps (prepare() below), and why each one is ther
  5. Classes: the digits '0'..'9' for MNIST, data.FASHION_MNIST_CLASSES for Fashion-MNIST. The
     probabilities are the softmax of the model's logits.
 
-A picture that cannot be read (missing, empty, not an image, damaged) raises DataError naming the file;
-`minicnn predict` prints that one line on stderr, still predicts the other files, and exits with 1.
+Files are read by data.images.read_picture: regular files only, the formats in PICTURE_FORMATS (PNG,
+JPEG, BMP, GIF, TIFF, WebP, PPM; no external program runs), at most MAX_PICTURE_PIXELS (64 megapixels)
+checked from the header before decoding. A picture that cannot be read (missing, empty, not an image,
+another format, too large, damaged, a mode with no grey) raises DataError naming the file; given
+several files, predict() and `minicnn predict` report that one line for it and still predict the
+others (`minicnn predict` then exits with 1). A blank or fully transparent picture is predicted with
+a 'warning' (BLANK_WARNING): the model had nothing to go on.
 """
 
 import importlib.util
@@ -44,6 +49,7 @@ import numpy as np
 from . import data, nn
 from . import functional as F
 from .checkpoint import load_checkpoint
+from .data.images import convert_picture, read_picture, shown
 from .errors import CheckpointError, DataError, ShapeError
 from .tensor import Tensor
 from .training import Trainer
@@ -54,6 +60,7 @@ MNIST_CENTRE = 14  # where the centre of mass is put (row and column index)
 INK_THRESHOLD = 0.1  # after the contrast step: brighter than this is ink (bounding box only; pixels are kept)
 BORDER_FRACTION = 1 / 28  # the frame whose median is the background: one pixel of a 28x28 image
 DATASETS = ("mnist", "fashion-mnist")
+BLANK_WARNING = "blank picture (one flat colour, or fully transparent): the predictions are a guess"
 
 
 def class_names(dataset):
@@ -75,36 +82,31 @@ def read_grey(image):
     """A picture as a float32 (H, W) array of luma in [0, 1] (step 1 above).
 
     image: a path (str or Path), a PIL image, or an array: (H, W) grey or (H, W, 3|4) RGB(A),
-    uint8 (0..255) or float (0..1). A file that cannot be read raises DataError naming it.
+    uint8 (0..255) or float (0..1). A file is read by data.images.read_picture (regular files, the
+    formats in PICTURE_FORMATS, at most MAX_PICTURE_PIXELS); one that cannot be read, or whose mode
+    cannot become grey, raises DataError naming it.
     """
-    Image, ImageOps = _pillow()
+    _, ImageOps = _pillow()
     if isinstance(image, (str, Path)):
-        path = Path(image)
-        try:
-            with Image.open(path) as opened:
-                opened.load()  # read now, so that a truncated file fails here and names itself
-                picture = ImageOps.exif_transpose(opened)
-        except FileNotFoundError:
-            raise DataError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise DataError(f"{path}: is a folder, not an image") from None
-        except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as error:
-            # Pillow's UnidentifiedImageError (an OSError) for an empty or non-image file.
-            reason = "empty file" if path.is_file() and path.stat().st_size == 0 else f"not a readable image ({error})"
-            raise DataError(f"{path}: {reason}") from None
+        picture, where = ImageOps.exif_transpose(read_picture(image)), shown(image)
     elif isinstance(image, np.ndarray):
         return _grey_of_array(image)
     else:
-        picture = image
+        picture, where = image, shown(getattr(image, "filename", "") or "image")
     if picture.width == 0 or picture.height == 0:
-        raise DataError(f"{getattr(picture, 'filename', '') or 'image'}: has no pixels")
+        raise DataError(f"{where}: has no pixels")
     if picture.mode in ("RGBA", "LA", "PA") or (picture.mode == "P" and "transparency" in picture.info):
-        picture = _flatten_transparency(picture.convert("RGBA"))
+        picture = _flatten_transparency(convert_picture(picture, "RGBA", where))
     if picture.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        grey = np.asarray(picture, dtype=np.float64)
-        low, high = grey.min(), grey.max()  # 16-bit and float pictures: their own range
-        return ((grey - low) / (high - low) if high > low else np.zeros_like(grey)).astype(np.float32)
-    return np.asarray(picture.convert("L"), dtype=np.float32) / np.float32(255)
+        # 16-bit and float pictures: their own range. Widened to float32 by Pillow (4 bytes a pixel,
+        # as Pillow holds them), never to float64.
+        grey = np.asarray(convert_picture(picture, "F", where), dtype=np.float32)
+        low, high = float(grey.min()), float(grey.max())
+        if high <= low:
+            return np.zeros_like(grey)
+        grey = (grey - np.float32(low)) * np.float32(1 / (high - low))
+        return np.clip(grey, 0, 1, out=grey)
+    return np.asarray(convert_picture(picture, "L", where), dtype=np.float32) / np.float32(255)
 
 
 def _grey_of_array(array):
@@ -272,7 +274,9 @@ def classify(model, batch, names, top=3, sources=None):
     """Predictions for prepared images: batch float32 (N, 28, 28) or (N, 1, 28, 28).
 
     model: a callable batch -> logits (see load_model). names: the class names. Returns one dict per
-    image: {'file': source, 'predictions': [{'class', 'index', 'probability'}, ...top of them, best first]}.
+    image: {'file': source, 'predictions': [{'class', 'index', 'probability'}, ...top of them, best first]},
+    plus 'warning': BLANK_WARNING when the prepared image is all black (a blank or fully transparent
+    picture: the model still answers, but it has nothing to go on).
     """
     batch = np.asarray(batch, dtype=np.float32)
     if batch.ndim == 3:
@@ -283,11 +287,13 @@ def classify(model, batch, names, top=3, sources=None):
     top = max(1, min(int(top), probabilities.shape[1]))
     sources = sources if sources is not None else [None] * len(batch)
     results = []
-    for source, row in zip(sources, probabilities):
+    for source, image, row in zip(sources, batch, probabilities):
         best = np.argsort(-row, kind="stable")[:top]
         results.append({"file": source, "predictions": [
             {"class": names[index] if index < len(names) else str(index), "index": int(index),
              "probability": float(row[index])} for index in best]})
+        if not image.any():
+            results[-1]["warning"] = BLANK_WARNING
     return results
 
 
@@ -298,21 +304,32 @@ def predict(model, images, top=3, dataset=None, batch_size=256):
     'mnist' or 'fashion-mnist'). images: a path or a list of them (PIL images and arrays work too).
     Returns a list with one dict per image, in order:
         {'file': 'seven.png', 'predictions': [{'class': '7', 'index': 7, 'probability': 0.998}, ...]}
-    ('file' is None for an image that is not a path). A picture that cannot be read raises DataError
-    naming it; the preparation is in this module's docstring.
+    ('file' is None for an image that is not a path), plus 'warning' (a string) for a blank or fully
+    transparent picture (see classify). Given one path, a picture that cannot be read raises
+    DataError naming it; in a list, it gets {'file': ..., 'error': '<path>: <reason>', 'predictions': []}
+    and the others are still predicted. The preparation is in this module's docstring.
     """
     if isinstance(model, (str, Path)):
         run, dataset = load_model(model, dataset)
     else:
         run, dataset = _as_function(model, type(model).__name__), _checked_dataset("the model", dataset)
-    if isinstance(images, (str, Path)) or isinstance(images, np.ndarray) and images.ndim == 2:
-        images = [images]
+    single = isinstance(images, (str, Path)) or isinstance(images, np.ndarray) and images.ndim == 2
+    images = [images] if single else list(images)
     names = class_names(dataset)
     results = []
-    images = list(images)
     for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
-        batch = np.stack([prepare(image, dataset) for image in chunk]) if chunk else np.zeros((0, SIDE, SIDE))
-        sources = [str(image) if isinstance(image, (str, Path)) else None for image in chunk]
-        results += classify(run, batch, names, top, sources)
+        prepared, sources, errors = [], [], {}
+        for position, image in enumerate(images[start:start + batch_size]):
+            source = str(image) if isinstance(image, (str, Path)) else None
+            try:
+                prepared.append(prepare(image, dataset))
+                sources.append(source)
+            except DataError as error:
+                if single:
+                    raise
+                errors[position] = {"file": source, "error": str(error), "predictions": []}
+        predicted = iter(classify(run, np.stack(prepared) if prepared else np.zeros((0, SIDE, SIDE)), names,
+                                  top, sources))
+        results += [errors[position] if position in errors else next(predicted)
+                    for position in range(len(images[start:start + batch_size]))]
     return results

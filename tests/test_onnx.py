@@ -326,3 +326,103 @@ def test_cli_show_opens_an_onnx_file(tmp_path, monkeypatch, capsys):
     assert cli.main(["show", str(path), "--image-index", "1", "--out", str(tmp_path / "show")]) == 0
     assert (tmp_path / "show" / "saliency.png").exists()
     assert "model.onnx: mnist test image 1" in capsys.readouterr().out
+
+
+# ----- hostile files: memory checked before allocating, names escaped, special files ----------------------
+
+def test_a_declared_input_over_the_sample_cap_is_refused_before_allocating(tmp_path):
+    # 1 x 9000 x 9000 floats: 309 MiB for one sample, declared by a file of ~100 bytes.
+    proto = make_model([helper.make_node("Relu", ["x"], ["y"], name="r")], sample=(1, 9000, 9000))
+    with pytest.raises(mo.OnnxError, match=r"input 'x': one sample needs 309\.0 MiB .*MAX_SAMPLE_BYTES"):
+        mo.load(write(tmp_path, proto))
+
+
+def test_the_memory_limit_lowers_the_sample_cap(tmp_path):
+    from minicnn import backend
+
+    proto = make_model([helper.make_node("Relu", ["x"], ["y"], name="r")], sample=(2**22,))  # 16 MiB a sample
+    backend.set_memory_limit(8 << 20)
+    try:
+        with pytest.raises(mo.OnnxError, match=r"input 'x': one sample needs 16\.0 MiB"):
+            mo.load(write(tmp_path, proto))
+    finally:
+        backend.set_memory_limit(None)
+
+
+@pytest.mark.parametrize("op_type", ["Conv", "MaxPool"])
+def test_huge_pads_are_refused_with_the_node_before_the_layer_runs(tmp_path, op_type):
+    # pads of 3000 around one pixel: a 6001 x 6001 map, its columns and output, 412 MiB for one sample.
+    attributes = {"pads": [3000] * 4, "kernel_shape": [1, 1]}
+    inputs, initializers = (["x", "w"], [("w", np.ones((1, 1, 1, 1), np.float32))]) if op_type == "Conv" \
+        else (["x"], [])
+    proto = make_model([helper.make_node(op_type, inputs, ["y"], name="wide", **attributes)], initializers,
+                       sample=(1, 1, 1))
+    with pytest.raises(mo.OnnxError, match=rf"{op_type} node 'wide': one sample needs .*padded input "
+                                           rf"\(1, 6001, 6001\).*MAX_SAMPLE_BYTES"):
+        mo.load(write(tmp_path, proto))
+
+
+def test_weights_over_the_files_budget_are_refused_before_they_are_converted(tmp_path):
+    from minicnn import backend
+
+    weight = np.ones((600, 600), np.float32)  # 1.4 MiB, honestly stored
+    proto = make_model([helper.make_node("MatMul", ["x", "w"], ["y"], name="m")], [("w", weight)], sample=(600,))
+    backend.set_memory_limit(1 << 20)
+    try:
+        with pytest.raises(mo.OnnxError, match=r"its weights declare 1\.4 MiB.*file_budget"):
+            mo.load(write(tmp_path, proto))
+    finally:
+        backend.set_memory_limit(None)
+
+
+@pytest.mark.parametrize("axis", [2, 5, -3])
+def test_a_softmax_axis_out_of_range_is_refused_not_wrapped(tmp_path, axis):
+    proto = make_model([helper.make_node("Softmax", ["x"], ["y"], name="s", axis=axis)], sample=(4,))
+    with pytest.raises(mo.OnnxError, match=rf"Softmax node 's': axis={axis} is out of range for its 2-d input"):
+        mo.load(write(tmp_path, proto))
+
+
+def test_names_from_the_file_are_escaped_and_cut_in_messages(tmp_path):
+    forged = "a\nminicnn: all good\x1b[2J" + "x" * 200
+    proto = make_model([helper.make_node("Relu", ["x"], ["a"], name="fine"),
+                        helper.make_node("LeakyRelu", ["a"], ["y"], name=forged)])
+    with pytest.raises(mo.OnnxError) as error:
+        mo.load(write(tmp_path, proto))
+    message = str(error.value)
+    assert "\n" not in message and "\x1b" not in message
+    assert r"LeakyRelu node 'a\nminicnn: all good\x1b[2J" in message and "(223 characters)" in message
+    assert "x" * 100 not in message
+
+
+@pytest.mark.skipif(not hasattr(sys.modules["os"], "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_or_a_device_is_refused_without_reading_it(tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)
+    outcome = {}
+
+    def load():
+        try:
+            mo.load(fifo)
+        except Exception as error:  # noqa: BLE001 (handed back to the test)
+            outcome["error"] = error
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    thread.join(20)
+    if thread.is_alive():  # open the writing end so that the thread ends, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("minicnn.onnx.load blocked on a FIFO")
+    assert isinstance(outcome.get("error"), mo.OnnxError) and "not a regular file" in str(outcome["error"])
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(mo.OnnxError, match="/dev/zero' is not a regular file"):
+            mo.load("/dev/zero")
+
+
+def test_forged_metadata_is_refused_escaped(tmp_path):
+    proto = make_model([helper.make_node("Relu", ["x"], ["y"], name="r")])
+    helper.set_model_props(proto, {"minicnn.dataset": "mnist\n\x1b[2Jminicnn: fine"})
+    with pytest.raises(mo.OnnxError, match=r"metadata minicnn.dataset 'mnist\\n\\x1b\[2Jminicnn: fine' is not"):
+        mo.read(write(tmp_path, proto))

@@ -6,8 +6,18 @@ one output (each tensor read by exactly one node); every operator outside SUPPOR
 named in one error; every initialiser's dtype and size, and every attribute minicnn cannot
 honour (asymmetric pads, dilations, groups, SAME padding, ceil mode), are refused with the
 node's name. Only then are minicnn layers built, and the weights copied into them.
+
+Memory is checked before it is allocated. The weights are in the file, so together they may take
+at most backend.file_budget(file size, MAX_BYTES_PER_FILE_BYTE) (a stored value never takes more
+than 8 bytes in memory). One sample's tensors are not in the file (the input's shape is declared,
+and a Conv's pads can make a map of any size), so the declared input, each layer's output and a
+convolution's or pooling's padded input and columns are capped by MAX_SAMPLE_BYTES (256 MiB, or
+backend.memory_limit() when that is lower) for one sample, before the layer runs.
+Names, keys and messages read from the file are shown escaped and cut (common.shown).
 """
 
+import os
+import stat
 from math import prod
 from pathlib import Path
 
@@ -17,13 +27,15 @@ from .. import backend
 from .. import nn
 from ..checkpoint import Checkpoint
 from ..tensor import Tensor, no_grad
-from .common import OnnxError, require_onnx
+from .common import OnnxError, escaped, require_onnx, shown
 
 SUPPORTED_OPS = ("Add", "AveragePool", "BatchNormalization", "Constant", "Conv", "Dropout", "Flatten", "Gemm",
                  "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Relu", "Reshape", "Sigmoid", "Softmax",
                  "Tanh")
 MAX_FILE_BYTES = 2**31 - 1  # protobuf's own limit on one message
 MAX_ELEMENTS = 2**31 - 1  # per initialiser
+MAX_BYTES_PER_FILE_BYTE = 8  # a stored value takes at least 1 byte of the file (a varint) and at most 8 in memory
+MAX_SAMPLE_BYTES = 256 << 20  # one sample's tensors at one layer while the model is built (VGG-16 at 224x224: 128 MB)
 _FLOAT_TYPES = {1: np.float32, 10: np.float16, 11: np.float64}  # TensorProto FLOAT, FLOAT16, DOUBLE
 _INT_TYPES = {6: np.int32, 7: np.int64}  # shapes for Reshape
 _TYPED_FIELD = {1: "float_data", 10: "int32_data", 11: "double_data", 6: "int32_data", 7: "int64_data"}
@@ -42,22 +54,46 @@ def read(path):
     """load(), wrapped as a checkpoint.Checkpoint (no optimizer; state['run']['dataset'] when minicnn wrote it)."""
     path = Path(path)
     proto = _parse(path, _read_bytes(path))
-    model = _Builder(path, proto).build()
+    try:
+        model = _Builder(path, proto).build()
+    except MemoryError:  # past every check above: the machine had less memory free than the limits allow
+        raise OnnxError(f"'{path}': the machine ran out of memory while the model was built; lower "
+                        f"backend.set_memory_limit to have such files refused before they are read") from None
     properties = {entry.key: entry.value for entry in proto.metadata_props}
-    state = {"run": {"dataset": properties["minicnn.dataset"]}} if "minicnn.dataset" in properties else {}
+    dataset = properties.get("minicnn.dataset")
+    if dataset is not None and not (dataset.isprintable() and len(dataset) <= 64):
+        raise OnnxError(f"'{path}': its metadata minicnn.dataset {shown(dataset)} is not a dataset's name")
+    state = {"run": {"dataset": dataset}} if dataset is not None else {}
     return Checkpoint(model=model, architecture=nn.describe(model), state=state, optimizer_state=None,
                       schedule_state=None, path=path)
 
 
 def _read_bytes(path):
-    if not path.is_file():
-        raise FileNotFoundError(f"minicnn.onnx.load: no file at '{path}'")
-    size = path.stat().st_size
+    try:
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"minicnn.onnx.load: no file at '{path}'") from None
+    except IsADirectoryError:
+        raise OnnxError(f"'{path}' is a folder, not an ONNX file") from None
+    with os.fdopen(descriptor, "rb") as file:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise OnnxError(f"'{path}' is not a regular file (a folder, FIFO, device or socket); ONNX models "
+                            f"are read from regular files only")
+        size = info.st_size
+        _check_file_size(path, size)
+        data = file.read(size + 1)
+    if len(data) != size:
+        raise OnnxError(f"'{path}' changed size while it was read ({size:,} bytes, then {len(data):,})")
+    return data
+
+
+def _check_file_size(path, size):
     if size == 0:
         raise OnnxError(f"'{path}' is empty, not an ONNX model")
     if size > MAX_FILE_BYTES:
         raise OnnxError(f"'{path}' is {size:,} bytes, more than one ONNX protobuf may hold ({MAX_FILE_BYTES:,})")
-    return path.read_bytes()
 
 
 def _parse(path, data):
@@ -66,7 +102,7 @@ def _parse(path, data):
         proto = onnx.load_model_from_string(data)
     except Exception as error:  # protobuf's DecodeError and friends: parsing has no side effects
         raise OnnxError(f"'{path}' is not an ONNX model (truncated or another format): "
-                        f"{type(error).__name__}: {error}") from None
+                        f"{type(error).__name__}: {escaped(error)}") from None
     # Protobuf parses many byte strings without complaint, so check that this one is a model.
     if not proto.HasField("graph") or not proto.opset_import or proto.ir_version < 3 or not proto.graph.node:
         raise OnnxError(f"'{path}' is not an ONNX model (truncated or another format): it has no graph, "
@@ -75,7 +111,8 @@ def _parse(path, data):
 
 
 def _node_name(node, index):
-    return f"{node.op_type} node '{node.name}'" if node.name else f"{node.op_type} node #{index}"
+    op_type = node.op_type if node.op_type.isidentifier() else shown(node.op_type)
+    return f"{op_type} node {shown(node.name)}" if node.name else f"{op_type} node #{index}"
 
 
 class _Builder:
@@ -107,8 +144,9 @@ class _Builder:
         for index, node in enumerate(self.graph.node):
             foreign = node.domain not in ("", "ai.onnx")
             if foreign or node.op_type not in SUPPORTED_OPS:
-                domain = f" from domain '{node.domain}'" if foreign else ""
-                unsupported.append(f"{node.op_type} ({_node_name(node, index)}){domain}")
+                domain = f" from domain {shown(node.domain)}" if foreign else ""
+                op_type = node.op_type if node.op_type.isidentifier() else shown(node.op_type)
+                unsupported.append(f"{op_type} ({_node_name(node, index)}){domain}")
         if unsupported:
             self.fail(f"{len(unsupported)} operator(s) minicnn cannot build: {'; '.join(unsupported)}. "
                       f"Supported: {', '.join(SUPPORTED_OPS)}")
@@ -117,9 +155,10 @@ class _Builder:
 
     def read_constants(self):
         """{name: NumPy array} of every initialiser and Constant node, each checked before it is converted."""
+        self.check_constant_bytes()
         constants = {}
         for tensor in self.graph.initializer:
-            constants[tensor.name] = self.tensor_array(tensor, f"initialiser '{tensor.name}'")
+            constants[tensor.name] = self.tensor_array(tensor, f"initialiser {shown(tensor.name)}")
         for index, node in enumerate(self.graph.node):
             if node.op_type == "Constant":
                 values = [attribute for attribute in node.attribute if attribute.name == "value"]
@@ -127,6 +166,31 @@ class _Builder:
                     self.fail(f"{_node_name(node, index)}: only a Constant with a 'value' tensor is supported")
                 constants[node.output[0]] = self.tensor_array(values[0].t, _node_name(node, index))
         return constants
+
+    def check_constant_bytes(self):
+        """Refuse, before any is converted, weights that together would take more than the file's budget."""
+        tensors = list(self.graph.initializer) + [attribute.t for node in self.graph.node if node.op_type == "Constant"
+                                                  for attribute in node.attribute if attribute.name == "value"]
+        itemsizes = {code: np.dtype(dtype).itemsize for code, dtype in (_FLOAT_TYPES | _INT_TYPES).items()}
+        # prod of a negative or absurd shape is refused tensor by tensor in tensor_array; here only the total.
+        needed = sum(prod(max(0, size) for size in tensor.dims) * itemsizes.get(tensor.data_type, 8)
+                     for tensor in tensors)
+        budget = backend.file_budget(self.proto.ByteSize(), MAX_BYTES_PER_FILE_BYTE)
+        if needed > budget:
+            self.fail(f"its weights declare {backend.format_bytes(needed)}, more than the "
+                      f"{backend.format_bytes(budget)} a file of {self.proto.ByteSize():,} bytes may take "
+                      f"(backend.file_budget; backend.set_memory_limit)")
+
+    def check_sample_bytes(self, what, parts):
+        """Refuse a layer whose tensors for one sample, parts {name: shape}, exceed MAX_SAMPLE_BYTES."""
+        itemsize = np.dtype(backend.DEFAULT_FLOAT).itemsize
+        needed = sum(prod(shape) for shape in parts.values()) * itemsize
+        limit = min(MAX_SAMPLE_BYTES, backend.memory_limit())
+        if needed > limit:
+            shapes = ", ".join(f"{name} {tuple(shape)}" for name, shape in parts.items())
+            self.fail(f"{what}: one sample needs {backend.format_bytes(needed)} ({shapes}), more than the "
+                      f"{backend.format_bytes(limit)} minicnn.onnx allows (MAX_SAMPLE_BYTES, "
+                      f"backend.set_memory_limit)")
 
     def tensor_array(self, tensor, what):
         from onnx import TensorProto, numpy_helper
@@ -152,21 +216,23 @@ class _Builder:
     def check_input(self):
         inputs = [value for value in self.graph.input if value.name not in self.constants]
         if len(inputs) != 1:
-            self.fail(f"the graph has {len(inputs)} inputs besides its weights ({[v.name for v in inputs]}); "
-                      f"minicnn models take one")
+            names = ", ".join(shown(value.name) for value in inputs[:8])
+            self.fail(f"the graph has {len(inputs)} inputs besides its weights ({names}); minicnn models take one")
         value = inputs[0]
         tensor_type = value.type.tensor_type
         if tensor_type.elem_type not in _FLOAT_TYPES:
-            self.fail(f"input '{value.name}' has element type {tensor_type.elem_type}; minicnn reads float images")
+            self.fail(f"input {shown(value.name)} has element type {tensor_type.elem_type}; minicnn reads float images")
         dims = list(tensor_type.shape.dim)
         if not tensor_type.HasField("shape") or len(dims) < 2:
-            self.fail(f"input '{value.name}' has no shape of two or more axes; minicnn needs (N, C, H, W) or (N, F)")
+            self.fail(f"input {shown(value.name)} has no shape of two or more axes; minicnn needs (N, C, H, W) "
+                      f"or (N, F)")
         sample = []
         for axis, dim in enumerate(dims[1:], start=1):
             if not dim.HasField("dim_value") or dim.dim_value < 1:
-                self.fail(f"input '{value.name}' has no fixed size along axis {axis}; minicnn needs one sample's "
+                self.fail(f"input {shown(value.name)} has no fixed size along axis {axis}; minicnn needs one sample's "
                           f"shape (only the batch axis may vary)")
             sample.append(int(dim.dim_value))
+        self.check_sample_bytes(f"input {shown(value.name)}", {"input": sample})
         return value.name, tuple(sample)
 
     def check_order(self):
@@ -177,17 +243,17 @@ class _Builder:
             for name in node.input:
                 if name and name not in defined:
                     if name in made_later and made_later[name] >= index:
-                        self.fail(f"{_node_name(node, index)} reads '{name}' before it is computed "
+                        self.fail(f"{_node_name(node, index)} reads {shown(name)} before it is computed "
                                   f"(a cycle, or nodes out of order)")
-                    self.fail(f"{_node_name(node, index)} reads '{name}', which no node, input or "
+                    self.fail(f"{_node_name(node, index)} reads {shown(name)}, which no node, input or "
                               f"initialiser provides (a dangling input)")
             for name in node.output:
                 if name in defined and name:
-                    self.fail(f"{_node_name(node, index)} writes '{name}', which is already defined")
+                    self.fail(f"{_node_name(node, index)} writes {shown(name)}, which is already defined")
                 defined.add(name)
         output = self.graph.output[0].name
         if output not in defined:
-            self.fail(f"the graph's output '{output}' is computed by no node")
+            self.fail(f"the graph's output {shown(output)} is computed by no node")
 
     def check_with_onnx(self):
         onnx = require_onnx()
@@ -195,7 +261,7 @@ class _Builder:
             onnx.checker.check_model(self.proto)
         except Exception as error:  # onnx.checker.ValidationError, or a C++ error for a malformed proto
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            self.fail(f"onnx.checker refuses the model: {first}")
+            self.fail(f"onnx.checker refuses the model: {escaped(first)}")
 
     def chain(self):
         """[(index, node)] from the input to the output: each tensor must be read by exactly one node."""
@@ -215,13 +281,13 @@ class _Builder:
             found = readers.get(current, [])
             if len(found) != 1:
                 names = ", ".join(_node_name(node, index) for index, node in found)
-                self.fail(f"tensor '{current}' is read by {len(found)} nodes ({names or 'none'}); minicnn.onnx "
+                self.fail(f"tensor {shown(current)} is read by {len(found)} nodes ({names or 'none'}); minicnn.onnx "
                           f"builds chains, where each tensor feeds the next node only")
             index, node = found[0]
             extra = [name for name in node.output[1:] if name and (name in readers or name == output)]
             if extra:
-                self.fail(f"{_node_name(node, index)}: its extra output(s) {extra} are used; minicnn uses the "
-                          f"first only")
+                self.fail(f"{_node_name(node, index)}: its extra output(s) {', '.join(map(shown, extra))} are used; "
+                          f"minicnn uses the first only")
             chain.append((index, node))
             current = node.output[0]
         if len(chain) != sum(node.op_type != "Constant" for node in self.graph.node):
@@ -282,14 +348,14 @@ class _Builder:
             return None
         name = node.input[position]
         if name not in self.constants:
-            self.fail(f"{self.where}: its {what} '{name}' is computed, not a stored constant")
+            self.fail(f"{self.where}: its {what} {shown(name)} is computed, not a stored constant")
         array = self.constants[name]
         if array.dtype.kind != "f" and what not in ("shape",):
-            self.fail(f"{self.where}: its {what} '{name}' has dtype {array.dtype}, not a float")
+            self.fail(f"{self.where}: its {what} {shown(name)} has dtype {array.dtype}, not a float")
         if rank is not None and array.ndim != rank:
-            self.fail(f"{self.where}: its {what} '{name}' has shape {list(array.shape)}, expected {rank} axes")
+            self.fail(f"{self.where}: its {what} {shown(name)} has shape {list(array.shape)}, expected {rank} axes")
         if size is not None and array.shape[0] != size:
-            self.fail(f"{self.where}: its {what} '{name}' has shape {list(array.shape)}, expected ({size},)")
+            self.fail(f"{self.where}: its {what} {shown(name)} has shape {list(array.shape)}, expected ({size},)")
         return array
 
     def need_rank(self, rank):
@@ -321,9 +387,22 @@ class _Builder:
                       f"minicnn pads both sides of an axis equally")
         if dilations != [1, 1]:
             self.fail(f"{self.where}: dilations {dilations} are not supported (only 1)")
+        if min(kernel_shape) < 1 or min(strides) < 1 or min(pads) < 0:
+            self.fail(f"{self.where}: kernel_shape {kernel_shape}, strides {strides} must be >= 1 and "
+                      f"pads {pads} >= 0")
         if attributes.get("ceil_mode", 0) != 0:
             self.fail(f"{self.where}: ceil_mode=1 is not supported (minicnn rounds output sizes down)")
         return tuple(kernel_shape), tuple(strides), tuple(pads[:2])
+
+    def check_window_bytes(self, kernel, stride, padding, out_channels):
+        """Refuse a Conv or pooling whose padded input, columns and output for one sample are too large."""
+        channels, height, width = self.shape[1:]
+        padded = (channels, height + 2 * padding[0], width + 2 * padding[1])
+        out_height = max(0, (padded[1] - kernel[0]) // stride[0] + 1)
+        out_width = max(0, (padded[2] - kernel[1]) // stride[1] + 1)
+        self.check_sample_bytes(self.where, {"padded input": padded,
+                                             "columns": (channels * kernel[0] * kernel[1], out_height, out_width),
+                                             "output": (out_channels, out_height, out_width)})
 
     def make_Conv(self, node, following):
         self.need_rank(4)
@@ -334,6 +413,7 @@ class _Builder:
         weight = self.constant(node, 1, rank=4)
         bias = self.constant(node, 2, rank=1, size=weight.shape[0], what="bias")
         kernel, stride, padding = self.window(node, attributes, weight.shape[2:])
+        self.check_window_bytes(kernel, stride, padding, weight.shape[0])
         layer = nn.Conv2D(weight.shape[1], weight.shape[0], kernel, stride, padding, bias=bias is not None)
         return layer, {"weight": weight, **({"bias": bias} if bias is not None else {})}, False
 
@@ -341,6 +421,7 @@ class _Builder:
         self.need_rank(4)
         attributes = self.attributes(node)
         kernel, stride, padding = self.window(node, attributes)
+        self.check_window_bytes(kernel, stride, padding, self.shape[1])
         if kind is nn.AvgPool2D and any(padding) and attributes.get("count_include_pad", 0) != 1:
             self.fail(f"{self.where}: count_include_pad=0 with padding is not supported (minicnn's AvgPool2D "
                       f"counts the padding zeros in the mean)")
@@ -395,7 +476,7 @@ class _Builder:
 
     def make_Flatten(self, node, following):
         axis = self.attributes(node).get("axis", 1)
-        if axis % len(self.shape) != 1:
+        if not -len(self.shape) <= axis <= len(self.shape) or axis % len(self.shape) != 1:
             self.fail(f"{self.where}: axis={axis} is not supported; minicnn flattens all but the batch axis (axis=1)")
         return nn.Flatten(), {}, False
 
@@ -451,7 +532,10 @@ class _Builder:
 
     def make_Softmax(self, node, following):
         rank = len(self.shape)
-        axis = self.attributes(node).get("axis", -1 if self.opset >= 13 else 1) % rank
+        axis = self.attributes(node).get("axis", -1 if self.opset >= 13 else 1)
+        if not -rank <= axis < rank:
+            self.fail(f"{self.where}: axis={axis} is out of range for its {rank}-d input (from {-rank} to {rank - 1})")
+        axis %= rank
         if self.opset < 13 and axis != rank - 1:
             # Before opset 13, Softmax flattened axes axis.. into one; only over the last axis is it minicnn's.
             self.fail(f"{self.where}: opset {self.opset} Softmax over axes {axis}.. is not supported (only the last)")
