@@ -16,8 +16,6 @@ backend.memory_limit() when that is lower) for one sample, before the layer runs
 Names, keys and messages read from the file are shown escaped and cut (common.shown).
 """
 
-import os
-import stat
 from math import prod
 from pathlib import Path
 
@@ -28,11 +26,11 @@ from .. import nn
 from ..checkpoint import Checkpoint
 from ..tensor import Tensor, no_grad
 from .common import OnnxError, escaped, require_onnx, shown
+from .reading import parse_file
 
 SUPPORTED_OPS = ("Add", "AveragePool", "BatchNormalization", "Constant", "Conv", "Dropout", "Flatten", "Gemm",
                  "GlobalAveragePool", "Identity", "MatMul", "MaxPool", "Relu", "Reshape", "Sigmoid", "Softmax",
                  "Tanh")
-MAX_FILE_BYTES = 2**31 - 1  # protobuf's own limit on one message
 MAX_ELEMENTS = 2**31 - 1  # per initialiser
 MAX_BYTES_PER_FILE_BYTE = 8  # a stored value takes at least 1 byte of the file (a varint) and at most 8 in memory
 MAX_SAMPLE_BYTES = 256 << 20  # one sample's tensors at one layer while the model is built (VGG-16 at 224x224: 128 MB)
@@ -53,7 +51,7 @@ def load(path):
 def read(path):
     """load(), wrapped as a checkpoint.Checkpoint (no optimizer; state['run']['dataset'] when minicnn wrote it)."""
     path = Path(path)
-    proto = _parse(path, _read_bytes(path))
+    proto = parse_file(path)
     try:
         model = _Builder(path, proto).build()
     except MemoryError:  # past every check above: the machine had less memory free than the limits allow
@@ -66,48 +64,6 @@ def read(path):
     state = {"run": {"dataset": dataset}} if dataset is not None else {}
     return Checkpoint(model=model, architecture=nn.describe(model), state=state, optimizer_state=None,
                       schedule_state=None, path=path)
-
-
-def _read_bytes(path):
-    try:
-        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"minicnn.onnx.load: no file at '{path}'") from None
-    except IsADirectoryError:
-        raise OnnxError(f"'{path}' is a folder, not an ONNX file") from None
-    with os.fdopen(descriptor, "rb") as file:
-        info = os.fstat(descriptor)
-        if not stat.S_ISREG(info.st_mode):
-            raise OnnxError(f"'{path}' is not a regular file (a folder, FIFO, device or socket); ONNX models "
-                            f"are read from regular files only")
-        size = info.st_size
-        _check_file_size(path, size)
-        data = file.read(size + 1)
-    if len(data) != size:
-        raise OnnxError(f"'{path}' changed size while it was read ({size:,} bytes, then {len(data):,})")
-    return data
-
-
-def _check_file_size(path, size):
-    if size == 0:
-        raise OnnxError(f"'{path}' is empty, not an ONNX model")
-    if size > MAX_FILE_BYTES:
-        raise OnnxError(f"'{path}' is {size:,} bytes, more than one ONNX protobuf may hold ({MAX_FILE_BYTES:,})")
-
-
-def _parse(path, data):
-    onnx = require_onnx()
-    try:
-        proto = onnx.load_model_from_string(data)
-    except Exception as error:  # protobuf's DecodeError and friends: parsing has no side effects
-        raise OnnxError(f"'{path}' is not an ONNX model (truncated or another format): "
-                        f"{type(error).__name__}: {escaped(error)}") from None
-    # Protobuf parses many byte strings without complaint, so check that this one is a model.
-    if not proto.HasField("graph") or not proto.opset_import or proto.ir_version < 3 or not proto.graph.node:
-        raise OnnxError(f"'{path}' is not an ONNX model (truncated or another format): it has no graph, "
-                        f"opset or IR version")
-    return proto
 
 
 def _node_name(node, index):
