@@ -18,7 +18,8 @@ Security, by construction:
   one line that names no file; the details go to the server's stderr. Error bodies never name a path
   on the server's disk.
 - Bound to a loopback address, requests must name this server in their Host header (a web page
-  elsewhere that rebinds its DNS name to 127.0.0.1 is refused with 403); two Host headers get 400.
+  elsewhere that rebinds its DNS name to 127.0.0.1 is refused with 403); two Host headers get 400
+  (waitress_server refuses them while parsing and closes the connection; this check is for other servers).
 - An answer holding NaN or infinite numbers (a diverged model) gives them as null, with a 'warning'.
 - Every response forbids framing and sniffing, and the page's Content-Security-Policy allows only
   its own script and style (no inline code, no other origin), so it works offline by design.
@@ -262,7 +263,7 @@ class App:
             raise BadRequest(f"this server does not implement {method[:20]!r}; it answers {', '.join(METHODS)}",
                              HTTPStatus.NOT_IMPLEMENTED)
         host = environ.get("HTTP_HOST", "")
-        if "," in host:  # waitress joins repeated headers with ', '; no host name holds a comma
+        if "," in host:  # repeated headers arrive joined by ', ' (waitress_server refuses them before this)
             raise BadRequest("the request has more than one Host header")
         if self.allowed_hosts is not None and host.lower() not in self.allowed_hosts:
             raise BadRequest("this server answers only requests addressed to it (Host header)", HTTPStatus.FORBIDDEN)

@@ -16,7 +16,7 @@ import threading
 from .app import MAX_BODY_BYTES, MAX_DRAWING_SIDE, MAX_TARGET_BYTES, App
 from .inspector import Inspector
 
-MISSING_WAITRESS = 'minicnn serve runs on waitress, the `serve` extra: python3 -m pip install -e ".[serve]"'
+MISSING_WAITRESS = 'the server needs waitress, the `serve` extra: python3 -m pip install -e ".[serve]"'
 
 __all__ = ["MAX_BODY_BYTES", "MAX_DRAWING_SIDE", "MAX_TARGET_BYTES", "MISSING_WAITRESS", "make_server", "require_waitress", "serve",
            "serve_in_thread"]

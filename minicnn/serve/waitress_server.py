@@ -9,6 +9,9 @@ header's colon ('Transfer-Encoding : chunked' is no header: 400), a transfer cod
 (501). It reads a whole request (within the limits below) before the application sees it.
 
 What this module adds to waitress, and nothing else:
+- two more refusals while parsing (400, and the connection closed): two Host headers (waitress would
+  pass them on joined as 'a, b'), and Transfer-Encoding beside Content-Length (waitress would follow
+  the transfer coding; a proxy in front might follow the length: the classic smuggling shape);
 - its own error answers (400, 413, 431, 501 before the application runs) as {"error": one line} JSON,
   like every answer of the application (waitress writes them as plain text);
 - no line per queued request: under load, requests wait for the model's one lock by design, and
@@ -31,6 +34,7 @@ from http import HTTPStatus
 from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser, ParsingError
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher
 
@@ -45,6 +49,17 @@ MAX_HEADER_BYTES = 32 * 1024  # the request line and headers; the page's request
 QUEUE_LOG = logging.getLogger("minicnn.serve.queue")  # waitress's queue warnings land here, unprinted
 QUEUE_LOG.addHandler(logging.NullHandler())
 QUEUE_LOG.propagate = False
+
+
+class Parser(HTTPRequestParser):
+    """waitress's request parser, refusing two Host headers and a body framed two ways."""
+
+    def parse_header(self, header_plus):
+        super().parse_header(header_plus)  # repeated headers are joined into one value with ', '
+        if "," in self.headers.get("HOST", ""):
+            raise ParsingError("the request has more than one Host header")
+        if self.chunked and "CONTENT_LENGTH" in self.headers:
+            raise ParsingError("the request has both Transfer-Encoding and Content-Length")
 
 
 class JsonErrorTask(ErrorTask):
@@ -67,8 +82,9 @@ class JsonErrorTask(ErrorTask):
 
 
 class Channel(HTTPChannel):
-    """One client connection, as waitress handles it, with JSON error answers."""
+    """One client connection, as waitress handles it, with the stricter parser and JSON error answers."""
 
+    parser_class = Parser
     error_task_class = JsonErrorTask
 
 
@@ -82,7 +98,8 @@ class Server(TcpWSGIServer):
     """A waitress server for one WSGI application on (host, port); port 0 takes a free one.
 
     serve_forever() runs it until shutdown() (from another thread) or Ctrl-C; server_close() frees the
-    socket, the connections and the threads. server_address is (host, port) as bound; url its address.
+    socket, the connections and the threads. server_address is (host, port) as bound; url its address;
+    app the application.
     """
 
     channel_class = Channel
@@ -100,6 +117,7 @@ class Server(TcpWSGIServer):
         # binds it), rather than for each address the name resolves to.
         super().__init__(app, dispatcher=workers, adj=adjustments,
                          sockinfo=(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, (host, port)))
+        self.app = app
         self.stop_requested = False
         self.stopped = threading.Event()
         self.stopped.set()
