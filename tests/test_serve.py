@@ -105,7 +105,8 @@ def running_server(inspector):
 
 @pytest.fixture(scope="module")
 def server(model):
-    with running_server(Inspector(model, dataset="mnist", name="small.npz", test_images=synthetic_test_set())) as running:
+    inspector = Inspector(model, dataset="mnist", name="small.npz", test_images=synthetic_test_set())
+    with running_server(inspector) as running:
         yield running
 
 

@@ -273,7 +273,9 @@ class App:
             return HTTPStatus.OK, json_body(self.routes[method, path](query, body)), "application/json", []
         if method in ("GET", "HEAD") and path in self.static_files:
             body, content_type = self.static_files[path]
-            headers = [("Content-Security-Policy", CONTENT_SECURITY_POLICY)] if content_type.startswith("text/html") else []
+            headers = []
+            if content_type.startswith("text/html"):
+                headers.append(("Content-Security-Policy", CONTENT_SECURITY_POLICY))
             return HTTPStatus.OK, body, content_type, headers
         if any(route_path == path for _, route_path in self.routes):
             raise BadRequest(f"{path} does not take {method}", HTTPStatus.METHOD_NOT_ALLOWED)

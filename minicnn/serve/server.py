@@ -18,8 +18,8 @@ from .inspector import Inspector
 
 MISSING_WAITRESS = 'the server needs waitress, the `serve` extra: python3 -m pip install -e ".[serve]"'
 
-__all__ = ["MAX_BODY_BYTES", "MAX_DRAWING_SIDE", "MAX_TARGET_BYTES", "MISSING_WAITRESS", "make_server", "require_waitress", "serve",
-           "serve_in_thread"]
+__all__ = ["MAX_BODY_BYTES", "MAX_DRAWING_SIDE", "MAX_TARGET_BYTES", "MISSING_WAITRESS", "make_server",
+           "require_waitress", "serve", "serve_in_thread"]
 
 
 def is_loopback(host):
