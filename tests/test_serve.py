@@ -1,11 +1,18 @@
 """minicnn serve: the JSON API against a real server on a free port of 127.0.0.1, its security cases,
-concurrent requests, and the command (start, address line, Ctrl-C) in a subprocess."""
+concurrent requests, and the command (start, address line, Ctrl-C) in a subprocess.
 
+Tests that need the server skip without waitress (the `serve` extra), those that prepare drawings
+without Pillow (the `images` extra), each saying which extra to install."""
+
+import contextlib
 import http.client
 import json
+import logging
 import math
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -18,11 +25,22 @@ import minicnn
 from minicnn import models, nn
 from minicnn.checkpoint import save_checkpoint
 from minicnn.predict import prepare, softmax
-from minicnn.serve import MAX_BODY_BYTES, Inspector, decode_maps, make_server, serve_in_thread
+from minicnn.serve import (MAX_BODY_BYTES, MAX_TARGET_BYTES, Inspector, decode_maps, make_server, non_finite_warning,
+                           replace_non_finite, serve, serve_in_thread)
+from minicnn.serve.server import MISSING_WAITRESS
 from minicnn.tensor import Tensor, no_grad
 from minicnn.viz.saliency import grad_cam, saliency_map
 
 ROOT = Path(__file__).resolve().parents[1]
+MISSING_PILLOW = 'drawings are prepared with Pillow, the `images` extra: python3 -m pip install -e ".[images]"'
+
+
+def needs_waitress():
+    pytest.importorskip("waitress", reason=MISSING_WAITRESS)
+
+
+def needs_pillow():
+    pytest.importorskip("PIL", reason=MISSING_PILLOW)
 
 
 def small_model():
@@ -72,15 +90,24 @@ def model():
     return small_model()
 
 
-@pytest.fixture(scope="module")
-def server(model):
-    test_images = synthetic_test_set()
-    inspector = Inspector(model, dataset="mnist", name="small.npz", test_images=test_images)
+@contextlib.contextmanager
+def running_server(inspector):
+    """A server for `inspector` on a free port of 127.0.0.1, running in a thread while the block runs."""
+    needs_waitress()
     running = make_server(inspector, "127.0.0.1", 0)
     serve_in_thread(running)
-    yield running
-    running.shutdown()
-    running.server_close()
+    try:
+        yield running
+    finally:
+        running.shutdown()
+        running.server_close()
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    inspector = Inspector(model, dataset="mnist", name="small.npz", test_images=synthetic_test_set())
+    with running_server(inspector) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -151,6 +178,7 @@ def test_predict_returns_the_models_probabilities_layers_saliency_and_grad_cam(c
 
 
 def test_a_drawing_is_prepared_as_mnist_digits_were_and_can_skip_the_extras(client):
+    needs_pillow()
     drawing = np.zeros((112, 112))
     drawing[20:95, 50:60] = 255  # a "1"
     status, answer = client.json("POST", "/api/predict",
@@ -300,15 +328,10 @@ def test_a_model_with_other_inputs_gets_a_clear_message():
     inspector = Inspector(colour, dataset=None, name="cifar.npz")
     summary = inspector.summary()
     assert not summary["supported"] and "3x32x32" in summary["message"] and "1x28x28" in summary["message"]
-    running = make_server(inspector, "127.0.0.1", 0)
-    serve_in_thread(running)
-    try:
+    with running_server(inspector) as running:
         status, answer = Client(running.server_address[1]).json("POST", "/api/predict",
                                                                  {"pixels": [[0.0] * 28 for _ in range(28)]})
         assert status == 400 and "3x32x32" in answer["error"]
-    finally:
-        running.shutdown()
-        running.server_close()
 
 
 def test_cnn_and_lenet_show_every_layer():
@@ -318,9 +341,206 @@ def test_cnn_and_lenet_show_every_layer():
         assert len(summary["grad_cam_layers"]) == maps
 
 
+def test_a_test_image_comes_with_the_models_prediction_as_readme_says(client, model):
+    images, labels = synthetic_test_set()
+    for query in ("kind=random", "index=4", "kind=misclassified"):
+        status, image = client.json("GET", f"/api/test-image?{query}")
+        logits, outputs = forward(model, images[image["index"]] / 255)
+        prediction = image["prediction"]
+        assert status == 200 and image["predicted"] == prediction["predicted"] == int(np.argmax(logits))
+        np.testing.assert_allclose(prediction["probabilities"], softmax(logits)[0], atol=1e-6)
+        np.testing.assert_allclose(prediction["input"], images[image["index"]] / 255, atol=1e-4)
+        assert len(prediction["layers"]) == len(outputs) and prediction["grad_cam"]["layer"] == "4 ReLU"
+        assert prediction["saliency"]["shape"] == [28, 28]
+
+
+def test_a_missing_test_set_gets_a_404_that_names_nothing_on_the_servers_disk(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))  # the data cache would be under it: ~/.cache/minicnn
+    monkeypatch.delenv("MINICNN_DATA", raising=False)
+    with running_server(Inspector(small_model(), dataset="mnist", name="small.npz")) as running:
+        status, _, content = Client(running.server_address[1]).request("GET", "/api/test-image?kind=random")
+    message = json.loads(content)["error"]
+    assert status == 404 and "minicnn fetch mnist" in message
+    assert str(tmp_path) not in content.decode() and "/" not in message and ".cache" not in message
+
+
+def test_an_internal_error_names_only_its_type(client, server, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise OSError(f"[Errno 5] cannot read {Path.home() / 'secret' / 'weights.npz'}")
+
+    monkeypatch.setattr(server.app.inspector, "summary", broken)
+    status, answer = client.json("GET", "/api/summary")
+    assert status == 500 and answer["error"].startswith("internal error (OSError)") and "secret" not in answer["error"]
+    assert "secret" in capsys.readouterr().err  # the details stay with the server
+
+
+# ----- models whose outputs are not finite ------------------------------------------------------------------
+
+def test_replace_non_finite_gives_null_and_counts():
+    value = {"a": [1.0, float("nan"), np.float32("inf")], "b": np.array([[-np.inf, 2.0]]), "c": (3, "x", None, True)}
+    clean, count = replace_non_finite(value)
+    assert clean == {"a": [1.0, None, None], "b": [[None, 2.0]], "c": [3, "x", None, True]} and count == 3
+    json.dumps(clean, allow_nan=False)
+    assert replace_non_finite({"p": [0.5, 0.5]}) == ({"p": [0.5, 0.5]}, 0)
+    assert "NaN or infinite" in non_finite_warning(3) and "\n" not in non_finite_warning(3)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the engine's, on inf weights
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_model_with_non_finite_outputs_is_answered_with_nulls_and_a_warning(bad):
+    broken = small_model()
+    broken.layers[-1].weight.data[...] = bad  # the Dense layer: every logit NaN (or +-inf, so softmax NaN)
+    image = (synthetic_test_set()[0][0] / 255).tolist()
+    with running_server(Inspector(broken, dataset="mnist", name="diverged.npz",
+                                  test_images=synthetic_test_set())) as running:
+        client = Client(running.server_address[1])
+        status, answer = client.json("POST", "/api/predict", {"pixels": image})
+        assert status == 200, answer
+        assert answer["probabilities"] == [None] * 10 and answer["predicted"] is None and answer["class"] is None
+        assert "NaN or infinite" in answer["warning"] and "null" in answer["warning"]
+        assert answer["layers"][-1]["values"] == [None] * 10 and answer["layers"][0]["kind"] == "maps"
+        status, image = client.json("GET", "/api/test-image?index=0")
+        assert status == 200 and image["predicted"] is None and "warning" in image
+        assert client.json("GET", "/api/summary")[0] == 200
+
+
+# ----- HTTP: one reading of each request, every error as JSON -------------------------------------------------
+
+def raw_exchange(port, data):
+    """Send `data` as bytes on a fresh connection and return what comes back until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(data)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    return received
+
+
+def parse_responses(received):
+    """[(status, headers {lower name: value}, body)] of the HTTP/1.1 responses in `received`."""
+    responses = []
+    while received:
+        head, _, rest = received.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = dict((name.strip().lower(), value.strip()) for name, _, value in
+                       (line.partition(":") for line in lines[1:]))
+        length = int(headers.get("content-length", 0))
+        responses.append((int(lines[0].split()[1]), headers, rest[:length]))
+        received = rest[length:]
+    return responses
+
+
+def request_bytes(port, method, target, headers, body=b""):
+    lines = [f"{method} {target} HTTP/1.1", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+@pytest.mark.parametrize("case", ["two Content-Length", "two Host", "space before the colon",
+                                  "chunked and Content-Length"])
+def test_request_smuggling_shapes_get_400_and_nothing_else(client, case):
+    port, host = client.port, f"Host: 127.0.0.1:{client.port}"
+    hidden = request_bytes(port, "GET", "/api/summary", [host])  # what a smuggler hopes is answered second
+    body = json.dumps({"pixels": [[0.0] * 28 for _ in range(28)]}).encode()
+    headers = {
+        "two Content-Length": [host, f"Content-Length: {len(body)}", f"Content-Length: {len(body) + len(hidden)}"],
+        "two Host": [host, "Host: attacker.example", f"Content-Length: {len(body)}"],
+        "space before the colon": [host, "Transfer-Encoding : chunked", f"Content-Length: {len(body)}"],
+        "chunked and Content-Length": [host, "Transfer-Encoding: chunked", f"Content-Length: {len(body)}"],
+    }[case]
+    responses = parse_responses(raw_exchange(port, request_bytes(port, "POST", "/api/predict", headers, body + hidden)))
+    assert len(responses) == 1, [status for status, _, _ in responses]  # the hidden request is never answered
+    status, response_headers, content = responses[0]
+    assert status == 400 and response_headers["content-type"] == "application/json"
+    assert json.loads(content)["error"] and response_headers.get("connection") == "close"
+    assert client.json("GET", "/api/summary")[0] == 200
+
+
+def test_414_431_501_and_413_come_back_as_json(client):
+    from minicnn.serve.waitress_server import MAX_HEADER_BYTES
+
+    host = f"Host: 127.0.0.1:{client.port}\r\nConnection: close"  # the app's errors keep a connection open
+    # Exactly the limit, still unfinished: the server reads it all before answering, so it closes cleanly
+    # (a client still sending when the server closes may be reset before it reads the answer).
+    big_headers = request_bytes(client.port, "GET", "/api/summary", [host, "X-Big: "])[:-4]
+    big_headers += b"b" * (MAX_HEADER_BYTES - len(big_headers))
+    cases = {
+        414: request_bytes(client.port, "GET", "/api/summary?" + "a" * MAX_TARGET_BYTES, [host]),  # the app's
+        431: big_headers,  # waitress's
+        501: request_bytes(client.port, "PATCH", "/api/predict", [host, "Content-Length: 0"]),  # the app's
+        413: request_bytes(client.port, "POST", "/api/predict", [host, f"Content-Length: {MAX_BODY_BYTES + 1}"]),
+    }
+    cases["501 coding"] = request_bytes(client.port, "POST", "/api/predict", [host, "Transfer-Encoding: gzip"])
+    for expected, data in cases.items():
+        status, headers, content = parse_responses(raw_exchange(client.port, data))[0]
+        assert status == int(str(expected)[:3]) and headers["content-type"] == "application/json", (expected, content)
+        message = json.loads(content)["error"]
+        assert message and "\n" not in message and "waitress" not in message
+    assert client.json("GET", "/api/summary")[0] == 200
+
+
+def test_200_concurrent_clients_all_get_an_answer(server, client):
+    """Every client is answered: 200, or 503 with Retry-After (waitress queues instead: see waitress_server)."""
+    image = json.dumps({"pixels": (synthetic_test_set()[0][0] / 255).tolist(), "activations": False,
+                        "saliency": False}).encode()
+    answers, start = [], threading.Barrier(200)
+
+    def ask():
+        start.wait()
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", client.port, timeout=60)
+            connection.request("POST", "/api/predict", image, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            answers.append((response.status, response.getheader("Retry-After"), len(response.read())))
+            connection.close()
+        except OSError as error:
+            answers.append((type(error).__name__, None, 0))
+
+    threads = [threading.Thread(target=ask) for _ in range(200)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    refused = [answer for answer in answers if answer[0] != 200 and not (answer[0] == 503 and answer[1])]
+    assert len(answers) == 200 and refused == []
+
+
+def test_a_client_that_disconnects_leaves_at_most_a_line_and_no_traceback(client, caplog, capfd):
+    body = json.dumps({"pixels": (synthetic_test_set()[0][0] / 255).tolist()}).encode()
+    data = request_bytes(client.port, "POST", "/api/predict", [f"Host: 127.0.0.1:{client.port}",
+                                                               f"Content-Length: {len(body)}"], body)
+    caplog.set_level(logging.DEBUG)
+    disconnects = 30
+    for attempt in range(disconnects):
+        connection = socket.create_connection(("127.0.0.1", client.port), timeout=10)
+        connection.sendall(data)
+        if attempt % 2:
+            connection.recv(100)  # part of the answer, then gone
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+        connection.close()
+    assert client.json("GET", "/api/summary")[0] == 200  # after the disconnected requests, in order
+    records = [record for record in caplog.records if record.name.startswith("waitress")]
+    assert len(records) <= disconnects and not any(record.exc_info for record in records)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_without_waitress_serve_ends_in_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "waitress", None)  # importlib finds no waitress
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[serve\]"'):
+        serve(tmp_path / "no-such.npz")  # refused before the checkpoint is read
+    checkpoint = save_checkpoint(tmp_path / "best.npz", small_model(), state={"run": {"dataset": "mnist"}})
+    from minicnn.cli import main
+
+    assert main(["serve", str(checkpoint), "--port", "0"]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and '".[serve]"' in error and "Traceback" not in error
+
+
 # ----- the command -------------------------------------------------------------------------------------
 
 def start_command(checkpoint, *flags):
+    needs_waitress()
+    needs_pillow()
     process = subprocess.Popen([sys.executable, "-m", "minicnn", "serve", str(checkpoint), "--port", "0", *flags],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -355,6 +575,7 @@ def test_another_address_gets_a_warning(tmp_path):
 @pytest.mark.slow
 def test_an_onnx_file_is_served_like_its_checkpoint(tmp_path):
     pytest.importorskip("onnx")
+    needs_pillow()
     from minicnn import onnx as minicnn_onnx
 
     model = small_model()

@@ -47,10 +47,13 @@ def encode_maps(array):
     """A float array as {'shape', 'min', 'max', 'data'}: data is base64 of uint8 values, 0 at min and 255 at max.
 
     One scale for the whole array (a layer's maps), so that a weak channel looks weak beside a strong one.
-    A page turns it into pixels without parsing thousands of JSON numbers.
+    A page turns it into pixels without parsing thousands of JSON numbers. NaN and infinite values (a
+    diverged model) are left out of min and max and shown at level 0; with none finite, min and max are 0.
     """
     array = np.asarray(array, dtype=np.float64)
-    low, high = float(array.min()), float(array.max())
+    finite = np.isfinite(array)
+    low, high = (float(array[finite].min()), float(array[finite].max())) if finite.any() else (0.0, 0.0)
+    array = np.where(finite, array, low)
     scaled = (array - low) / (high - low) * 255 if high > low else np.zeros_like(array)
     levels = np.rint(scaled).astype(np.uint8)
     return {"shape": list(array.shape), "min": low, "max": high,
@@ -216,7 +219,8 @@ class Inspector:
 
         pixels: the model's input (28, 28) float in [0, 1]; or drawing: a grey picture (H, W), prepared
         by prepare_drawing. Values are checked by the server; here they are trusted.
-        Returns {'input': (28, 28) nested lists, 'probabilities': [...], 'predicted': index, 'class': name,
+        Returns {'input': (28, 28) nested lists, 'probabilities': [...], 'predicted': index, 'class': name
+        (both None when the probabilities are NaN or infinite),
         'classes': names, 'layers': [{'name', 'type', ...encode_maps(output) for (C, h, w) outputs,
         or 'values': [...] for vectors}] (activations=True), 'saliency': encode_maps((28, 28)) and
         'grad_cam': {'layer', 'map_shape', 'placed', ...encode_maps((28, 28))} (saliency=True; Grad-CAM
@@ -266,10 +270,13 @@ class Inspector:
             handle.remove()
         logits = backend.to_numpy(seen["logits"]).astype(np.float64)
         probabilities = self.probabilities(logits)[0]
-        predicted = int(probabilities.argmax())
         names = self.class_names()
-        result = {"probabilities": probabilities.tolist(), "predicted": predicted,
-                  "class": names[predicted] if predicted < len(names) else str(predicted), "classes": names}
+        if np.isfinite(probabilities).all():
+            predicted = int(probabilities.argmax())
+            shown = names[predicted] if predicted < len(names) else str(predicted)
+        else:  # a diverged model: argmax would name whichever class comes first; the server adds a warning
+            predicted = shown = None
+        result = {"probabilities": probabilities.tolist(), "predicted": predicted, "class": shown, "classes": names}
         if activations:
             result["layers"] = [self.layer_output(name, module, output) for name, module, output in recorder.outputs]
         if saliency:
@@ -315,8 +322,11 @@ class Inspector:
                                    "test images (pass --dataset)", status=404)
             try:
                 self.test_images = data.load_dataset(self.dataset, "test", download=False)
-            except (OSError, ValueError) as error:  # DataError: not in the cache
-                raise RequestError(f"no test images: {error}".splitlines()[0], status=404) from None
+            except (OSError, ValueError):  # DataError: not in the cache. Its message names the cache's folder,
+                # which a browser on another machine should not learn: the answer names the command instead.
+                raise RequestError(f"no test images: the {self.dataset} test set is not in this server's data "
+                                   f"cache (run `minicnn fetch {self.dataset}` where the server runs)",
+                                   status=404) from None
         return self.test_images
 
     def test_image(self, kind="random", index=None, rng=None):

@@ -133,11 +133,14 @@ function showProbabilities(answer) {
   }
   answer.probabilities.forEach((p, i) => {
     const [label, track, value] = [bars.children[i * 3], bars.children[i * 3 + 1], bars.children[i * 3 + 2]];
-    track.firstChild.style.width = `${(p * 100).toFixed(1)}%`;
-    value.textContent = `${(p * 100).toFixed(1)}%`;
+    track.firstChild.style.width = `${((p || 0) * 100).toFixed(1)}%`;
+    value.textContent = p === null ? "–" : `${(p * 100).toFixed(1)}%`;
     for (const element of [label, track, value]) element.classList.toggle("best", i === answer.predicted);
   });
   const prediction = $("prediction");
+  if (answer.predicted === null) {  // NaN or infinite outputs: the answer's warning says why
+    prediction.textContent = "?"; delete prediction.dataset.predicted; return;
+  }
   prediction.textContent = answer.class;
   prediction.dataset.predicted = answer.class;
   const note = document.createElement("small");
@@ -227,7 +230,7 @@ async function sendPrediction() {
   state.inFlight = true; state.pending = false; state.lastSent = performance.now();
   try {
     const answer = await api("/api/predict", request);
-    if (!state.pending) { showAnswer(answer); showMessage(""); }
+    if (!state.pending) { showAnswer(answer); showMessage(answer.warning || ""); }
   } catch (error) {
     showMessage(error.message);
   } finally {
@@ -323,10 +326,11 @@ $("clear").addEventListener("click", () => {
 // ----- test images ---------------------------------------------------------------------------------------
 function setTruth(image) {
   const truth = $("truth");
-  truth.classList.toggle("wrong", Boolean(image && image.predicted !== undefined));
+  const wrong = Boolean(image && image.predicted !== null && image.predicted !== image.label);
+  truth.classList.toggle("wrong", wrong);
   truth.dataset.label = image ? image.class : "";
   truth.textContent = !image ? "" : `Test image ${image.index}: true label ${image.class}` +
-    (image.predicted !== undefined ? ` (the model says ${state.summary.classes[image.predicted]})` : "");
+    (wrong ? ` (the model says ${state.summary.classes[image.predicted]})` : "");
 }
 
 async function loadTestImage(kind) {
