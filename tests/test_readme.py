@@ -24,7 +24,7 @@ def test_readme_python_block_runs(block):
 
 def test_readme_test_command_is_what_ci_runs():
     ci_script = (ROOT / ".ci" / "run").read_text()
-    command = 'python3 -m pip install -e ".[dev,torch,viz,onnx,images,tensorboard,browser,dist,threads]" && python3 -m pytest'
+    command = 'python3 -m pip install -e ".[dev,torch,viz,onnx,images,serve,tensorboard,browser,dist,threads]" && python3 -m pytest'
     assert command in README and command in ci_script
 
 
