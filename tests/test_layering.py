@@ -21,7 +21,7 @@ LAYERS = [
     {"functional", "gradcheck", "profiler"},
     {"kernels"},
     {"tensor"},
-    {"backend", "errors", "files"},
+    {"backend", "errors", "files", "pickle_reader"},
 ]
 LEVEL = {unit: level for level, units in enumerate(LAYERS) for unit in units}
 

@@ -12,8 +12,8 @@ data.pkl describes each tensor as a call `torch._utils._rebuild_tensor_v2(storag
 strides, requires_grad, hooks)`, where `storage` is a persistent id
 ('storage', torch.FloatStorage, key, location, numel) naming the entry data/<key>. Unpickling it
 would import torch and run whatever else the file names, so we never do. The opcodes are walked
-by minicnn.data.cifar.PickleReader (the bounded interpreter that reads CIFAR-10's pickles) with
-an allow-list of the few globals a state dict uses; each tensor becomes a record, and only after
+by minicnn.pickle_reader.PickleReader (the bounded interpreter that also reads CIFAR-10's pickles)
+with an allow-list of the few globals a state dict uses; each tensor becomes a record, and only after
 every record is checked against the archive (the entry exists, holds exactly numel items of the
 dtype, the strides and offset stay inside it, the totals fit the file's size) are the storages
 read and the views copied out with NumPy.
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.cifar import PickleReader, describe
 from ..errors import CheckpointError
+from ..pickle_reader import PickleReader, describe
 
 # Storage types a state dict names -> the NumPy dtype of their items (little-endian; the byteorder
 # record may say otherwise). NumPy has no bfloat16: its items are read as uint16 and widened to
@@ -84,8 +84,6 @@ class StateDictPickleReader(PickleReader):
 
     subject = "a PyTorch state dict"
     error = CheckpointError
-    # Every opcode takes at least one byte, so this bounds the opcodes by the pickle's size.
-    opcodes_base, bytes_per_opcode = 1000, 1
     allowed_globals = {
         ("collections", "OrderedDict"): "ordered_dict",
         ("torch._utils", "_rebuild_tensor_v2"): "rebuild_tensor_v2",
