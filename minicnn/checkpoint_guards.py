@@ -16,6 +16,7 @@ import re
 import numpy as np
 
 from .errors import CheckpointError
+from .files import regular_file
 from .nn.registry import shorten
 
 # A .npz is a zip archive; these are the first bytes of a zip with members and of an empty one.
@@ -31,8 +32,10 @@ _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 
 
 def check_signature(path):
+    """A regular file (not a FIFO, a device or a folder) that begins as a zip archive does."""
     if not path.exists():
         raise FileNotFoundError(f"load_checkpoint: no checkpoint at '{path}'")
+    regular_file(path, "a minicnn checkpoint (.npz)", CheckpointError)
     with open(path, "rb") as file:
         start = file.read(len(_NPY_SIGNATURE))
     if start.startswith(_NPY_SIGNATURE):

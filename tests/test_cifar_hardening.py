@@ -24,6 +24,7 @@ from minicnn.data import load_cifar10
 from minicnn.data import cifar
 from minicnn.data.cifar import read_cifar_batch, read_pickled_batch
 from minicnn.errors import DataError
+from special_files import KINDS, SAYS, raised_within, special_path
 
 PROTO2 = b"\x80\x02"
 
@@ -464,3 +465,28 @@ def test_each_hostile_case_stays_within_a_few_hundred_mib(case):
     print(case, outcome, f"peak {int(peak_kib) / 1024:.0f} MiB")
     assert outcome.startswith("DataError") == (case != "memo and builds"), outcome
     assert int(peak_kib) < 400 * 1024, f"{case}: peak {int(peak_kib) / 1024:.0f} MiB"
+
+
+# ----- regular files only ---------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_an_archive_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
+    # A FIFO or /dev/zero given as the archive was called "does not exist".
+    path = special_path(kind, tmp_path, "cifar-10-python.tar.gz")
+    error = raised_within(lambda: load_cifar10(path, "test"), path)
+    assert isinstance(error, DataError), repr(error)
+    assert str(path) in str(error) and SAYS[kind] in str(error) and "not a regular file" in str(error)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_batch_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    if kind == "device":
+        special_path(kind, tmp_path, "unused")
+        path = folder / "test_batch"
+        path.symlink_to("/dev/zero")  # a link counts as what it points at
+    else:
+        path = special_path(kind, folder, "test_batch")
+    error = raised_within(lambda: load_cifar10(tmp_path, "test"), path)
+    assert isinstance(error, DataError), repr(error)
+    assert str(path) in str(error) and SAYS[kind] in str(error) and "not a regular file" in str(error)

@@ -15,6 +15,7 @@ import pytest
 
 from minicnn.errors import CheckpointError
 from minicnn.interop import read_torch_state_dict, write_torch_state_dict
+from special_files import KINDS, SAYS, raised_within, special_path
 
 
 # ----- crafting data.pkl and the archive -----------------------------------------------------------
@@ -362,3 +363,15 @@ def test_dict_keys_must_be_text_and_memo_keys_small(tmp_path):
     refused(write_archive(tmp_path / "memo.pt", put), r"a memo key must be a whole number below 4294967296")
     late = b"".join(text(f"k{index}") + b"N" for index in range(2000)) + text("k0") + b"N"
     refused(write_archive(tmp_path / "late.pt", b"\x80\x02}(" + late + b"u."), r"the key str 'k0' appears twice")
+
+
+# ----- regular files only ---------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_state_dict_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
+    # A FIFO blocked read_torch_state_dict in open(); /dev/zero was read until memory ran out.
+    path = special_path(kind, tmp_path, "weights.pth")
+    error = raised_within(lambda: read_torch_state_dict(path), path)
+    assert isinstance(error, CheckpointError), repr(error)
+    message = str(error)
+    assert str(path) in message and SAYS[kind] in message and "not a regular file" in message
+    assert "\n" not in message

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..files import regular_file
 from ..pickle_reader import BYTES_GLOBALS, NUMPY_ARRAY_GLOBALS, PickleReader, describe, short_repr
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -144,7 +145,8 @@ def load_cifar10(path, split="train"):
     names = SPLIT_FILES[split]
     if path.is_dir():
         batches = _read_from_folder(path, names)
-    elif path.is_file():
+    elif path.exists():
+        regular_file(path, "cifar-10-python.tar.gz", DataError)  # not a FIFO or a device, which never end
         batches = _read_from_archive(path, names)
     else:
         raise DataError(f"load_cifar10: {path} does not exist; give cifar-10-python.tar.gz or its extracted folder")
@@ -155,14 +157,14 @@ def load_cifar10(path, split="train"):
 def _read_from_folder(path, names):
     if (path / BATCH_FOLDER).is_dir():
         path = path / BATCH_FOLDER
-    missing = [name for name in names if not (path / name).is_file()]
+    missing = [name for name in names if not (path / name).exists()]
     if missing:
         raise DataError(f"load_cifar10: {path} lacks {', '.join(missing)}; expected the cifar-10-batches-py folder")
     batches = {}
     for name in names:
         where = f"{path / name}"
         try:
-            if (path / name).stat().st_size > MAX_BATCH_BYTES:
+            if regular_file(path / name, "a CIFAR-10 batch", DataError).st_size > MAX_BATCH_BYTES:
                 raise DataError(f"{where}: larger than {MAX_BATCH_BYTES} bytes, more than a CIFAR-10 batch can be")
             with open(path / name, "rb") as file:
                 content = file.read(MAX_BATCH_BYTES + 1)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckpointError
+from ..files import regular_file
 from ..pickle_reader import PickleReader, describe
 
 # Storage types a state dict names -> the NumPy dtype of their items (little-endian; the byteorder
@@ -193,7 +194,7 @@ def read_torch_state_dict(path):
     path = Path(path).expanduser()
     where = str(path)
     try:
-        file_size = path.stat().st_size
+        file_size = regular_file(path, "a PyTorch state dict", CheckpointError).st_size
         with open(path, "rb") as file:
             head = file.read(4)
             if not zipfile.is_zipfile(file):
