@@ -203,7 +203,8 @@ def _target(path, architecture, model):
         try:
             return skeleton(description)
         except ValueError as error:
-            raise CheckpointError(f"checkpoint '{path}': entry 'architecture': cannot rebuild the model: {error}") from None
+            raise CheckpointError(f"checkpoint '{path}': entry 'architecture': cannot rebuild the model: "
+                                  f"{error}") from None
     if architecture is not None:
         _check_architecture(path, architecture, model)
     return model
@@ -374,16 +375,18 @@ def _first_difference(saved, current, where="layer "):
             return _first_difference(ours, theirs, f"{where}{position}.")
         return f"{where}{position}: checkpoint has {_describe(ours)}, model has {_describe(theirs)}"
     if saved.get("config", {}).get("input_shape") != current.get("config", {}).get("input_shape"):
-        return (f"input_shape: checkpoint has {saved['config'].get('input_shape')}, "
-                f"model has {current['config'].get('input_shape')}")
+        return (f"input_shape: checkpoint has {shorten(saved['config'].get('input_shape'), 80)}, "
+                f"model has {shorten(current['config'].get('input_shape'), 80)}")
     return None
 
 
 def _describe(entry):
-    """'Conv2D(in_channels=1, out_channels=32, ...)' for a layer entry of a Sequential config."""
+    """'Conv2D(in_channels=1, out_channels=32, ...)' for a layer entry of a Sequential config, cut
+    to a few hundred characters (it comes from a file: names are shown escaped, as repr does)."""
     if entry is None:
         return "no layer there"
     if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
-        return repr(entry)
-    arguments = ", ".join(f"{key}={value!r}" for key, value in entry["config"].items())
-    return f"{entry.get('type')}({arguments})"
+        return shorten(entry, 200)
+    arguments = ", ".join(f"{key}={value!r}" for key, value in list(entry["config"].items())[:20])
+    described = f"{entry.get('type')!s}({arguments})"
+    return described if described.isprintable() and len(described) <= 300 else shorten(described, 300)

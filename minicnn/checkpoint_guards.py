@@ -31,6 +31,12 @@ _CHUNK = 1 << 20
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 
 
+def quoted(key):
+    """An entry's name as messages show it: 'model/0.weight'; escaped (repr) and cut when it holds
+    anything unprintable (a newline, a terminal escape) or is long, so a file cannot forge lines."""
+    return f"'{key}'" if key.isprintable() and len(key) <= 80 else shorten(key, 80)
+
+
 def check_signature(path):
     """A regular file (not a FIFO, a device or a folder) that begins as a zip archive does."""
     if not path.exists():
@@ -50,9 +56,9 @@ def members_of(path, archive):
     for info in archive.infolist():
         key = info.filename[: -len(".npy")] if info.filename.endswith(".npy") else info.filename
         if key in members:
-            raise CheckpointError(f"checkpoint '{path}': entry '{shorten(key, 80)[1:-1]}' appears twice")
+            raise CheckpointError(f"checkpoint '{path}': entry {quoted(key)} appears twice")
         if info.flag_bits & 0x1:
-            raise CheckpointError(f"checkpoint '{path}': entry '{key}' is encrypted")
+            raise CheckpointError(f"checkpoint '{path}': entry {quoted(key)} is encrypted")
         members[key] = info
     return members
 
@@ -74,7 +80,7 @@ def array_header(path, archive, info, key):
 
     Only the header is read (at most a few KB), so nothing is decompressed beyond it.
     """
-    where = f"checkpoint '{path}': entry '{key}'"
+    where = f"checkpoint '{path}': entry {quoted(key)}"
     with archive.open(info) as member:
         try:
             version = np.lib.format.read_magic(member)
@@ -88,7 +94,7 @@ def array_header(path, archive, info, key):
             raise CheckpointError(f"{where} is not a .npy array: {error}") from None
         header_bytes = member.tell()
     if dtype.hasobject:
-        raise CheckpointError(f"'{path}' holds pickled objects, which minicnn never loads (entry '{key}')")
+        raise CheckpointError(f"'{path}' holds pickled objects, which minicnn never loads (entry {quoted(key)})")
     if dtype.kind not in "biufcU" or dtype.fields is not None or dtype.subdtype is not None:
         raise CheckpointError(f"{where} has dtype {dtype}, which a checkpoint never holds")
     data_bytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
@@ -109,11 +115,11 @@ def read_array(path, archive, info, key, header):
         while done < target.size:
             chunk = member.read(min(_CHUNK, target.size - done))
             if not chunk:
-                raise CheckpointError(f"'{path}' is damaged or truncated: entry '{key}' ends early")
+                raise CheckpointError(f"'{path}' is damaged or truncated: entry {quoted(key)} ends early")
             target[done : done + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
             done += len(chunk)
         if member.read(1):
-            raise CheckpointError(f"'{path}' is damaged: entry '{key}' holds more than its header declares")
+            raise CheckpointError(f"'{path}' is damaged: entry {quoted(key)} holds more than its header declares")
     return array.reshape(shape, order="F" if fortran_order else "C")
 
 

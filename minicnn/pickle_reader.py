@@ -11,8 +11,10 @@ Anything else is refused before anything runs.
 
 A file is data an attacker may have written, so everything the reader does is bounded by the
 pickle's own size: the number of opcodes, the bytes it creates, the nesting depth and the weight of
-what it builds (and hashes). Every failure is one line, `error`, naming the file, the opcode and
-its byte offset.
+what it builds (and hashes); the objects it creates are bounded by the honest size of the file
+(a pickle inflated from a small zip entry gets no more), and integers by their number of bits.
+Every failure is one line, `error`, naming the file, the opcode and its byte offset; values and
+names from the file are shown escaped and cut (`describe`, `short_repr`, `shown`).
 
 Readers of a format subclass it: minicnn.data.cifar reads CIFAR-10 batches, minicnn.interop reads
 PyTorch's data.pkl.
@@ -39,9 +41,27 @@ MAX_MEMO_KEY = 1 << 32
 # total size of the keys it hashes, in multiples of the pickle's size: real data creates its arrays
 # once (twice for Python 3's protocol 2 bytes, which are encoded from text first).
 MATERIALISE_FACTOR, MATERIALISE_BASE = 2, 1 << 20
+# Objects the reader may create (values pushed, containers, memo entries, globals, call results),
+# counted against the honest size of the file the pickle came from: one opcode byte can make an
+# object of a few hundred bytes. A container costs its tracking too, so it counts as several; so
+# counted, a PyTorch state dict creates one object per 2 bytes of its pickle (at most), CIFAR's
+# batches far fewer.
+OBJECTS_BASE, BYTES_PER_OBJECT, CONTAINER_OBJECTS = 10_000, 1, 4
+# Integers: a pickle may spell one with millions of digits (LONG4), which Python refuses to print
+# (ValueError) and whose arithmetic is slow; real data holds sizes, counts and labels.
+MAX_INTEGER_BITS = 1024
 MAX_ARRAY_DIMENSIONS, MAX_ARRAY_SIDE = 32, 2**40
 
-_SHORT = reprlib.Repr()
+
+
+class _ShortRepr(reprlib.Repr):
+    def repr_int(self, value, level):
+        if value.bit_length() > MAX_INTEGER_BITS:  # repr() itself would raise ValueError past 4300 digits
+            return f"<an integer of {value.bit_length()} bits>"
+        return super().repr_int(value, level)
+
+
+_SHORT = _ShortRepr()
 _SHORT.maxstring = _SHORT.maxother = 60
 _SHORT.maxlevel = 3
 
@@ -49,6 +69,15 @@ _SHORT.maxlevel = 3
 def short_repr(value):
     """repr(value), escaped and cut to a few dozen characters: what a message shows of a file's value."""
     return _SHORT.repr(value)
+
+
+def shown(name):
+    """A name read from a file (an archive member, a path inside it), as a message shows it: as it is
+    when it is short printable text, else escaped as repr() does and cut, so that a newline or a
+    terminal escape in a file cannot forge lines on the user's terminal."""
+    if isinstance(name, str) and name.isprintable() and len(name) <= 200:
+        return name
+    return _SHORT.repr(name)
 
 
 def describe(value):
@@ -105,12 +134,14 @@ _IGNORED = {"PROTO", "FRAME"}
 class PickleReader:
     """Interprets one pickle's opcodes on its own stack, within bounds set by the pickle's size.
 
-    content: the pickle's bytes; where: the file's name, for messages. `read()` returns the
-    object. A format's reader subclasses it: `subject` names the format in messages, `error` is
-    the exception raised, `allowed_globals` maps (module, name) to a role (BYTES_GLOBALS,
-    NUMPY_ARRAY_GLOBALS or roles of its own), `allowed_dtypes` maps the dtype names an array may
-    have to NumPy types, `opcodes_base + len(content) // bytes_per_opcode` bounds the opcodes, and
-    `reduce`, `build` and `persistent_load` may be overridden to give roles of its own meaning.
+    content: the pickle's bytes; where: the file's name, for messages; file_size: the size of the
+    file the pickle was decompressed from, if it was (it bounds the objects created, with
+    len(content)). `read()` returns the object. A format's reader subclasses it: `subject` names
+    the format in messages, `error` is the exception raised, `allowed_globals` maps (module,
+    name) to a role (BYTES_GLOBALS, NUMPY_ARRAY_GLOBALS or roles of its own), `allowed_dtypes`
+    maps the dtype names an array may have to NumPy types, `opcodes_base + len(content) //
+    bytes_per_opcode` bounds the opcodes, and `reduce`, `build` and `persistent_load` may be
+    overridden to give roles of its own meaning.
 
     Containers (lists, tuples, dicts) it builds are tracked by id: their nesting depth and their
     weight (the number of objects and bytes a recursive hash, comparison or conversion would visit,
@@ -125,10 +156,14 @@ class PickleReader:
     allowed_dtypes = {}
     opcodes_base, bytes_per_opcode = 1000, 1  # every opcode takes at least one byte
 
-    def __init__(self, content, where):
+    def __init__(self, content, where, file_size=None):
         self.content, self.where = content, where
         self.max_opcodes = self.opcodes_base + len(content) // self.bytes_per_opcode
         self.budget = MATERIALISE_FACTOR * len(content) + MATERIALISE_BASE
+        # A pickle inflated from a small file (a deflated zip entry) is held to the file's size.
+        self.honest_size = len(content) if file_size is None else min(len(content), file_size)
+        self.max_objects = OBJECTS_BASE + self.honest_size // BYTES_PER_OBJECT
+        self.objects = 0  # objects created, containers counted CONTAINER_OBJECTS times
         self.materialised = 0  # bytes created by REDUCE and BUILD
         self.hashed = 0  # total weight of the dict keys inserted
         self.stack, self.marks, self.memo = [], [], {}
@@ -161,8 +196,13 @@ class PickleReader:
                     self.fail(f"malformed pickle: {len(self.stack)} objects left at STOP, expected 1")
                 return self.stack.pop()
             if name in _PUSH_ARGUMENT:
+                self.count_objects(1)
+                if type(argument) is int and argument.bit_length() > MAX_INTEGER_BITS:
+                    self.fail(f"holds an integer of {argument.bit_length()} bits; {self.subject} holds none "
+                              f"above {MAX_INTEGER_BITS}")
                 self.stack.append(argument)
             elif name in _PUSH_PY2_STRING:
+                self.count_objects(1)
                 self.stack.append(argument.encode("latin-1"))
             elif name in _PUSH_CONSTANT:
                 self.stack.append(_PUSH_CONSTANT[name])
@@ -225,19 +265,23 @@ class PickleReader:
         else:  # STACK_GLOBAL
             attribute = self.pop()
             module = self.pop()
+        self.count_objects(1)
         self.stack.append(self.allowed_global(module, attribute))
 
     def persistent_id(self, argument):
+        self.count_objects(1)
         self.stack.append(self.persistent_load(self.pop()))
 
     def call(self, argument):
         arguments = self.pop()
         function = self.pop()
+        self.count_objects(1)
         self.stack.append(self.reduce(function, arguments))
 
     def set_state(self, argument):
         state = self.pop()
         target = self.pop()
+        self.count_objects(1)
         built = self.build(target, state)
         self.stack.append(built)
         # The memo may hold the placeholder (it is memoized before BUILD); point it at the result.
@@ -282,6 +326,7 @@ class PickleReader:
         return 0, 1
 
     def register(self, container, items=()):
+        self.count_objects(CONTAINER_OBJECTS)
         self.containers[id(container)] = [container, 1, 1]
         self.adopt(container, items)
         return container
@@ -315,6 +360,12 @@ class PickleReader:
             except TypeError:
                 self.fail(f"uses an unhashable dict key, {describe(key)}")
 
+    def count_objects(self, count):
+        self.objects += count
+        if self.objects > self.max_objects:
+            self.fail(f"creates more than {self.max_objects} objects, more than {self.subject} of "
+                      f"{self.honest_size} bytes can hold")
+
     def charge_bytes(self, count):
         self.materialised += count
         if self.materialised > self.budget:
@@ -327,6 +378,8 @@ class PickleReader:
         if not self.stack:
             self.fail("malformed pickle: the stack is empty")
         value = self.stack[-1]
+        if key not in self.memo:
+            self.count_objects(1)
         self.memo[key] = value
         if isinstance(value, Placeholder):
             self.placeholder_keys.setdefault(id(value), []).append(key)
@@ -432,20 +485,13 @@ class PickleReader:
 
 # Opcode -> the method that interprets it (a subclass may override any of them).
 _DISPATCH = {
-    "MARK": "mark",
-    "PUT": "put", "BINPUT": "put", "LONG_BINPUT": "put",
-    "MEMOIZE": "memoize_next",
+    "MARK": "mark", "MEMOIZE": "memoize_next", "PUT": "put", "BINPUT": "put", "LONG_BINPUT": "put",
     "GET": "get", "BINGET": "get", "LONG_BINGET": "get",
-    "LIST": "list_from_mark",
-    "TUPLE": "tuple_from_mark",
+    "LIST": "list_from_mark", "TUPLE": "tuple_from_mark", "DICT": "dict_from_mark",
     "TUPLE1": "small_tuple", "TUPLE2": "small_tuple", "TUPLE3": "small_tuple",
-    "DICT": "dict_from_mark",
-    "APPEND": "append", "APPENDS": "append",
-    "SETITEM": "set_items", "SETITEMS": "set_items",
-    "GLOBAL": "global_", "STACK_GLOBAL": "global_",
-    "BINPERSID": "persistent_id",
-    "REDUCE": "call",
-    "BUILD": "set_state",
+    "APPEND": "append", "APPENDS": "append", "SETITEM": "set_items", "SETITEMS": "set_items",
+    "GLOBAL": "global_", "STACK_GLOBAL": "global_", "BINPERSID": "persistent_id",
+    "REDUCE": "call", "BUILD": "set_state",
 }
 
 

@@ -250,3 +250,23 @@ def test_minicnn_evaluate_on_a_fifo_ends_in_one_line(tmp_path):
                           text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode != 0
     assert "Traceback" not in done.stderr and "a FIFO" in done.stderr and str(path) in done.stderr
+
+
+# ----- names from the file shown escaped and cut ------------------------------------------------------
+FORGED = "\n\x1b[2J\x1b[32mcheckpoint loaded" + "z" * 200
+
+
+def test_entry_names_are_shown_escaped_and_cut(tmp_path):
+    # A newline or a terminal escape in an entry's name cannot forge lines on the user's terminal.
+    members = _members_of(save_checkpoint(tmp_path / "real.npz", nn.Sequential(nn.Dense(2, 2))))
+    members[f"model/w{FORGED}.npy"] = b"not an array"
+    message = _refused(_write(tmp_path / "c.npz", members), r"entry 'model/w\\n\\x1b\[2J.*\.\.\. is not a \.npy array",
+                       model=nn.Sequential(nn.Dense(2, 2)))
+    assert "\x1b" not in message and len(message) < 400
+
+
+def test_a_layer_from_the_file_is_shown_escaped_and_cut(tmp_path):
+    path = _with_architecture(tmp_path, [{"type": f"Dense{FORGED}", "config": {"in_features": 2, "x" * 9000: 1}}])
+    message = _refused(path, r"different architecture: layer 0: checkpoint has 'Dense\\n\\x1b",
+                       model=nn.Sequential(nn.Dense(2, 2)))
+    assert "\x1b" not in message and len(message) < 1000

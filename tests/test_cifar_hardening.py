@@ -490,3 +490,22 @@ def test_a_batch_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
     error = raised_within(lambda: load_cifar10(tmp_path, "test"), path)
     assert isinstance(error, DataError), repr(error)
     assert str(path) in str(error) and SAYS[kind] in str(error) and "not a regular file" in str(error)
+
+
+# ----- objects in proportion to the archive; names from the archive shown escaped -------------------
+def test_a_flood_of_objects_in_a_small_archive_is_refused_early(tmp_path):
+    # 8 MiB of EMPTY_LIST gzip to 8 KiB; the objects a batch creates are counted against the archive's size.
+    path = _archive(tmp_path / "flood.tar.gz", {"test_batch": PROTO2 + b"]" * (8 << 20) + b"."})
+    assert path.stat().st_size < 64 << 10
+    with pytest.raises(DataError, match=r"flood\.tar\.gz:test_batch: creates more than \d+ objects, more than a "
+                                        r"CIFAR-10 batch of \d+ bytes can hold \(opcode EMPTY_LIST at byte"):
+        load_cifar10(path, "test")
+
+
+def test_member_names_are_shown_escaped_and_cut(tmp_path):
+    path = tmp_path / "names.tar.gz"
+    path.write_bytes(declared_size_archive(name="cifar-10-batches-py/x\n\x1b[2Jforged line" + "y" * 60))
+    with pytest.raises(DataError, match=r"names\.tar\.gz:'cifar-10-batches-py/x\\n\\x1b.*': declares 2147483648 "
+                                        r"bytes") as error:
+        load_cifar10(path, "test")
+    assert "\n" not in str(error.value) and "\x1b" not in str(error.value) and len(str(error.value)) < 400

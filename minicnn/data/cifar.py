@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..files import regular_file
-from ..pickle_reader import BYTES_GLOBALS, NUMPY_ARRAY_GLOBALS, PickleReader, describe, short_repr
+from ..pickle_reader import BYTES_GLOBALS, NUMPY_ARRAY_GLOBALS, PickleReader, describe, short_repr, shown
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 BATCH_FOLDER = "cifar-10-batches-py"
@@ -59,26 +59,29 @@ class BatchReader(PickleReader):
     opcodes_base, bytes_per_opcode = 10_000, 128
 
 
-def read_pickled_batch(stream, where):
+def read_pickled_batch(stream, where, file_size=None):
     """The object pickled in binary `stream`, for the plain-data subset a CIFAR-10 batch uses.
 
-    where: the file's name, for messages. Reads at most MAX_BATCH_BYTES. Raises DataError for
-    anything outside that subset (another global, an unknown opcode) before anything is run,
-    and for input that would exceed the reader's bounds (see minicnn.pickle_reader).
+    where: the file's name, for messages; file_size: the size of the file the stream comes from
+    when it is decompressed (an archive's), which bounds the objects created. Reads at most
+    MAX_BATCH_BYTES. Raises DataError for anything outside that subset (another global, an
+    unknown opcode) before anything is run, and for input that would exceed the reader's bounds
+    (see minicnn.pickle_reader).
     """
     content = stream.read(MAX_BATCH_BYTES + 1)
     if len(content) > MAX_BATCH_BYTES:
         raise DataError(f"{where}: larger than {MAX_BATCH_BYTES} bytes, more than a CIFAR-10 batch can be")
-    return BatchReader(bytes(content), where).read()
+    return BatchReader(bytes(content), where, file_size).read()
 
 
 # ----- one batch ---------------------------------------------------------------------------------
-def read_cifar_batch(content, where):
+def read_cifar_batch(content, where, file_size=None):
     """Images uint8 (N, 3, 32, 32) and labels int64 (N,) in 0..9 from one batch file's bytes.
 
-    where: the file's name, for messages. Raises DataError for anything else.
+    where: the file's name, for messages; file_size: see read_pickled_batch. Raises DataError for
+    anything else.
     """
-    batch = read_pickled_batch(io.BytesIO(content), where)
+    batch = read_pickled_batch(io.BytesIO(content), where, file_size)
     try:
         return _checked_batch(batch, where)
     except DataError:
@@ -146,8 +149,8 @@ def load_cifar10(path, split="train"):
     if path.is_dir():
         batches = _read_from_folder(path, names)
     elif path.exists():
-        regular_file(path, "cifar-10-python.tar.gz", DataError)  # not a FIFO or a device, which never end
-        batches = _read_from_archive(path, names)
+        status = regular_file(path, "cifar-10-python.tar.gz", DataError)  # not a FIFO or a device, which never end
+        batches = _read_from_archive(path, names, status.st_size)
     else:
         raise DataError(f"load_cifar10: {path} does not exist; give cifar-10-python.tar.gz or its extracted folder")
     images, labels = zip(*(batches[name] for name in names))
@@ -229,7 +232,7 @@ def _decompressed(file):
     return file
 
 
-def _read_from_archive(path, names):
+def _read_from_archive(path, names, file_size):
     wanted = {f"{BATCH_FOLDER}/{name}": name for name in names}
     batches = {}
     try:
@@ -239,7 +242,7 @@ def _read_from_archive(path, names):
             # One pass in archive order (a .tar.gz cannot seek back cheaply); members are read, never
             # extracted, and checked before tarfile reads or skips their data.
             for count, member in enumerate(archive, start=1):
-                where = f"{path}:{member.name[:200]}"
+                where = f"{path}:{shown(member.name)}"
                 _check_member(member, count, where, member.name.removeprefix("./") in wanted)
                 name = wanted.get(member.name.removeprefix("./"))
                 if name is None or name in batches:
@@ -247,7 +250,7 @@ def _read_from_archive(path, names):
                 content = archive.extractfile(member).read(member.size)
                 if len(content) != member.size:
                     raise DataError(f"{where}: truncated, {len(content)} of {member.size} bytes")
-                batches[name] = read_cifar_batch(content, f"{path}:{name}")
+                batches[name] = read_cifar_batch(content, f"{path}:{name}", file_size)
                 if len(batches) == len(names):
                     break
     except DataError:
