@@ -19,8 +19,6 @@ history), written as Python's json module writes them.
 
 import json
 import math
-import os
-import re
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -29,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import backend
-from . import models  # noqa: F401 - registers the model classes (ResNet) that an architecture entry may name
+from . import checkpoint_guards as guards
 from .errors import CheckpointError, ShapeError
 from .files import write_atomically
 from .nn import build, describe, skeleton, state_shapes
@@ -37,10 +35,6 @@ from .nn.registry import shorten
 
 FORMAT = "minicnn-checkpoint"
 VERSION = 1
-
-# A .npz is a zip archive; these are the first bytes of a zip with members and of an empty one.
-_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
-_NPY_SIGNATURE = b"\x93NUMPY"
 
 
 @dataclass
@@ -134,19 +128,8 @@ def _write_atomically(path, entries):
 
 # ----- loading ------------------------------------------------------------------------------------
 #
-# A checkpoint comes from outside, so it is read defensively: the zip's member list is checked
-# against the names a checkpoint may hold; each member's .npy header is read and its shape and
-# dtype compared with the size the zip declares, with a cap for its entry, and (for arrays) with
-# the shape the architecture or the given model needs, all before a member's data is decompressed.
-# JSON entries are checked for depth before parsing and against a schema after it.
-
-MAX_JSON_DEPTH = 64  # a real entry nests a few levels; an architecture nests 4 per Sequential
-JSON_CAPS = {"architecture": 1 << 20, "optimizer": 1 << 20, "schedule": 1 << 20, "state": 1 << 24}  # bytes
-SMALL_CAP = 1 << 12  # format and version
-_JSON_ENTRIES = tuple(JSON_CAPS)
-_CHUNK = 1 << 20
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
-
+# A checkpoint comes from outside, so every name, shape and size is checked (by checkpoint_guards)
+# before any array is read, and nothing is changed unless everything fits.
 
 def load_checkpoint(path, model=None, optimizer=None, schedule=None):
     """Read a checkpoint written by save_checkpoint; load it into model, optimizer and schedule.
@@ -160,7 +143,7 @@ def load_checkpoint(path, model=None, optimizer=None, schedule=None):
     file and CheckpointError, one line naming the file and the entry, for anything else.
     """
     path = Path(path)
-    _check_signature(path)
+    guards.check_signature(path)
     try:
         with zipfile.ZipFile(path) as archive:
             return _load(path, archive, model, optimizer, schedule)
@@ -170,51 +153,31 @@ def load_checkpoint(path, model=None, optimizer=None, schedule=None):
         raise CheckpointError(f"'{path}' is damaged or truncated: {type(error).__name__}: {error}") from None
 
 
-def _check_signature(path):
-    if not path.exists():
-        raise FileNotFoundError(f"load_checkpoint: no checkpoint at '{path}'")
-    with open(path, "rb") as file:
-        start = file.read(len(_NPY_SIGNATURE))
-    if start.startswith(_NPY_SIGNATURE):
-        raise CheckpointError(f"'{path}' is a single .npy array, not a minicnn checkpoint (.npz)")
-    if not start.startswith(_ZIP_SIGNATURES):
-        raise CheckpointError(f"'{path}' is not a minicnn checkpoint: it is not a .npz (zip) archive")
-
-
 def _load(path, archive, model, optimizer, schedule):
-    members = _members(path, archive)
+    members = guards.members_of(path, archive)
     _check_format(path, archive, members)  # first, so that any other .npz is named as such
-    _check_member_names(path, members)
-    architecture = _json_entry(path, archive, members, "architecture")
-    state = _json_entry(path, archive, members, "state")
-    optimizer_json = _json_entry(path, archive, members, "optimizer")
-    schedule_state = _json_entry(path, archive, members, "schedule")
+    guards.check_member_names(path, members)
+    architecture = guards.json_entry(path, archive, members, "architecture")
+    state = guards.json_entry(path, archive, members, "state")
+    optimizer_json = guards.json_entry(path, archive, members, "optimizer")
+    schedule_state = guards.json_entry(path, archive, members, "schedule")
     _check_schemas(path, state, optimizer_json, schedule_state)
     if optimizer is not None and optimizer_json is None:
         raise CheckpointError(f"checkpoint '{path}' holds no optimizer state to load into {type(optimizer).__name__}")
     if schedule is not None and schedule_state is None:
         raise CheckpointError(f"checkpoint '{path}' holds no schedule state to load into {type(schedule).__name__}")
 
-    # What the arrays must be: the given model's, or those of the saved architecture (built as placeholders).
-    if model is None:
-        description = _description(path, architecture)
-        try:
-            target = skeleton(description)
-        except ValueError as error:
-            raise CheckpointError(f"checkpoint '{path}': entry 'architecture': cannot rebuild the model: {error}") from None
-    else:
-        if architecture is not None:
-            _check_architecture(path, architecture, model)
-        target = model
+    target = _target(path, architecture, model)
     expected = state_shapes(target)
     parameter_shapes = [tuple(parameter.shape) for parameter in target.parameters()]
-    headers = {key: _array_header(path, archive, members[key], key)
+    # Each array's .npy header, checked against its size and the shape it must have, before any data is read.
+    headers = {key: guards.array_header(path, archive, members[key], key)
                for key in members if key.startswith(("model/", "optimizer/"))}
-    _check_model_arrays(path, target, expected, headers)
-    optimizer_places = _check_optimizer_arrays(path, optimizer_json, parameter_shapes, headers)
+    guards.check_model_arrays(path, target, expected, headers)
+    optimizer_places = guards.check_optimizer_arrays(path, optimizer_json, parameter_shapes, headers)
 
     # Everything fits on paper: now read the arrays, each exactly its declared size.
-    arrays = {key: _read_array(path, archive, members[key], key, header) for key, header in headers.items()}
+    arrays = {key: guards.read_array(path, archive, members[key], key, header) for key, header in headers.items()}
     weights = {key[len("model/"):]: array for key, array in arrays.items() if key.startswith("model/")}
     optimizer_state = None
     if optimizer_json is not None:
@@ -223,7 +186,7 @@ def _load(path, archive, model, optimizer, schedule):
             optimizer_state[slot][position] = arrays[key]
 
     if model is None:
-        model = build(description, weights=weights)
+        model = build(_description(path, architecture), weights=weights)
         loads = []
     else:
         loads = [(model, weights)]
@@ -231,6 +194,20 @@ def _load(path, archive, model, optimizer, schedule):
     loads += [(schedule, schedule_state)] if schedule is not None else []
     _load_all(path, loads)
     return Checkpoint(model, architecture, state or {}, optimizer_state, schedule_state, path)
+
+
+def _target(path, architecture, model):
+    """What the arrays must fit: the given model, or the saved architecture built as placeholders."""
+    if model is None:
+        description = _description(path, architecture)
+        try:
+            return skeleton(description)
+        except ValueError as error:
+            raise CheckpointError(f"checkpoint '{path}': entry 'architecture': cannot rebuild the model: "
+                                  f"{error}") from None
+    if architecture is not None:
+        _check_architecture(path, architecture, model)
+    return model
 
 
 def _load_all(path, loads):
@@ -251,167 +228,19 @@ def _load_all(path, loads):
         raise
 
 
-def _members(path, archive):
-    """{entry name: ZipInfo} ('model/0.weight' for member 'model/0.weight.npy'); names checked later."""
-    members = {}
-    for info in archive.infolist():
-        key = info.filename[: -len(".npy")] if info.filename.endswith(".npy") else info.filename
-        if key in members:
-            raise CheckpointError(f"checkpoint '{path}': entry '{shorten(key, 80)[1:-1]}' appears twice")
-        if info.flag_bits & 0x1:
-            raise CheckpointError(f"checkpoint '{path}': entry '{key}' is encrypted")
-        members[key] = info
-    return members
-
-
-def _check_member_names(path, members):
-    for key, info in members.items():
-        allowed = info.filename.endswith(".npy") and (
-            key in ("format", "version") + _JSON_ENTRIES
-            or (key.startswith("model/") and len(key) > len("model/"))
-            or re.fullmatch(r"optimizer/[A-Za-z_][A-Za-z0-9_]*/[0-9]{1,9}", key) is not None)
-        if not allowed:
-            raise CheckpointError(f"checkpoint '{path}': member {shorten(info.filename, 80)} is not an entry of a "
-                                  "minicnn checkpoint (format, version, architecture, state, optimizer, schedule, "
-                                  "model/<name>, optimizer/<slot>/<index>, each a .npy)")
-
-
-def _array_header(path, archive, info, key):
-    """(shape, dtype, fortran_order, header bytes) of member `info`, checked against its declared size.
-
-    Only the header is read (at most a few KB), so nothing is decompressed beyond it.
-    """
-    where = f"checkpoint '{path}': entry '{key}'"
-    with archive.open(info) as member:
-        try:
-            version = np.lib.format.read_magic(member)
-            if version == (1, 0):
-                shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(member)
-            elif version == (2, 0):
-                shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(member)
-            else:
-                raise ValueError(f".npy format version {version} is not read here")
-        except ValueError as error:
-            raise CheckpointError(f"{where} is not a .npy array: {error}") from None
-        header_bytes = member.tell()
-    if dtype.hasobject:
-        raise CheckpointError(f"'{path}' holds pickled objects, which minicnn never loads (entry '{key}')")
-    if dtype.kind not in "biufcU" or dtype.fields is not None or dtype.subdtype is not None:
-        raise CheckpointError(f"{where} has dtype {dtype}, which a checkpoint never holds")
-    data_bytes = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
-    if info.file_size != header_bytes + data_bytes:
-        raise CheckpointError(f"{where}: the archive declares {info.file_size} bytes but its .npy header declares "
-                              f"shape {shape} of {dtype}, {header_bytes + data_bytes} bytes")
-    return shape, dtype, fortran_order, header_bytes
-
-
-def _read_array(path, archive, info, key, header):
-    """The array of member `info`, read in chunks into an array of the size its checked header declares."""
-    shape, dtype, fortran_order, header_bytes = header
-    array = np.empty(math.prod(shape), dtype=dtype)
-    target = array.view(np.uint8)
-    with archive.open(info) as member:
-        member.read(header_bytes)
-        done = 0
-        while done < target.size:
-            chunk = member.read(min(_CHUNK, target.size - done))
-            if not chunk:
-                raise CheckpointError(f"'{path}' is damaged or truncated: entry '{key}' ends early")
-            target[done : done + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
-            done += len(chunk)
-        if member.read(1):
-            raise CheckpointError(f"'{path}' is damaged: entry '{key}' holds more than its header declares")
-    return array.reshape(shape, order="F" if fortran_order else "C")
-
-
-def _small_entry(path, archive, members, key, cap):
-    """The 0-d array of entry `key` (None when absent), refused before reading when it declares more than `cap`."""
-    if key not in members:
-        return None
-    header = _array_header(path, archive, members[key], key)
-    if members[key].file_size > cap + header[3]:
-        raise CheckpointError(f"checkpoint '{path}': entry '{key}' declares {members[key].file_size} bytes, "
-                              f"more than the {cap} an entry '{key}' may hold")
-    return _read_array(path, archive, members[key], key, header)
-
-
 def _check_format(path, archive, members):
-    found_format = _small_entry(path, archive, members, "format", SMALL_CAP)
+    found_format = guards.small_entry(path, archive, members, "format", guards.SMALL_CAP)
     if found_format is None:
         raise CheckpointError(f"'{path}' is not a minicnn checkpoint: no 'format' entry")
     if found_format.shape != () or found_format.dtype.kind != "U" or str(found_format) != FORMAT:
         raise CheckpointError(f"'{path}' is not a minicnn checkpoint: its format is {found_format!r}, not {FORMAT!r}")
-    version = _small_entry(path, archive, members, "version", SMALL_CAP)
+    version = guards.small_entry(path, archive, members, "version", guards.SMALL_CAP)
     if version is None or version.shape != () or version.dtype.kind not in "iu":
         raise CheckpointError(f"'{path}' has no valid 'version' entry (got {version!r})")
     if int(version) != VERSION:
         raise CheckpointError(
             f"'{path}' is a version {int(version)} checkpoint; this minicnn reads version {VERSION}"
         )
-
-
-def _json_entry(path, archive, members, key):
-    """The JSON entry `key` decoded (None when the file has none), its depth checked before parsing."""
-    text = _small_entry(path, archive, members, key, JSON_CAPS[key])
-    if text is None:
-        return None
-    if text.shape != () or text.dtype.kind != "U":
-        raise CheckpointError(f"checkpoint '{path}': entry '{key}' should be a JSON string, got a {text.dtype} array")
-    text = str(text)
-    depth = json_depth(text)
-    if depth > MAX_JSON_DEPTH:
-        raise CheckpointError(f"checkpoint '{path}': entry '{key}' nests {depth} levels deep; "
-                              f"a checkpoint's entries nest at most {MAX_JSON_DEPTH}")
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as error:
-        raise CheckpointError(f"checkpoint '{path}': entry '{key}' is not valid JSON ({error})") from None
-
-
-def json_depth(text):
-    """How deeply the JSON `text` nests its arrays and objects (0 for a number or a string), found without parsing."""
-    skeleton_text = _STRING.sub('""', text)  # brackets inside strings do not nest
-    codes = np.frombuffer(skeleton_text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
-    steps = np.isin(codes, (ord("["), ord("{"))).astype(np.int64) - np.isin(codes, (ord("]"), ord("}")))
-    return int(np.cumsum(steps).max(initial=0))
-
-
-def _check_model_arrays(path, target, expected, headers):
-    shapes = {key[len("model/"):]: header[0] for key, header in headers.items() if key.startswith("model/")}
-    name = type(target).__name__
-    missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"checkpoint '{path}' does not fit the {name}: the stored weights do not match "
-                              f"(missing: {shorten(missing) if missing else 'none'}; "
-                              f"unexpected: {shorten(unexpected) if unexpected else 'none'})")
-    for key, shape in expected.items():
-        if shapes[key] != shape:
-            raise CheckpointError(f"checkpoint '{path}' does not fit the {name}: '{key}' has shape {shapes[key]} "
-                                  f"in the state but {shape} in the model")
-        dtype = headers["model/" + key][1]
-        if dtype.kind not in "fiu":
-            raise CheckpointError(f"checkpoint '{path}': entry 'model/{key}' has dtype {dtype}, not a number type")
-
-
-def _check_optimizer_arrays(path, optimizer_json, parameter_shapes, headers):
-    """{entry: (slot, position)} for each optimizer array, checked against its place and its parameter's shape."""
-    places = {}
-    for key, (shape, dtype, _, _) in headers.items():
-        if not key.startswith("optimizer/"):
-            continue
-        _, slot, position = key.split("/")
-        position = int(position)
-        if not (isinstance(optimizer_json, dict) and isinstance(optimizer_json.get(slot), list)
-                and position < len(optimizer_json[slot]) and optimizer_json[slot][position] is None):
-            raise CheckpointError(f"checkpoint '{path}': array '{key}' has no place in the optimizer's state")
-        if position >= len(parameter_shapes) or shape != parameter_shapes[position]:
-            wanted = parameter_shapes[position] if position < len(parameter_shapes) else "no parameter"
-            raise CheckpointError(f"checkpoint '{path}': array '{key}' has shape {shape}, but parameter {position} "
-                                  f"of the model has {wanted}")
-        if dtype.kind != "f":
-            raise CheckpointError(f"checkpoint '{path}': entry '{key}' has dtype {dtype}, not a floating type")
-        places[key] = (slot, position)
-    return places
 
 
 # ----- the schema of the JSON entries -------------------------------------------------------------
@@ -546,16 +375,18 @@ def _first_difference(saved, current, where="layer "):
             return _first_difference(ours, theirs, f"{where}{position}.")
         return f"{where}{position}: checkpoint has {_describe(ours)}, model has {_describe(theirs)}"
     if saved.get("config", {}).get("input_shape") != current.get("config", {}).get("input_shape"):
-        return (f"input_shape: checkpoint has {saved['config'].get('input_shape')}, "
-                f"model has {current['config'].get('input_shape')}")
+        return (f"input_shape: checkpoint has {shorten(saved['config'].get('input_shape'), 80)}, "
+                f"model has {shorten(current['config'].get('input_shape'), 80)}")
     return None
 
 
 def _describe(entry):
-    """'Conv2D(in_channels=1, out_channels=32, ...)' for a layer entry of a Sequential config."""
+    """'Conv2D(in_channels=1, out_channels=32, ...)' for a layer entry of a Sequential config, cut
+    to a few hundred characters (it comes from a file: names are shown escaped, as repr does)."""
     if entry is None:
         return "no layer there"
     if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
-        return repr(entry)
-    arguments = ", ".join(f"{key}={value!r}" for key, value in entry["config"].items())
-    return f"{entry.get('type')}({arguments})"
+        return shorten(entry, 200)
+    arguments = ", ".join(f"{key}={value!r}" for key, value in list(entry["config"].items())[:20])
+    described = f"{entry.get('type')!s}({arguments})"
+    return described if described.isprintable() and len(described) <= 300 else shorten(described, 300)

@@ -1,10 +1,19 @@
-"""Writing files so that a kill at any instant leaves either the old file or the new one.
+"""Files written so that a kill at any instant leaves either the old file or the new one, and files
+read only when they are regular files.
 
-One writer serves checkpoints, the data cache, metrics.json and ONNX export.
+One writer serves checkpoints, the data cache, metrics.json and ONNX export; one check serves
+the readers of checkpoints, PyTorch state dicts and data archives.
 """
 
 import os
+import stat
 from pathlib import Path
+
+# What a path may be instead of a regular file, as a message names it.
+_OTHER_KINDS = (
+    (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+)
 
 
 def write_atomically(path, write):
@@ -32,3 +41,18 @@ def write_atomically(path, write):
 def write_bytes_atomically(path, content):
     """write_atomically for bytes already in memory."""
     write_atomically(path, lambda file: file.write(content))
+
+
+def regular_file(path, what, error=ValueError):
+    """os.stat(path), after checking that `path` is a regular file (a link to one counts as one).
+
+    Readers call it before opening a file they were given: opening a FIFO waits for a writer that
+    may never come, a device such as /dev/zero never ends, a folder is no file. what: what the file
+    should be, for the message ("a minicnn checkpoint"); error: the exception raised for a path of
+    another kind (CheckpointError, DataError). OSError (a missing file, no permission) passes through.
+    """
+    status = os.stat(path)
+    if not stat.S_ISREG(status.st_mode):
+        kind = next((name for is_kind, name in _OTHER_KINDS if is_kind(status.st_mode)), "a special file")
+        raise error(f"'{path}' is {kind}, not a regular file; {what} is read from a regular file only")
+    return status

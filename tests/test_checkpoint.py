@@ -4,6 +4,8 @@ import inspect
 import json
 import math
 import os
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -496,3 +498,17 @@ def test_save_writes_exactly_the_given_name(tmp_path):
     save_checkpoint(str(tmp_path / "model.npz"), nn.Dense(3, 2))
     assert sorted(os.listdir(tmp_path)) == ["model.ckpt", "model.npz"]
     assert zipfile.is_zipfile(tmp_path / "model.ckpt")
+
+
+def test_a_resnet_checkpoint_loads_where_only_the_checkpoint_module_was_imported(tmp_path):
+    # checkpoint.py imports no model module for its side effect: `import minicnn`, which any
+    # `from minicnn.checkpoint import ...` runs first, registers the architectures a file may name.
+    path = save_checkpoint(tmp_path / "resnet.npz", models.resnet(8, num_classes=3))
+    script = ("from minicnn.checkpoint import load_checkpoint; "
+              f"model = load_checkpoint({str(path)!r}).model; print(type(model).__name__, len(model.state_dict()))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["ResNet", str(len(models.resnet(8, num_classes=3).state_dict()))]
+    source = inspect.getsource(minicnn.checkpoint)
+    assert "import models" not in source and "from .models" not in source

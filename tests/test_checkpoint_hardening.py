@@ -4,14 +4,18 @@ quickly and with little memory (issue 16). Nothing here allocates what a file de
 import io
 import json
 import struct
+import subprocess
+import sys
 import tracemalloc
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from minicnn import CheckpointError, nn, optim
 from minicnn.checkpoint import load_checkpoint, save_checkpoint
+from special_files import KINDS, SAYS, raised_within, special_path
 
 MEMORY_BUDGET = 64 * 2**20  # bytes Python and NumPy may allocate while refusing a file
 
@@ -225,3 +229,44 @@ def test_a_real_compressed_checkpoint_still_loads(tmp_path):
     loaded = load_checkpoint(path)
     for name, array in model.state_dict().items():
         np.testing.assert_array_equal(loaded.model.state_dict()[name], array)
+
+
+# ----- regular files only ---------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_checkpoint_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
+    # A FIFO blocked load_checkpoint in open(); a folder raised IsADirectoryError.
+    path = special_path(kind, tmp_path, "model.npz")
+    error = raised_within(lambda: load_checkpoint(path), path)
+    assert isinstance(error, CheckpointError), repr(error)
+    message = str(error)
+    assert str(path) in message and SAYS[kind] in message and "not a regular file" in message
+    assert "\n" not in message
+
+
+def test_minicnn_evaluate_on_a_fifo_ends_in_one_line(tmp_path):
+    path = special_path("fifo", tmp_path, "best.npz")
+    # The timeout ends a command blocked on the FIFO (subprocess.run kills it), failing the test.
+    done = subprocess.run([sys.executable, "-m", "minicnn", "evaluate", str(path)], capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr and "a FIFO" in done.stderr and str(path) in done.stderr
+
+
+# ----- names from the file shown escaped and cut ------------------------------------------------------
+FORGED = "\n\x1b[2J\x1b[32mcheckpoint loaded" + "z" * 200
+
+
+def test_entry_names_are_shown_escaped_and_cut(tmp_path):
+    # A newline or a terminal escape in an entry's name cannot forge lines on the user's terminal.
+    members = _members_of(save_checkpoint(tmp_path / "real.npz", nn.Sequential(nn.Dense(2, 2))))
+    members[f"model/w{FORGED}.npy"] = b"not an array"
+    message = _refused(_write(tmp_path / "c.npz", members), r"entry 'model/w\\n\\x1b\[2J.*\.\.\. is not a \.npy array",
+                       model=nn.Sequential(nn.Dense(2, 2)))
+    assert "\x1b" not in message and len(message) < 400
+
+
+def test_a_layer_from_the_file_is_shown_escaped_and_cut(tmp_path):
+    path = _with_architecture(tmp_path, [{"type": f"Dense{FORGED}", "config": {"in_features": 2, "x" * 9000: 1}}])
+    message = _refused(path, r"different architecture: layer 0: checkpoint has 'Dense\\n\\x1b",
+                       model=nn.Sequential(nn.Dense(2, 2)))
+    assert "\x1b" not in message and len(message) < 1000

@@ -24,6 +24,7 @@ from minicnn.data import load_cifar10
 from minicnn.data import cifar
 from minicnn.data.cifar import read_cifar_batch, read_pickled_batch
 from minicnn.errors import DataError
+from special_files import KINDS, SAYS, raised_within, special_path
 
 PROTO2 = b"\x80\x02"
 
@@ -464,3 +465,47 @@ def test_each_hostile_case_stays_within_a_few_hundred_mib(case):
     print(case, outcome, f"peak {int(peak_kib) / 1024:.0f} MiB")
     assert outcome.startswith("DataError") == (case != "memo and builds"), outcome
     assert int(peak_kib) < 400 * 1024, f"{case}: peak {int(peak_kib) / 1024:.0f} MiB"
+
+
+# ----- regular files only ---------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_an_archive_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
+    # A FIFO or /dev/zero given as the archive was called "does not exist".
+    path = special_path(kind, tmp_path, "cifar-10-python.tar.gz")
+    error = raised_within(lambda: load_cifar10(path, "test"), path)
+    assert isinstance(error, DataError), repr(error)
+    assert str(path) in str(error) and SAYS[kind] in str(error) and "not a regular file" in str(error)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_batch_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    if kind == "device":
+        special_path(kind, tmp_path, "unused")
+        path = folder / "test_batch"
+        path.symlink_to("/dev/zero")  # a link counts as what it points at
+    else:
+        path = special_path(kind, folder, "test_batch")
+    error = raised_within(lambda: load_cifar10(tmp_path, "test"), path)
+    assert isinstance(error, DataError), repr(error)
+    assert str(path) in str(error) and SAYS[kind] in str(error) and "not a regular file" in str(error)
+
+
+# ----- objects in proportion to the archive; names from the archive shown escaped -------------------
+def test_a_flood_of_objects_in_a_small_archive_is_refused_early(tmp_path):
+    # 8 MiB of EMPTY_LIST gzip to 8 KiB; the objects a batch creates are counted against the archive's size.
+    path = _archive(tmp_path / "flood.tar.gz", {"test_batch": PROTO2 + b"]" * (8 << 20) + b"."})
+    assert path.stat().st_size < 64 << 10
+    with pytest.raises(DataError, match=r"flood\.tar\.gz:test_batch: creates more than \d+ objects, more than a "
+                                        r"CIFAR-10 batch of \d+ bytes can hold \(opcode EMPTY_LIST at byte"):
+        load_cifar10(path, "test")
+
+
+def test_member_names_are_shown_escaped_and_cut(tmp_path):
+    path = tmp_path / "names.tar.gz"
+    path.write_bytes(declared_size_archive(name="cifar-10-batches-py/x\n\x1b[2Jforged line" + "y" * 60))
+    with pytest.raises(DataError, match=r"names\.tar\.gz:'cifar-10-batches-py/x\\n\\x1b.*': declares 2147483648 "
+                                        r"bytes") as error:
+        load_cifar10(path, "test")
+    assert "\n" not in str(error.value) and "\x1b" not in str(error.value) and len(str(error.value)) < 400

@@ -15,6 +15,7 @@ import pytest
 
 from minicnn.errors import CheckpointError
 from minicnn.interop import read_torch_state_dict, write_torch_state_dict
+from special_files import KINDS, SAYS, raised_within, special_path
 
 
 # ----- crafting data.pkl and the archive -----------------------------------------------------------
@@ -331,24 +332,30 @@ def test_an_encrypted_entry_is_refused(tmp_path):
     refused(path, r"archive/data.pkl: encrypted")
 
 
-@pytest.mark.parametrize("view", [
-    tensor("0", 6, (2, 3), offset=10**5000),
-    tensor("0", 6, (0, 1 << 70)),
-    tensor("0", 6, (0, 1 << 40, 1 << 40)),
-    tensor("0", 6, (1, 6), strides=(1 << 70, 1)),
-    tensor("0", 6, (1, 6), strides=(1 << 62, 1)),
+ABOVE_MAX_INDEX = r"has an offset, stride or size above 281474976710656 items"
+
+
+@pytest.mark.parametrize("view, message", [
+    (tensor("0", 6, (2, 3), offset=10**5000), r"holds an integer of 16610 bits; a PyTorch state dict holds none "
+                                               r"above 1024 \(opcode LONG4 at byte"),
+    (tensor("0", 6, (0, 1 << 70)), ABOVE_MAX_INDEX),
+    (tensor("0", 6, (0, 1 << 40, 1 << 40)), ABOVE_MAX_INDEX),
+    (tensor("0", 6, (1, 6), strides=(1 << 70, 1)), ABOVE_MAX_INDEX),
+    (tensor("0", 6, (1, 6), strides=(1 << 62, 1)), ABOVE_MAX_INDEX),
 ], ids=["offset of 5000 digits", "empty, a side of 2**70", "empty, sides of 2**80 in all", "stride 2**70",
         "stride 2**62"])
-def test_huge_offsets_sizes_and_strides_are_refused_with_a_checkpoint_error(tmp_path, view):
+def test_huge_offsets_sizes_and_strides_are_refused_with_a_checkpoint_error(tmp_path, view, message):
     # Python integers have no limit: these escaped as ValueError or OverflowError from NumPy or str().
-    refused(write_archive(tmp_path / "huge.pt", state_pickle(("w", view)), {"0": SIX_FLOATS}),
-            r"has an offset, stride or size above 281474976710656 items")
+    refused(write_archive(tmp_path / "huge.pt", state_pickle(("w", view)), {"0": SIX_FLOATS}), message)
 
 
-def test_a_storage_of_a_huge_count_is_refused_with_a_checkpoint_error(tmp_path):
-    view = tensor("0", 10**5000, (6,))
-    refused(write_archive(tmp_path / "count.pt", state_pickle(("w", view)), {"0": SIX_FLOATS}),
-            r"a storage declares more than 281474976710656 items")
+@pytest.mark.parametrize("count, message", [
+    (1 << 70, r"a storage declares more than 281474976710656 items"),
+    (10**5000, r"holds an integer of 16610 bits"),
+], ids=["2**70", "5000 digits"])
+def test_a_storage_of_a_huge_count_is_refused_with_a_checkpoint_error(tmp_path, count, message):
+    view = tensor("0", count, (6,))
+    refused(write_archive(tmp_path / "count.pt", state_pickle(("w", view)), {"0": SIX_FLOATS}), message)
 
 
 def test_dict_keys_must_be_text_and_memo_keys_small(tmp_path):
@@ -362,3 +369,66 @@ def test_dict_keys_must_be_text_and_memo_keys_small(tmp_path):
     refused(write_archive(tmp_path / "memo.pt", put), r"a memo key must be a whole number below 4294967296")
     late = b"".join(text(f"k{index}") + b"N" for index in range(2000)) + text("k0") + b"N"
     refused(write_archive(tmp_path / "late.pt", b"\x80\x02}(" + late + b"u."), r"the key str 'k0' appears twice")
+
+
+# ----- regular files only ---------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_state_dict_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
+    # A FIFO blocked read_torch_state_dict in open(); /dev/zero was read until memory ran out.
+    path = special_path(kind, tmp_path, "weights.pth")
+    error = raised_within(lambda: read_torch_state_dict(path), path)
+    assert isinstance(error, CheckpointError), repr(error)
+    message = str(error)
+    assert str(path) in message and SAYS[kind] in message and "not a regular file" in message
+    assert "\n" not in message
+
+
+# ----- memory in proportion to the file; one escaped line for every value -------------------------------
+@pytest.mark.parametrize("flood", [b"]", b"}", b"N\x94"], ids=["EMPTY_LIST", "EMPTY_DICT", "MEMOIZE"])
+def test_a_flood_of_objects_in_a_small_file_is_refused_early(tmp_path, flood):
+    # 1 MiB of EMPTY_LIST deflates to about a KiB; each opcode made a list and its bookkeeping,
+    # ~240 bytes: 288 MB from a 1.2 KB file. Objects are now counted against the file's size.
+    data_pkl = b"\x80\x04" + flood * ((1 << 20) // len(flood)) + b"."
+    path = write_archive(tmp_path / "flood.pt", data_pkl, compression=zipfile.ZIP_DEFLATED)
+    assert path.stat().st_size < 8192
+    tracemalloc.start()
+    try:
+        message = refused(path, r"archive/data\.pkl: creates more than \d+ objects, more than a PyTorch state "
+                                r"dict of \d+ bytes can hold \(opcode (EMPTY_LIST|EMPTY_DICT|MEMOIZE) at byte")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "\n" not in message
+    assert peak < 16 << 20, f"allocated {peak} bytes"  # the pickle itself is 1 MiB, read twice
+
+
+def test_real_state_dicts_stay_within_the_object_budget(tmp_path):
+    # The densest real pickles: many tiny tensors (a scalar each) and views of one storage, stored as torch.save does.
+    views = [(f"layer{index}.weight", tensor("0", 3000, (1, 1, 1, 1, 1, 1), offset=index)) for index in range(3000)]
+    path = write_archive(tmp_path / "views.pt", state_pickle(*views), {"0": bytes(4 * 3000)})
+    state = read_torch_state_dict(path)
+    assert len(state) == 3000 and state["layer2999.weight"].shape == (1, 1, 1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("number", [b"\x8b" + struct.pack("<I", 2000) + b"\x01" * 2000,  # LONG4, 4,800 digits
+                                    b"L" + b"7" * 4800 + b"L\n"],  # LONG, as text
+                         ids=["LONG4", "LONG"])
+def test_an_integer_of_thousands_of_digits_is_one_line_naming_the_file(tmp_path, number):
+    # Python refuses to print an integer of more than 4300 digits: this was a ValueError traceback.
+    path = write_archive(tmp_path / "digits.pt", state_pickle(("w", number)))
+    message = refused(path, r"archive/data\.pkl: (holds an integer of \d+ bits|not a readable pickle)")
+    assert "\n" not in message and len(message) < 600
+
+
+HOSTILE_KEY = "w\n\x1b[2J\x1b[31mforged: all weights loaded" + "x" * 5000
+
+
+def test_keys_from_the_file_are_shown_escaped_and_cut(tmp_path):
+    # A newline or a terminal escape in a key cannot forge lines on the user's terminal.
+    path = write_archive(tmp_path / "key.pt", state_pickle((HOSTILE_KEY, integer(1))))
+    message = refused(path, r"entry 'w\\n\\x1b\[2J.*' is int 1, expected a tensor")
+    assert "\n" not in message and "\x1b" not in message and len(message) < 600
+    # A storage key, shown when its entry is missing.
+    data_pkl = state_pickle(("w", tensor("k\x1b[2J\n" + "k" * 150, 6, (6,))))
+    message = refused(write_archive(tmp_path / "storage.pt", data_pkl), r"data\.pkl names storage 'k\\x1b\[2J\\n")
+    assert "\n" not in message and "\x1b" not in message and len(message) < 800

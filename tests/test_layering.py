@@ -17,12 +17,12 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "minicnn"
 LAYERS = [
     {"__init__", "__main__", "cli", "keras", "predict", "pytorch_names", "serve", "tensorboard", "viz"},
     {"training", "distributed"},
-    {"checkpoint", "data", "optim", "metrics", "models", "interop", "onnx"},
+    {"checkpoint", "checkpoint_guards", "data", "optim", "metrics", "models", "interop", "onnx"},
     {"nn"},
     {"functional", "gradcheck", "profiler"},
     {"kernels"},
     {"tensor"},
-    {"backend", "errors", "files"},
+    {"backend", "errors", "files", "pickle_reader"},
 ]
 LEVEL = {unit: level for level, units in enumerate(LAYERS) for unit in units}
 

@@ -12,8 +12,8 @@ data.pkl describes each tensor as a call `torch._utils._rebuild_tensor_v2(storag
 strides, requires_grad, hooks)`, where `storage` is a persistent id
 ('storage', torch.FloatStorage, key, location, numel) naming the entry data/<key>. Unpickling it
 would import torch and run whatever else the file names, so we never do. The opcodes are walked
-by minicnn.data.cifar.PickleReader (the bounded interpreter that reads CIFAR-10's pickles) with
-an allow-list of the few globals a state dict uses; each tensor becomes a record, and only after
+by minicnn.pickle_reader.PickleReader (the bounded interpreter that also reads CIFAR-10's pickles)
+with an allow-list of the few globals a state dict uses; each tensor becomes a record, and only after
 every record is checked against the archive (the entry exists, holds exactly numel items of the
 dtype, the strides and offset stay inside it, the totals fit the file's size) are the storages
 read and the views copied out with NumPy.
@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.cifar import PickleReader, describe
 from ..errors import CheckpointError
+from ..files import regular_file
+from ..pickle_reader import PickleReader, describe, short_repr, shown
 
 # Storage types a state dict names -> the NumPy dtype of their items (little-endian; the byteorder
 # record may say otherwise). NumPy has no bfloat16: its items are read as uint16 and widened to
@@ -84,8 +85,6 @@ class StateDictPickleReader(PickleReader):
 
     subject = "a PyTorch state dict"
     error = CheckpointError
-    # Every opcode takes at least one byte, so this bounds the opcodes by the pickle's size.
-    opcodes_base, bytes_per_opcode = 1000, 1
     allowed_globals = {
         ("collections", "OrderedDict"): "ordered_dict",
         ("torch._utils", "_rebuild_tensor_v2"): "rebuild_tensor_v2",
@@ -94,8 +93,8 @@ class StateDictPickleReader(PickleReader):
         **{("torch", type_name): "storage " + type_name for type_name in STORAGE_DTYPES},
     }
 
-    def __init__(self, content, where):
-        super().__init__(content, where)
+    def __init__(self, content, where, file_size=None):
+        super().__init__(content, where, file_size)
         self.storages = {}  # key -> _Storage, so every tensor of one storage shares it
 
     def persistent_load(self, persistent_id):
@@ -115,7 +114,7 @@ class StateDictPickleReader(PickleReader):
         storage = _Storage(key, role.split(" ", 1)[1], numel)
         known = self.storages.setdefault(key, storage)
         if (known.type_name, known.numel) != (storage.type_name, storage.numel):
-            self.fail(f"storage '{key}' is declared twice differently: {known.numel} items of "
+            self.fail(f"storage {short_repr(key)} is declared twice differently: {known.numel} items of "
                       f"{known.type_name}, then {numel} of {storage.type_name}")
         return known
 
@@ -148,12 +147,13 @@ class StateDictPickleReader(PickleReader):
 
         if type(offset) is not int or offset < 0 or not integers(shape) or not integers(strides) \
                 or len(shape) != len(strides):
-            self.fail(f"a tensor of storage '{storage.key}' has offset {describe(offset)}, shape "
+            self.fail(f"a tensor of storage {short_repr(storage.key)} has offset {describe(offset)}, shape "
                       f"{describe(shape)}, strides {describe(strides)}; expected non-negative ints, "
                       f"shape and strides of equal length (at most {MAX_DIMENSIONS})")
         # An empty tensor's other sides count too: NumPy refuses to make (0, 2**62, 2**62).
         if max((offset, *strides, math.prod(size or 1 for size in shape)), default=0) > MAX_INDEX:
-            self.fail(f"a tensor of storage '{storage.key}' has an offset, stride or size above {MAX_INDEX} items")
+            self.fail(f"a tensor of storage {short_repr(storage.key)} has an offset, stride or size above "
+                      f"{MAX_INDEX} items")
         return _TensorRecord(storage, offset, shape, strides)
 
     def build(self, target, state):
@@ -195,7 +195,7 @@ def read_torch_state_dict(path):
     path = Path(path).expanduser()
     where = str(path)
     try:
-        file_size = path.stat().st_size
+        file_size = regular_file(path, "a PyTorch state dict", CheckpointError).st_size
         with open(path, "rb") as file:
             head = file.read(4)
             if not zipfile.is_zipfile(file):
@@ -227,24 +227,25 @@ def _read_archive(archive, file_size, where):
     names = collections.Counter(info.filename for info in infos)
     repeated = next((name for name, count in names.items() if count > 1), None)
     if repeated is not None:  # zipfile would read the last copy, another reader the first
-        raise CheckpointError(f"{where}: {repeated[:200]}: appears {names[repeated]} times in the archive")
+        raise CheckpointError(f"{where}: {shown(repeated)}: appears {names[repeated]} times in the archive")
     pickles = [info for info in infos if info.filename.count("/") == 1 and info.filename.endswith("/data.pkl")]
     if len(pickles) != 1:
         raise CheckpointError(f"{where}: expected one <archive>/data.pkl entry, found "
-                              f"{len(pickles)} ({', '.join(info.filename[:80] for info in pickles[:4])})")
+                              f"{len(pickles)} ({', '.join(shown(info.filename) for info in pickles[:4])})")
     prefix = pickles[0].filename[: -len("data.pkl")]
     byte_order = "<"
     if prefix + "byteorder" in archive.namelist():
         record = bytes(_read_entry(archive, archive.getinfo(prefix + "byteorder"), 16, where))
         if record not in (b"little", b"big"):
-            raise CheckpointError(f"{where}: {prefix}byteorder says {record[:16]!r}, expected b'little' or b'big'")
+            raise CheckpointError(f"{where}: {shown(prefix + 'byteorder')} says {record[:16]!r}, "
+                                  "expected b'little' or b'big'")
         byte_order = "<" if record == b"little" else ">"
 
     limit = min(MAX_PICKLE_BYTES, MAX_EXPANSION * file_size + SLACK_BYTES)
     content = bytes(_read_entry(archive, pickles[0], limit, where))
-    reader = StateDictPickleReader(content, f"{where}: {pickles[0].filename}")
-    state = reader.read()
-    records = _checked_records(state, f"{where}: {pickles[0].filename}")
+    pickle_where = f"{where}: {shown(pickles[0].filename)}"
+    reader = StateDictPickleReader(content, pickle_where, file_size)
+    records = _checked_records(reader.read(), pickle_where)
     storage_infos = _checked_storages(archive, reader.storages, prefix, file_size, where)
     _check_views(records, reader.storages, where)
 
@@ -262,19 +263,20 @@ def _read_entry(archive, info, limit, where):
     bzip2 expand to gigabytes before the declared size is ever compared.
     """
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise CheckpointError(f"{where}: {info.filename}: compressed with method {info.compress_type}; torch.save "
-                              "stores entries uncompressed, and only stored or deflated entries are read")
+        raise CheckpointError(f"{where}: {shown(info.filename)}: compressed with method {info.compress_type}; "
+                              "torch.save stores entries uncompressed, and only stored or deflated entries "
+                              "are read")
     if info.flag_bits & 0x1:
-        raise CheckpointError(f"{where}: {info.filename}: encrypted, which torch.save never does")
+        raise CheckpointError(f"{where}: {shown(info.filename)}: encrypted, which torch.save never does")
     if info.file_size > limit:
-        raise CheckpointError(f"{where}: {info.filename}: declares {info.file_size} bytes, more than "
+        raise CheckpointError(f"{where}: {shown(info.filename)}: declares {info.file_size} bytes, more than "
                               f"the {limit} it may hold")
     content = bytearray(info.file_size)  # writeable, so a tensor that is its whole storage needs no copy
     with archive.open(info) as entry:
         count = entry.readinto(content)
         count += len(entry.read(1))  # reading to the end makes zipfile check the CRC
     if count != info.file_size:
-        raise CheckpointError(f"{where}: {info.filename}: holds {count} bytes, its header says "
+        raise CheckpointError(f"{where}: {shown(info.filename)}: holds {count} bytes, its header says "
                               f"{info.file_size}")
     return content
 
@@ -287,21 +289,21 @@ def _checked_records(state, where):
             raise CheckpointError(f"{where}: a key is {describe(name)}, expected a parameter name")
         if type(value) is dict:
             raise CheckpointError(
-                f"{where}: entry '{name}' is a dict, not a tensor: this looks like a training checkpoint "
-                f"(keys {', '.join(repr(key) for key in list(state)[:6])}); save model.state_dict() on its own")
+                f"{where}: entry {short_repr(name)} is a dict, not a tensor: this looks like a training checkpoint "
+                f"(keys {', '.join(short_repr(key) for key in list(state)[:6])}); save model.state_dict() on its own")
         if not isinstance(value, _TensorRecord):
-            raise CheckpointError(f"{where}: entry '{name}' is {describe(value)}, expected a tensor")
+            raise CheckpointError(f"{where}: entry {short_repr(name)} is {describe(value)}, expected a tensor")
     return state
 
 
 def _checked_storages(archive, storages, prefix, file_size, where):
     infos, total = {}, 0
     for key, storage in storages.items():
-        entry = f"{prefix}data/{key}"
+        entry = shown(f"{prefix}data/{key}")  # for messages
         try:
-            info = archive.getinfo(entry)
+            info = archive.getinfo(f"{prefix}data/{key}")
         except KeyError:
-            raise CheckpointError(f"{where}: {entry}: missing; data.pkl names storage '{key}' "
+            raise CheckpointError(f"{where}: {entry}: missing; data.pkl names storage {short_repr(key)} "
                                   f"({storage.numel} items of {storage.type_name})") from None
         expected = storage.numel * storage.itemsize
         if info.file_size != expected:
@@ -332,8 +334,8 @@ def _check_views(records, storages, where):
             inside = record.offset <= storage.numel
         if not inside:
             raise CheckpointError(
-                f"{where}: tensor '{name}' (shape {record.shape}, strides {record.strides}, offset "
-                f"{record.offset}) reaches outside its storage '{storage.key}' of {storage.numel} items")
+                f"{where}: tensor {short_repr(name)} (shape {record.shape}, strides {record.strides}, offset "
+                f"{record.offset}) reaches outside its storage {short_repr(storage.key)} of {storage.numel} items")
         total += count * (4 if storage.dtype == "bfloat16" else storage.itemsize)
     stored = sum(storage.numel * storage.itemsize for storage in storages.values())
     limit = MAX_VIEW_FACTOR * stored + SLACK_BYTES
