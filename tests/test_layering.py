@@ -20,6 +20,7 @@ LAYERS = [
     {"nn"},
     {"functional", "gradcheck", "profiler"},
     {"kernels"},
+    {"windows"},
     {"tensor"},
     {"backend", "errors", "files"},
 ]
