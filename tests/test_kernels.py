@@ -298,6 +298,31 @@ def test_conv2d_doors_equal_the_reference_operation(xp, case, filters, with_bias
             np.testing.assert_allclose(to_host(got), to_host(reference), **tolerance(dtype))
 
 
+@needs_fast_paths
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_conv2d_layouts_for_other_arrays_equal_the_reference(monkeypatch, with_bias):
+    """The layouts convolution.py gives CuPy arrays (and non-contiguous NumPy gradients), tried here on NumPy."""
+    from minicnn.kernels import convolution
+
+    rng = np.random.default_rng(8)
+    x, weight = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 3, 2))
+    bias = rng.standard_normal(4) if with_bias else None
+    operation = conv.Conv2dOp((2, 1), 1)
+    operation.needs_input_grad = (True, True) + ((True,) if with_bias else ())
+    with kernels.reference_only():
+        expected = operation.forward(x, weight, bias)
+        grad = rng.standard_normal(expected.shape)
+        expected_grads = operation.backward(grad)
+    monkeypatch.setattr(convolution, "_numpy_c_contiguous", lambda array: False)
+    out, col = kernels.conv2d(x, weight, bias, (2, 1), (1, 1), expected.shape[2:])
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+    grads = kernels.conv2d_backward(grad, weight, col, x.shape, (2, 1), (1, 1), (True, True, with_bias))
+    for got, reference in zip(grads, expected_grads):
+        assert (got is None) == (reference is None)
+        if got is not None:
+            np.testing.assert_allclose(got, reference, rtol=1e-12, atol=1e-12)
+
+
 @CHECKS
 @given(case=window_cases(pooling_case=True))
 def test_one_byte_max_pool_equals_the_reference_with_ties_nan_and_minus_infinity(xp, case):
@@ -413,7 +438,7 @@ def test_max_pool_kernel_text_matches_the_reference_with_ties_nan_and_minus_infi
 @CHECKS
 @given(case=window_cases(pooling_case=True))
 def test_conv2d_and_max_pool2d_give_the_same_numbers_with_and_without_fast_paths(device, case):
-    """Through the dispatch points: on the GPU the CuPy kernels, on the CPU cpu_windows (unless MINICNN_FAST=0)."""
+    """Through the doors: on the GPU the CuPy kernels, on the CPU cpu_windows (unless MINICNN_FAST=0)."""
     shape, kernel_size, stride, padding, dtype, seed = case
     rng = np.random.default_rng(seed)
     x_host = rng.standard_normal(shape).astype(dtype)

@@ -69,6 +69,7 @@ class Conv2dOp(Operation):
             raise ValueError(f"conv2d: stride must be >= 1 and padding >= 0, got stride={stride}, padding={padding}")
 
     def forward(self, x, weight, bias=None):
+        """x: (N, C, H, W), weight: (F, C, KH, KW), bias: (F,) or None -> (N, F, OH, OW)."""
         out_height, out_width = _check_conv(x, weight, bias, self.stride, self.padding)
         self.x_shape, self.weight = x.shape, weight
         fast = kernels.conv2d(x, weight, bias, self.stride, self.padding, (out_height, out_width))  # or None
@@ -77,9 +78,10 @@ class Conv2dOp(Operation):
         else:
             N, F = x.shape[0], weight.shape[0]
             col = _im2col(x, weight.shape[2:], self.stride, self.padding)  # (N*OH*OW, C*KH*KW)
+            weight_matrix = weight.reshape(F, -1)  # (F, C*KH*KW), one filter per row
             # Every filter against every window. Filter-major (F, N*OH*OW) rather than col @ weight_matrix.T:
             # the same numbers, but then (N, F, OH, OW) is a copy of whole OH*OW planes, not a transpose.
-            out = weight.reshape(F, -1) @ col.T  # weight as (F, C*KH*KW), one filter per row
+            out = weight_matrix @ col.T
             if bias is not None:
                 out += bias[:, None]
             out = out.reshape(F, N, out_height, out_width).transpose(1, 0, 2, 3)
