@@ -13,7 +13,7 @@ that phase, and runs its reference only when the door answers None:
 A door answers None when the fast paths are off: with MINICNN_FAST=0 in the
 environment (read at import) and inside `with kernels.reference_only():`. The
 relu doors also answer None for arrays that are not C-contiguous NumPy arrays.
-Otherwise the door picks the window module from the input array:
+Otherwise the window doors (all but relu) pick a window module by the input array:
 
 - cupy_windows.py + windows.cu: CuPy raw kernels, for float32/float64 CuPy arrays
   (MINICNN_CUPY_KERNELS=0 turns off only these);
