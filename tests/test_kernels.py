@@ -1,13 +1,16 @@
-"""minicnn.kernels: every fast path against its reference in minicnn.functional, and the switch between them.
+"""minicnn.kernels: every fast path against its reference in minicnn.functional, and the doors to them.
 
-Three ways:
-- the fast paths of cpu_windows (NumPy layouts and loops) on every backend present,
-  against the references run under `kernels.reference_only()`;
+The doors: each operation asks its door once per phase, every door answers None
+under `kernels.reference_only()` and MINICNN_FAST=0, and then the results are the
+references' to the bit. The fast paths, three ways:
+- the fast paths of cpu_windows (NumPy layouts and loops) and the convolution's
+  doors on every backend present, against the references run under
+  `kernels.reference_only()`;
 - the CuPy kernel text (windows.cu) compiled for the CPU with a C compiler (a plain
   loop in place of CUDA's grid-stride loop), so its index arithmetic is checked on
   every machine with `cc`;
 - on a GPU, the CuPy kernels themselves against the references on the same arrays.
-The fast functions are called directly, so these tests check them under MINICNN_FAST=0 too.
+The window modules' functions are called directly, so these tests check them under MINICNN_FAST=0 too.
 """
 
 import contextlib
@@ -27,8 +30,8 @@ from hypothesis import strategies as st
 import minicnn
 import minicnn.functional as F
 from minicnn import backend, kernels
-from minicnn.functional import pooling
-from minicnn.functional.windows import output_shape
+from minicnn.functional import conv, pooling
+from minicnn.windows import output_shape
 from minicnn.kernels import cpu_windows, cupy_windows
 
 CPU_PRELUDE = "#define KERNEL\n#define LOOP(i, n) for (long long i = 0; i < (n); ++i)\n"
@@ -38,6 +41,8 @@ CHECKS = settings(
     max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 needs_gpu = pytest.mark.skipif("gpu" not in AVAILABLE_DEVICES, reason="needs CuPy and a CUDA GPU")
+needs_fast_paths = pytest.mark.skipif(os.environ.get("MINICNN_FAST", "1") == "0",
+                                      reason="the fast paths are off (MINICNN_FAST=0)")
 
 
 @st.composite
@@ -79,40 +84,140 @@ def reference_max_pool(x, kernel_size, stride, padding):
 # ----- the switch ---------------------------------------------------------------------------------
 
 
-def test_reference_only_turns_every_dispatch_point_off_and_back_on():
-    x = np.ones((1, 1, 4, 4))
+DOORS = ("conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "im2col", "col2im", "relu",
+         "relu_backward")
+
+
+def door_calls():
+    """{door name: arguments}: one small call of every door of minicnn.kernels, on NumPy arrays."""
+    x, weight = np.ones((1, 1, 4, 4)), np.ones((2, 1, 2, 2))
     geometry = ((2, 2), (1, 1), (0, 0), (3, 3))
+    grad, first_max = np.ones((1, 1, 3, 3)), np.zeros((1, 1, 3, 3), dtype=np.uint8)
+    return {
+        "conv2d": (x, weight, np.ones(2), (1, 1), (0, 0), (3, 3)),
+        "conv2d_backward": (np.ones((1, 2, 3, 3)), weight, np.ones((9, 4)), x.shape, (1, 1), (0, 0),
+                            (True, True, True)),
+        "max_pool2d": (x, *geometry),
+        "max_pool2d_backward": (grad, first_max, x.shape, *geometry[:3]),
+        "im2col": (x, *geometry),
+        "col2im": (np.ones((9, 4)), x.shape, *geometry),
+        "relu": (x,),
+        "relu_backward": (x, x > 0),
+    }
+
+
+def test_reference_only_closes_every_door_and_opens_them_again():
+    calls = door_calls()
+    assert sorted(calls) == sorted(DOORS)
     with kernels.reference_only():
-        assert kernels.im2col(x, *geometry) is None
-        assert kernels.max_pool2d(x, *geometry) is None
-        assert kernels.col2im(np.ones((9, 4)), x.shape, *geometry) is None
-        assert kernels.conv2d_input_grad(np.ones((2, 9)), np.ones((2, 4)), x.shape, *geometry) is None
-        grad, first_max = np.ones((1, 1, 3, 3)), np.zeros((1, 1, 3, 3), dtype=np.uint8)
-        assert kernels.max_pool2d_backward(grad, first_max, x.shape, *geometry[:3]) is None
+        assert {name: getattr(kernels, name)(*args) for name, args in calls.items()} == dict.fromkeys(DOORS)
     if os.environ.get("MINICNN_FAST", "1") != "0":
-        assert kernels.im2col(x, *geometry) is not None
+        assert [name for name, args in calls.items() if getattr(kernels, name)(*args) is None] == []
 
 
-def test_minicnn_fast_0_in_the_environment_runs_the_references():
+def engine_results():
+    """conv2d (with a bias) and max_pool2d, forward and backward, on fixed float32 inputs: a list of arrays."""
+    rng = np.random.default_rng(4)
+    x = minicnn.tensor(rng.standard_normal((3, 2, 9, 8)).astype(np.float32), requires_grad=True)
+    weight = minicnn.tensor(rng.standard_normal((4, 2, 3, 3)).astype(np.float32), requires_grad=True)
+    bias = minicnn.tensor(rng.standard_normal(4).astype(np.float32), requires_grad=True)
+    out = F.conv2d(x, weight, bias, stride=(2, 1), padding=1)
+    pooled = F.max_pool2d(out, 3, 2, 1)
+    (pooled * pooled).sum().backward()
+    return [to_host(array) for array in (out, pooled, x.grad, weight.grad, bias.grad)]
+
+
+def test_minicnn_fast_0_in_the_environment_runs_the_references(tmp_path):
+    """With MINICNN_FAST=0 every door answers None and the results are the references' to the bit."""
     script = (
-        "import numpy as np\n"
-        "import minicnn\n"
+        "import sys, numpy as np\n"
+        "sys.path.insert(0, 'tests')\n"
         "from minicnn import kernels\n"
-        "import minicnn.functional as F\n"
-        "print(kernels.im2col(np.ones((1, 1, 4, 4)), (2, 2), (1, 1), (0, 0), (3, 3)) is None,"
-        " F.max_pool2d(minicnn.tensor(np.arange(16.0).reshape(1, 1, 4, 4))).numpy().ravel().tolist())\n"
+        "import test_kernels\n"
+        "doors = [getattr(kernels, name)(*args) for name, args in test_kernels.door_calls().items()]\n"
+        "print(all(answer is None for answer in doors))\n"
+        "np.savez(sys.argv[1], *test_kernels.engine_results())\n"
     )
     root = pathlib.Path(__file__).resolve().parents[1]  # this checkout's minicnn, not an installed one
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=root,
-                            env={**os.environ, "MINICNN_FAST": "0", "PYTHONPATH": str(root)})
-    assert result.stdout.split(maxsplit=1) == ["True", "[5.0, 7.0, 13.0, 15.0]\n"]
+    saved = tmp_path / "results.npz"
+    result = subprocess.run([sys.executable, "-c", script, str(saved)], capture_output=True, text=True, check=True,
+                            cwd=root, env={**os.environ, "MINICNN_FAST": "0", "PYTHONPATH": str(root)})
+    with np.load(saved) as loaded:
+        from_environment = [loaded[f"arr_{index}"] for index in range(len(loaded.files))]
+    assert result.stdout == "True\n"
+    with kernels.reference_only():
+        references = engine_results()
+    assert len(from_environment) == len(references) == 5
+    for got, expected in zip(from_environment, references):
+        assert got.tobytes() == expected.tobytes()
 
 
+class DoorCounter:
+    """Wraps every door of minicnn.kernels to count its calls (monkeypatch undoes it)."""
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        for name in DOORS:
+            monkeypatch.setattr(kernels, name, self.counting(name, getattr(kernels, name)))
+
+    def counting(self, name, door):
+        def counted(*args):
+            self.calls.append(name)
+            return door(*args)
+
+        return counted
+
+    def take(self):
+        calls, self.calls = self.calls, []
+        return calls
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "reference"])
+def test_each_operation_asks_its_door_once_per_phase(monkeypatch, fast):
+    counter = DoorCounter(monkeypatch)
+    rng = np.random.default_rng(0)
+    x = minicnn.tensor(rng.standard_normal((2, 3, 6, 6)), requires_grad=True)
+    weight = minicnn.tensor(rng.standard_normal((4, 3, 3, 3)), requires_grad=True)
+    bias = minicnn.tensor(rng.standard_normal(4), requires_grad=True)
+    with contextlib.nullcontext() if fast else kernels.reference_only():
+        out = F.conv2d(x, weight, bias, padding=1)
+        assert counter.take() == ["conv2d"]
+        out.sum().backward()
+        assert counter.take() == ["conv2d_backward"]
+        pooled = F.max_pool2d(x, 2)
+        assert counter.take() == ["max_pool2d"]
+        pooled.sum().backward()
+        assert counter.take() == ["max_pool2d_backward"]
+        F.avg_pool2d(x, 2).sum().backward()
+        assert counter.take() == []  # no fast path
+        F.im2col(x.data, 3, 1, 1), F.col2im(np.ones((72, 27)), x.shape, 3, 1, 1)
+        assert counter.take() == ["im2col", "col2im"]
+
+
+def test_sizes_are_checked_once_per_call(monkeypatch):
+    from minicnn import windows
+    from minicnn.functional import conv
+
+    checked = []
+
+    def counting(operation, *args, **kwargs):
+        checked.append(operation)
+        return windows.check_window_sizes(operation, *args, **kwargs)
+
+    monkeypatch.setattr(conv, "check_window_sizes", counting)
+    monkeypatch.setattr(pooling, "check_window_sizes", counting)
+    x = minicnn.tensor(np.ones((2, 3, 6, 6)), requires_grad=True)
+    F.conv2d(x, minicnn.tensor(np.ones((4, 3, 3, 3)), requires_grad=True), padding=1).sum().backward()
+    F.max_pool2d(x, 2).sum().backward()
+    F.avg_pool2d(x, 2).sum().backward()
+    F.col2im(F.im2col(x.data, 3), x.shape, 3)
+    assert checked == ["conv2d", "max_pool2d", "avg_pool2d", "im2col", "col2im"]
+
+
+@needs_fast_paths
 def test_numpy_arrays_take_the_numpy_fast_path_and_its_layout():
-    """The dispatch point's rows are a transposed view of cpu_windows' columns by channel, not a copy."""
+    """The im2col door's rows are a transposed view of cpu_windows' columns by channel, not a copy."""
     x = np.random.default_rng(0).standard_normal((2, 3, 5, 5))
-    if os.environ.get("MINICNN_FAST", "1") == "0":
-        pytest.skip("the fast paths are off (MINICNN_FAST=0)")
     col = kernels.im2col(x, (3, 3), (1, 1), (1, 1), (5, 5))
     assert col.shape == (2 * 5 * 5, 3 * 3 * 3) and col.T.flags.c_contiguous
 
@@ -161,6 +266,61 @@ def test_conv2d_input_grad_with_widened_rows_equals_col2im_of_the_product(xp, ca
         expected = F.col2im(grad_matrix.T @ weight_matrix, shape, kernel_size, stride, padding)
     grad_x = cpu_windows.conv2d_input_grad(grad_matrix, weight_matrix, shape, kernel_size, stride, padding, out_size)
     np.testing.assert_allclose(to_host(grad_x), to_host(expected), **tolerance(dtype))
+
+
+@needs_fast_paths
+@CHECKS
+@given(case=window_cases(), filters=st.integers(1, 4), with_bias=st.booleans(),
+       wanted=st.sampled_from([(True, True), (True, False), (False, True)]))
+def test_conv2d_doors_equal_the_reference_operation(xp, case, filters, with_bias, wanted):
+    """kernels.conv2d and conv2d_backward (the CuPy kernels on a GPU) against Conv2dOp's reference body."""
+    shape, kernel_size, stride, padding, dtype, seed = case
+    rng = np.random.default_rng(seed)
+    x = xp.asarray(rng.standard_normal(shape).astype(dtype))
+    weight = xp.asarray(rng.standard_normal((filters, shape[1]) + kernel_size).astype(dtype))
+    bias = xp.asarray(rng.standard_normal(filters).astype(dtype)) if with_bias else None
+    operation = conv.Conv2dOp(stride, padding)
+    operation.needs_input_grad = wanted + ((True,) if with_bias else ())
+    with kernels.reference_only():
+        expected = operation.forward(x, weight, bias)
+        grad = xp.asarray(rng.standard_normal(expected.shape).astype(dtype))
+        expected_grads = operation.backward(grad)
+    out_size = output_shape(shape, kernel_size, operation.stride, operation.padding)
+    out, col = kernels.conv2d(x, weight, bias, operation.stride, operation.padding, out_size)
+    assert out.shape == expected.shape and out.dtype == dtype and out.flags.c_contiguous
+    np.testing.assert_allclose(to_host(out), to_host(expected), **tolerance(dtype))
+    grads = kernels.conv2d_backward(grad, weight, col if wanted[1] else None, shape, operation.stride,
+                                    operation.padding, (*wanted, with_bias))
+    for got, reference in zip(grads, expected_grads):
+        assert (got is None) == (reference is None)
+        if got is not None:
+            assert got.shape == reference.shape and got.dtype == dtype
+            np.testing.assert_allclose(to_host(got), to_host(reference), **tolerance(dtype))
+
+
+@needs_fast_paths
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_conv2d_layouts_for_other_arrays_equal_the_reference(monkeypatch, with_bias):
+    """The layouts convolution.py gives CuPy arrays (and non-contiguous NumPy gradients), tried here on NumPy."""
+    from minicnn.kernels import convolution
+
+    rng = np.random.default_rng(8)
+    x, weight = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 3, 2))
+    bias = rng.standard_normal(4) if with_bias else None
+    operation = conv.Conv2dOp((2, 1), 1)
+    operation.needs_input_grad = (True, True) + ((True,) if with_bias else ())
+    with kernels.reference_only():
+        expected = operation.forward(x, weight, bias)
+        grad = rng.standard_normal(expected.shape)
+        expected_grads = operation.backward(grad)
+    monkeypatch.setattr(convolution, "_numpy_c_contiguous", lambda array: False)
+    out, col = kernels.conv2d(x, weight, bias, (2, 1), (1, 1), expected.shape[2:])
+    np.testing.assert_allclose(out, expected, rtol=1e-12)
+    grads = kernels.conv2d_backward(grad, weight, col, x.shape, (2, 1), (1, 1), (True, True, with_bias))
+    for got, reference in zip(grads, expected_grads):
+        assert (got is None) == (reference is None)
+        if got is not None:
+            np.testing.assert_allclose(got, reference, rtol=1e-12, atol=1e-12)
 
 
 @CHECKS
@@ -278,7 +438,7 @@ def test_max_pool_kernel_text_matches_the_reference_with_ties_nan_and_minus_infi
 @CHECKS
 @given(case=window_cases(pooling_case=True))
 def test_conv2d_and_max_pool2d_give_the_same_numbers_with_and_without_fast_paths(device, case):
-    """Through the dispatch points: on the GPU the CuPy kernels, on the CPU cpu_windows (unless MINICNN_FAST=0)."""
+    """Through the doors: on the GPU the CuPy kernels, on the CPU cpu_windows (unless MINICNN_FAST=0)."""
     shape, kernel_size, stride, padding, dtype, seed = case
     rng = np.random.default_rng(seed)
     x_host = rng.standard_normal(shape).astype(dtype)
@@ -316,6 +476,12 @@ def test_cupy_kernels_match_the_references_with_ties_nan_and_minus_infinity(case
     np.testing.assert_array_equal(to_host(col), to_host(expected_col).T)
     image = cupy_windows.add_columns_by_channel(col, shape, kernel_size, stride, padding, out_size)
     np.testing.assert_allclose(to_host(image), to_host(expected_image), **tolerance(dtype))
+    weight_matrix = cupy.asarray(np.random.default_rng(seed).standard_normal((2, col.shape[0])).astype(dtype))
+    grad_matrix = cupy.asarray(np.random.default_rng(seed + 2).standard_normal((2, col.shape[1])).astype(dtype))
+    with kernels.reference_only():
+        expected_grad_x = F.col2im(grad_matrix.T @ weight_matrix, shape, kernel_size, stride, padding)
+    grad_x = cupy_windows.conv2d_input_grad(grad_matrix, weight_matrix, shape, kernel_size, stride, padding, out_size)
+    np.testing.assert_allclose(to_host(grad_x), to_host(expected_grad_x), **tolerance(dtype))
 
     x = cupy.asarray(pool_input(shape, dtype, seed))
     expected, argmax, operation = reference_max_pool(x, kernel_size, stride, padding)

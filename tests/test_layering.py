@@ -21,6 +21,7 @@ LAYERS = [
     {"nn"},
     {"functional", "gradcheck", "profiler"},
     {"kernels"},
+    {"windows"},
     {"tensor"},
     {"backend", "errors", "files", "pickle_reader"},
 ]

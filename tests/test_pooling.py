@@ -20,7 +20,7 @@ CHECKS = settings(
 
 @pytest.fixture(params=["fast", "reference"])
 def path(request):
-    """Run the test through the dispatch points' fast paths and through the references (kernels.reference_only())."""
+    """Run the test through the kernels' doors (fast paths) and through the references (kernels.reference_only())."""
     with contextlib.nullcontext() if request.param == "fast" else kernels.reference_only():
         yield request.param
 

@@ -15,7 +15,7 @@ import pytest
 import minicnn
 import minicnn.functional as F
 from minicnn import kernels, optim
-from minicnn.functional.windows import output_shape
+from minicnn.windows import output_shape
 from minicnn.kernels import cpu_layout, cpu_windows, threads
 
 # (x shape, kernel, stride, padding): the models' layers, a strided padded one and an overlapping pool.

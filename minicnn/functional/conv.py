@@ -5,9 +5,10 @@ col: (N*OH*OW, C*KH*KW), one row per window, so the convolution is one matrix
 product of col with the flattened filters. Its backward is two matrix products
 and col2im, which adds each window's gradient back where the window came from.
 
-This module is the reference, written as a textbook would; minicnn.kernels has
-faster ways to compute the same numbers (one dispatch point per operation,
-returning None when the fast paths are off: MINICNN_FAST=0 or
+This module is the reference, written as a textbook would. minicnn.kernels
+computes the same numbers faster: forward and backward each ask it once, at
+their top (`kernels.conv2d`, `kernels.conv2d_backward`), and run the reference
+below when it answers None (the fast paths are off: MINICNN_FAST=0 or
 `kernels.reference_only()`).
 """
 
@@ -15,7 +16,7 @@ from .. import kernels
 from ..backend import get_array_module
 from ..errors import ShapeError
 from ..tensor import Operation
-from .windows import add_windows, check_window_sizes, crop_padding, pad_image, pair, sliding_windows
+from ..windows import add_windows, check_window_sizes, crop_padding, pad_image, pair, sliding_windows
 
 
 def im2col(x, kernel_size, stride=1, padding=0):
@@ -24,34 +25,40 @@ def im2col(x, kernel_size, stride=1, padding=0):
     kernel_size, stride, padding: an int or an (h, w) pair; padding adds zeros on both sides.
     """
     kernel_size, stride, padding = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(padding, "padding")
-    N = x.shape[0]
     out_size = check_window_sizes("im2col", x.shape, x.dtype.itemsize, kernel_size, stride, padding)
     col = kernels.im2col(x, kernel_size, stride, padding, out_size)  # a fast path, or None
-    if col is None:
-        windows = sliding_windows(pad_image(x, padding), kernel_size, stride)  # (N, C, OH, OW, KH, KW), a view
-        col = windows.transpose(0, 2, 3, 1, 4, 5).reshape(N * out_size[0] * out_size[1], -1)  # the one copy
-    return col
+    return _im2col(x, kernel_size, stride, padding) if col is None else col
 
 
 def col2im(col, x_shape, kernel_size, stride=1, padding=0):
     """col: (N*OH*OW, C*KH*KW) -> (N, C, H, W): the adjoint of im2col, summing where windows overlap."""
     kernel_size, stride, padding = pair(kernel_size, "kernel_size"), pair(stride, "stride"), pair(padding, "padding")
-    N, C, H, W = x_shape
-    (KH, KW), (PH, PW) = kernel_size, padding
     out_size = check_window_sizes("col2im", x_shape, col.dtype.itemsize, kernel_size, stride, padding,
                                   copies_windows=False)  # col exists already; the image is new
     image = kernels.col2im(col, x_shape, kernel_size, stride, padding, out_size)  # a fast path, or None
-    if image is None:
-        window_grads = col.reshape(N, *out_size, C, KH, KW).transpose(0, 3, 1, 2, 4, 5)  # (N, C, OH, OW, KH, KW)
-        padded = add_windows(window_grads, (N, C, H + 2 * PH, W + 2 * PW), stride)
-        image = crop_padding(padded, padding)
-    return image
+    return _col2im(col, x_shape, kernel_size, stride, padding, out_size) if image is None else image
+
+
+def _im2col(x, kernel_size, stride, padding):
+    """im2col's reference, on sizes already checked."""
+    windows = sliding_windows(pad_image(x, padding), kernel_size, stride)  # (N, C, OH, OW, KH, KW), a view
+    N, _, out_height, out_width = windows.shape[:4]
+    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(N * out_height * out_width, -1)  # the one copy
+
+
+def _col2im(col, x_shape, kernel_size, stride, padding, out_size):
+    """col2im's reference, on sizes already checked; out_size: (OH, OW)."""
+    N, C, H, W = x_shape
+    (KH, KW), (PH, PW) = kernel_size, padding
+    window_grads = col.reshape(N, *out_size, C, KH, KW).transpose(0, 3, 1, 2, 4, 5)  # (N, C, OH, OW, KH, KW)
+    padded = add_windows(window_grads, (N, C, H + 2 * PH, W + 2 * PW), stride)
+    return crop_padding(padded, padding)
 
 
 class Conv2dOp(Operation):
     """The conv2d operation (cross-correlation).  x: (N, C, H, W), weight: (F, C, KH, KW), bias: (F,) -> (N, F, OH, OW).
 
-    OH = (H + 2 PH - KH) // SH + 1, likewise OW (functional.windows.output_size).
+    OH = (H + 2 PH - KH) // SH + 1, likewise OW (minicnn.windows.output_size).
     """
 
     input_names = ("input", "weight", "bias")
@@ -62,56 +69,48 @@ class Conv2dOp(Operation):
             raise ValueError(f"conv2d: stride must be >= 1 and padding >= 0, got stride={stride}, padding={padding}")
 
     def forward(self, x, weight, bias=None):
-        _check_conv_shapes(x, weight, bias, self.padding)
-        N = x.shape[0]
-        F, _, KH, KW = weight.shape
-        # Before the padded image and the columns exist (here or in a fast path): their size, an empty batch.
-        out_height, out_width = check_window_sizes("conv2d", x.shape, x.dtype.itemsize, (KH, KW), self.stride,
-                                                   self.padding)
-        col = im2col(x, (KH, KW), self.stride, self.padding)  # (N*OH*OW, C*KH*KW)
-        weight_matrix = weight.reshape(F, -1)  # (F, C*KH*KW), one filter per row
-        # Every filter against every window. Filter-major (F, N*OH*OW) rather than col @ weight_matrix.T:
-        # the same numbers, but then (N, F, OH, OW) is a copy of whole OH*OW planes, not a transpose.
-        out = _product(weight_matrix, col.T)
-        self.x_shape, self.kernel_size, self.weight_matrix = x.shape, (KH, KW), weight_matrix
-        self.col = col if self.needs_input_grad[1] else None
-        fast = kernels.conv2d_output(out, bias, N, (out_height, out_width))  # bias and layout in one pass, or None
+        """x: (N, C, H, W), weight: (F, C, KH, KW), bias: (F,) or None -> (N, F, OH, OW)."""
+        out_height, out_width = _check_conv(x, weight, bias, self.stride, self.padding)
+        self.x_shape, self.weight = x.shape, weight
+        fast = kernels.conv2d(x, weight, bias, self.stride, self.padding, (out_height, out_width))  # or None
         if fast is not None:
-            return fast
-        if bias is not None:
-            out += bias[:, None]
-        out = out.reshape(F, N, out_height, out_width).transpose(1, 0, 2, 3)
-        return get_array_module(out).ascontiguousarray(out)
+            out, col = fast
+        else:
+            N, F = x.shape[0], weight.shape[0]
+            col = _im2col(x, weight.shape[2:], self.stride, self.padding)  # (N*OH*OW, C*KH*KW)
+            weight_matrix = weight.reshape(F, -1)  # (F, C*KH*KW), one filter per row
+            # Every filter against every window. Filter-major (F, N*OH*OW) rather than col @ weight_matrix.T:
+            # the same numbers, but then (N, F, OH, OW) is a copy of whole OH*OW planes, not a transpose.
+            out = weight_matrix @ col.T
+            if bias is not None:
+                out += bias[:, None]
+            out = out.reshape(F, N, out_height, out_width).transpose(1, 0, 2, 3)
+            out = get_array_module(out).ascontiguousarray(out)
+        self.col = col if self.needs_input_grad[1] else None  # the weight's gradient needs every window
+        return out
 
     def backward(self, grad):
         """grad: (N, F, OH, OW) -> gradients of x, weight and bias (None where not needed)."""
+        wanted = (self.needs_input_grad + (False,))[:3]  # x, weight, bias (False when there is no bias)
+        fast = kernels.conv2d_backward(grad, self.weight, self.col, self.x_shape, self.stride, self.padding, wanted)
+        if fast is not None:
+            return fast
         F = grad.shape[1]
-        with_bias = len(self.needs_input_grad) == 3 and self.needs_input_grad[2]
-        fast = kernels.conv2d_grad_matrix(grad, with_bias)  # a fast path, or None
-        if fast is None:
-            grad_matrix = grad.transpose(1, 0, 2, 3).reshape(F, -1)  # (F, N*OH*OW), as `out` was laid out
-            grad_bias = grad_matrix.sum(axis=1) if with_bias else None
-        else:
-            grad_matrix, grad_bias = fast
-        grad_x = grad_weight = None
-        if self.needs_input_grad[0]:
-            settings = self.x_shape, self.kernel_size, self.stride, self.padding, grad.shape[2:]
-            grad_x = kernels.conv2d_input_grad(grad_matrix, self.weight_matrix, *settings)  # a fast path, or None
-            if grad_x is None:
-                grad_col = grad_matrix.T @ self.weight_matrix  # (N*OH*OW, C*KH*KW): each window's gradient
-                grad_x = col2im(grad_col, *settings[:4])
-        if self.needs_input_grad[1]:
-            grad_weight = _product(grad_matrix, self.col).reshape((F, self.x_shape[1]) + self.kernel_size)
+        grad_matrix = grad.transpose(1, 0, 2, 3).reshape(F, -1)  # (F, N*OH*OW), as `out` was laid out
+        weight_matrix = self.weight.reshape(F, -1)  # (F, C*KH*KW)
+        grad_x = grad_weight = grad_bias = None
+        if wanted[0]:
+            grad_col = grad_matrix.T @ weight_matrix  # (N*OH*OW, C*KH*KW): each window's gradient
+            grad_x = _col2im(grad_col, self.x_shape, self.weight.shape[2:], self.stride, self.padding, grad.shape[2:])
+        if wanted[1]:
+            grad_weight = (grad_matrix @ self.col).reshape(self.weight.shape)
+        if wanted[2]:
+            grad_bias = grad_matrix.sum(axis=1)
         return grad_x, grad_weight, grad_bias
 
 
-def _product(a, b):
-    """a @ b, or its fast path (cut over minicnn's threads when they, not BLAS's, share the cores)."""
-    fast = kernels.matmul(a, b)
-    return a @ b if fast is None else fast
-
-
-def _check_conv_shapes(x, weight, bias, padding):
+def _check_conv(x, weight, bias, stride, padding):
+    """Refuse mismatched shapes, an empty batch or windows past the memory limit; return (OH, OW)."""
     if x.ndim != 4 or weight.ndim != 4:
         raise ShapeError(
             f"conv2d: expected input (N, C, H, W) and weight (F, C, KH, KW), got input {x.shape} "
@@ -130,6 +129,8 @@ def _check_conv_shapes(x, weight, bias, padding):
             f"conv2d: kernel {weight.shape[2:]} (weight {weight.shape}) is larger than the padded input "
             f"{padded} (input {x.shape}, padding {padding})"
         )
+    # Before the padded image and the columns exist (in the reference or in a fast path).
+    return check_window_sizes("conv2d", x.shape, x.dtype.itemsize, weight.shape[2:], stride, padding)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0):

@@ -1,16 +1,19 @@
 """Max and average pooling over (N, C, H, W), built on the window view of functional.windows and its adjoint;
 global average pooling (a ResNet's head) as the mean over the spatial axes.
 
-This is the reference; minicnn.kernels computes max pooling faster (one-byte
-argmax, gradients written in place, CuPy kernels) and is tested equal to it.
+This is the reference. minicnn.kernels computes max pooling faster (one-byte
+argmax, gradients written in place, CuPy kernels), tested equal to it: forward
+and backward each ask it once, at their top (`kernels.max_pool2d`,
+`kernels.max_pool2d_backward`), and run the reference below when it answers
+None. Average pooling has no fast path.
 """
 
 from .. import kernels
 from ..backend import get_array_module
 from ..errors import ShapeError
 from ..tensor import Operation
+from ..windows import add_windows, check_window_sizes, crop_padding, pad_image, pair, sliding_windows
 from .math import mean
-from .windows import add_windows, check_window_sizes, crop_padding, pad_image, pair, sliding_windows
 
 
 def _pool_settings(name, kernel_size, stride, padding):
@@ -25,12 +28,14 @@ def _pool_settings(name, kernel_size, stride, padding):
     return kernel_size, stride, padding
 
 
-def _check_pool_input(name, x, kernel_size, padding):
+def _check_pool_input(name, x, kernel_size, stride, padding, copies_windows):
+    """Refuse a wrong shape, an empty batch or windows past the memory limit; return (OH, OW)."""
     if x.ndim != 4:
         raise ShapeError(f"{name}: input must have shape (N, C, H, W), got {x.shape}")
     padded = (x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1])
     if padded[0] < kernel_size[0] or padded[1] < kernel_size[1]:
         raise ShapeError(f"{name}: window {kernel_size} is larger than the padded input {padded} (input shape {x.shape})")
+    return check_window_sizes(name, x.shape, x.dtype.itemsize, kernel_size, stride, padding, copies_windows)
 
 
 class MaxPool2dOp(Operation):
@@ -46,17 +51,17 @@ class MaxPool2dOp(Operation):
         self.kernel_size, self.stride, self.padding = _pool_settings("max_pool2d", kernel_size, stride, padding)
 
     def forward(self, x):
-        _check_pool_input("max_pool2d", x, self.kernel_size, self.padding)
-        xp = get_array_module(x)
-        N, C, _, _ = self.x_shape = x.shape
-        KH, KW = self.kernel_size
         # The reference copies every window (rows below); the fast paths are held to the same bound.
-        out_size = check_window_sizes("max_pool2d", x.shape, x.dtype.itemsize, self.kernel_size, self.stride,
-                                      self.padding)
+        out_size = _check_pool_input("max_pool2d", x, self.kernel_size, self.stride, self.padding,
+                                     copies_windows=True)
+        self.x_shape = x.shape
         fast = kernels.max_pool2d(x, self.kernel_size, self.stride, self.padding, out_size)  # a fast path, or None
         if fast is not None:
             out, self.argmax = fast
             return out
+        xp = get_array_module(x)
+        N, C, _, _ = x.shape
+        KH, KW = self.kernel_size
         windows = sliding_windows(pad_image(x, self.padding, value=-xp.inf), self.kernel_size, self.stride)
         rows = windows.reshape(N, C, *out_size, KH * KW)  # a copy: each window as one row, in row-major order
         self.argmax = rows.argmax(axis=-1)  # (N, C, OH, OW): the offset of each window's first maximum
@@ -64,18 +69,18 @@ class MaxPool2dOp(Operation):
 
     def backward(self, grad):
         """grad: (N, C, OH, OW) -> (N, C, H, W): each window's gradient goes to its argmax; overlaps add."""
-        settings = self.x_shape, self.kernel_size, self.stride, self.padding
-        grad_x = kernels.max_pool2d_backward(grad, self.argmax, *settings)  # a fast path, or None
-        if grad_x is None:
-            xp = get_array_module(grad)
-            N, C, H, W = self.x_shape
-            (KH, KW), (PH, PW) = self.kernel_size, self.padding
-            winner = self.argmax[..., None] == xp.arange(KH * KW)  # (N, C, OH, OW, KH*KW), one True per window
-            window_grads = xp.where(winner, grad[..., None], 0).astype(grad.dtype, copy=False)
-            window_grads = window_grads.reshape(grad.shape + (KH, KW))
-            padded = add_windows(window_grads, (N, C, H + 2 * PH, W + 2 * PW), self.stride)
-            grad_x = crop_padding(padded, self.padding)
-        return grad_x
+        fast = kernels.max_pool2d_backward(grad, self.argmax, self.x_shape, self.kernel_size, self.stride,
+                                           self.padding)  # a fast path, or None
+        if fast is not None:
+            return fast
+        xp = get_array_module(grad)
+        N, C, H, W = self.x_shape
+        (KH, KW), (PH, PW) = self.kernel_size, self.padding
+        winner = self.argmax[..., None] == xp.arange(KH * KW)  # (N, C, OH, OW, KH*KW), one True per window
+        window_grads = xp.where(winner, grad[..., None], 0).astype(grad.dtype, copy=False)
+        window_grads = window_grads.reshape(grad.shape + (KH, KW))
+        padded = add_windows(window_grads, (N, C, H + 2 * PH, W + 2 * PW), self.stride)
+        return crop_padding(padded, self.padding)
 
 
 class AvgPool2dOp(Operation):
@@ -88,10 +93,8 @@ class AvgPool2dOp(Operation):
         self.kernel_size, self.stride, self.padding = _pool_settings("avg_pool2d", kernel_size, stride, padding)
 
     def forward(self, x):
-        _check_pool_input("avg_pool2d", x, self.kernel_size, self.padding)
         # The mean reads the windows through a view: only the padded image is new.
-        check_window_sizes("avg_pool2d", x.shape, x.dtype.itemsize, self.kernel_size, self.stride, self.padding,
-                           copies_windows=False)
+        _check_pool_input("avg_pool2d", x, self.kernel_size, self.stride, self.padding, copies_windows=False)
         padded = pad_image(x, self.padding)
         windows = sliding_windows(padded, self.kernel_size, self.stride)
         self.padded_shape, self.window_shape = padded.shape, windows.shape

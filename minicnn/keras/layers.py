@@ -10,7 +10,7 @@ Shapes here are Keras's: one sample, channels last, e.g. (28, 28, 1).
 """
 
 from .. import nn
-from ..functional.windows import output_size
+from ..windows import output_size
 
 # Keras's initialiser names -> minicnn's (nn.init)
 INITIALIZERS = {"glorot_uniform": "glorot", "he_normal": "he"}

@@ -1,31 +1,40 @@
-"""Fast paths, each with a reference twin in minicnn.functional: the window operations, ReLU, the conv layouts.
+"""Fast paths behind one door per operation phase, each with a reference twin in minicnn.functional.
 
-minicnn.functional holds each operation as a textbook writes it; this package
-holds the faster ways to compute the same numbers:
+minicnn.functional holds each operation as a textbook writes it. At the top of
+its forward and of its backward it asks this module once, through the door for
+that phase, and runs its reference only when the door answers None:
 
-- cupy_windows.py + windows.cu: CuPy raw kernels, for float32/float64 CuPy arrays;
+    door (this module)              asked by (minicnn.functional)     fast path
+    conv2d, conv2d_backward         conv.Conv2dOp                     convolution.py over a window module
+    max_pool2d, max_pool2d_backward pooling.MaxPool2dOp               the window module
+    im2col, col2im                  conv.im2col, conv.col2im          the window module
+    relu, relu_backward             activations.ReLUOp                cpu_layout.py
+
+A door answers None when the fast paths are off: with MINICNN_FAST=0 in the
+environment (read at import) and inside `with kernels.reference_only():`. The
+relu doors also answer None for arrays that are not C-contiguous NumPy arrays.
+Otherwise the window doors (all but relu) pick a window module by the input array:
+
+- cupy_windows.py + windows.cu: CuPy raw kernels, for float32/float64 CuPy arrays
+  (MINICNN_CUPY_KERNELS=0 turns off only these);
 - cpu_windows.py: NumPy layouts and loops tuned for NumPy (phase-grid col2im,
-  one-byte argmax), for every other array;
-- cpu_layout.py: ReLU and the convolution's output and gradient layouts, NumPy only
-  (CuPy arrays take the references);
-- threads.py: the thread pool both NumPy modules cut their passes over
-  (`set_num_threads`, MINICNN_NUM_THREADS).
+  one-byte argmax), array-module code for every other array (CuPy float16 too);
+- convolution.py: the convolution's steps (columns, products, layouts) over the
+  chosen window module, the products through threads.matmul and the layouts
+  through cpu_layout.py on NumPy arrays;
+- threads.py: the thread pool the NumPy passes are cut over (`set_num_threads`,
+  MINICNN_NUM_THREADS) and the split products (`share_cores_with_blas`).
 
-Each operation has ONE dispatch point below. It returns the fast result, or
-None when the fast paths are off, and then functional runs its reference. They
-are off with MINICNN_FAST=0 in the environment (read at import) and inside
-`with kernels.reference_only():`. MINICNN_CUPY_KERNELS=0 turns off only the raw
-CuPy kernels (CuPy arrays then take cpu_windows' array-module code).
-
-kernel_size, stride, padding and out_size = (OH, OW) are (h, w) pairs; out_size
-comes from functional.windows.output_size.
+kernel_size, stride, padding and out_size = (OH, OW) are (h, w) pairs; out_size is
+what minicnn.windows.check_window_sizes returned to the caller, which has already
+checked the sizes: the doors check nothing again.
 """
 
 import contextlib
 import os
 
 from ..backend import is_cupy_array
-from . import cpu_layout, cpu_windows, cupy_windows, threads
+from . import convolution, cpu_layout, cpu_windows, cupy_windows, threads
 from .threads import num_threads, set_num_threads, share_cores_with_blas
 
 _fast = os.environ.get("MINICNN_FAST", "1") != "0"
@@ -43,7 +52,7 @@ def reference_only():
         _fast = saved
 
 
-def _fast_module(array):
+def _window_module(array):
     """cupy_windows for float32/float64 CuPy arrays, cpu_windows for the rest, None when the fast paths are off."""
     if not _fast:
         return None
@@ -52,27 +61,25 @@ def _fast_module(array):
     return cpu_windows
 
 
-def im2col(x, kernel_size, stride, padding, out_size):
-    """x: (N, C, H, W) -> (N*OH*OW, C*KH*KW), one row per window (a transposed view of columns by channel), or None."""
-    fast = _fast_module(x)
-    return None if fast is None else fast.columns_by_channel(x, kernel_size, stride, padding, out_size).T
+def conv2d(x, weight, bias, stride, padding, out_size):
+    """x: (N, C, H, W), weight: (F, C, KH, KW), bias: (F,) or None -> (out: (N, F, OH, OW), col), or None.
+
+    col: (N*OH*OW, C*KH*KW), the windows as functional.conv.im2col lays them out (a transposed
+    view), for conv2d_backward.
+    """
+    windows = _window_module(x)
+    return None if windows is None else convolution.forward(windows, x, weight, bias, stride, padding, out_size)
 
 
-def col2im(col, x_shape, kernel_size, stride, padding, out_size):
-    """col: (N*OH*OW, C*KH*KW) -> (N, C, H, W), the adjoint of `im2col`, or None."""
-    fast = _fast_module(col)
-    return None if fast is None else fast.add_columns_by_channel(col.T, x_shape, kernel_size, stride, padding, out_size)
+def conv2d_backward(grad, weight, col, x_shape, stride, padding, wanted):
+    """grad: (N, F, OH, OW) -> (grad_x, grad_weight, grad_bias), None where not wanted; or None.
 
-
-def conv2d_input_grad(grad_matrix, weight_matrix, x_shape, kernel_size, stride, padding, out_size):
-    """grad_matrix: (F, N*OH*OW), weight_matrix: (F, C*KH*KW) -> col2im(grad_matrix.T @ weight_matrix), or None."""
-    fast = _fast_module(grad_matrix)
-    if fast is None:
-        return None
-    settings = x_shape, kernel_size, stride, padding, out_size
-    if fast is cpu_windows:
-        return cpu_windows.conv2d_input_grad(grad_matrix, weight_matrix, *settings)
-    return fast.add_columns_by_channel(weight_matrix.T @ grad_matrix, *settings)
+    weight: (F, C, KH, KW); col: from conv2d (None when the weight's gradient is not wanted);
+    wanted: three booleans, for x, weight and bias.
+    """
+    windows = _window_module(grad)
+    return None if windows is None else convolution.backward(windows, grad, weight, col, x_shape, stride, padding,
+                                                             wanted)
 
 
 def max_pool2d(x, kernel_size, stride, padding, out_size):
@@ -80,45 +87,42 @@ def max_pool2d(x, kernel_size, stride, padding, out_size):
 
     first_max is each window's argmax as a row-major offset (padding -inf, first maximum or first NaN).
     """
-    fast = _fast_module(x)
-    return None if fast is None else fast.max_pool_forward(x, kernel_size, stride, padding, out_size)
+    windows = _window_module(x)
+    return None if windows is None else windows.max_pool_forward(x, kernel_size, stride, padding, out_size)
 
 
 def max_pool2d_backward(grad, first_max, x_shape, kernel_size, stride, padding):
     """grad, first_max: (N, C, OH, OW) -> (N, C, H, W), each window's gradient at its first_max, or None."""
-    fast = _fast_module(grad)
-    return None if fast is None else fast.max_pool_backward(grad, first_max, x_shape, kernel_size, stride, padding)
+    windows = _window_module(grad)
+    return None if windows is None else windows.max_pool_backward(grad, first_max, x_shape, kernel_size, stride,
+                                                                  padding)
 
 
-def _numpy_fast(*arrays):
-    """True when the fast paths are on and every array is a C-contiguous NumPy array (cpu_layout's case)."""
-    return _fast and all(not is_cupy_array(array) and array.flags.c_contiguous for array in arrays)
+def im2col(x, kernel_size, stride, padding, out_size):
+    """x: (N, C, H, W) -> (N*OH*OW, C*KH*KW), one row per window (a transposed view of columns by channel), or None."""
+    windows = _window_module(x)
+    return None if windows is None else windows.columns_by_channel(x, kernel_size, stride, padding, out_size).T
+
+
+def col2im(col, x_shape, kernel_size, stride, padding, out_size):
+    """col: (N*OH*OW, C*KH*KW) -> (N, C, H, W), the adjoint of `im2col`, or None."""
+    windows = _window_module(col)
+    return None if windows is None else windows.add_columns_by_channel(col.T, x_shape, kernel_size, stride, padding,
+                                                                       out_size)
 
 
 def relu(x):
-    """x -> (max(x, 0), x > 0), or None."""
+    """x -> (max(x, 0), x > 0), or None (also for an array that is not a C-contiguous NumPy array)."""
     return cpu_layout.relu_forward(x) if _numpy_fast(x) else None
 
 
 def relu_backward(grad, positive):
-    """grad, positive (x > 0) -> grad * positive, or None."""
+    """grad, positive (x > 0) -> grad * positive, or None (also unless both are C-contiguous NumPy arrays)."""
     if not (_numpy_fast(grad, positive) and grad.shape == positive.shape):
         return None
     return cpu_layout.relu_backward(grad, positive)
 
 
-def conv2d_output(out_matrix, bias, batch, out_size):
-    """out_matrix: (F, N*OH*OW), bias: (F,) or None -> (N, F, OH, OW), the bias added, or None."""
-    return cpu_layout.conv2d_output(out_matrix, bias, batch, out_size) if _numpy_fast(out_matrix) else None
-
-
-def conv2d_grad_matrix(grad, with_bias):
-    """grad: (N, F, OH, OW) -> (grad_matrix: (F, N*OH*OW), grad.sum(axis=(0, 2, 3)) or None), or None."""
-    return cpu_layout.conv2d_grad_matrix(grad, with_bias) if _numpy_fast(grad) else None
-
-
-def matmul(a, b):
-    """a: (M, K) @ b: (K, N) cut over the thread pool while threads.share_cores_with_blas() is on, or None."""
-    if not (_fast and threads.sharing_cores_with_blas()) or is_cupy_array(a):
-        return None
-    return threads.matmul(a, b)
+def _numpy_fast(*arrays):
+    """True when the fast paths are on and every array is a C-contiguous NumPy array (cpu_layout's case)."""
+    return _fast and all(not is_cupy_array(array) and array.flags.c_contiguous for array in arrays)

@@ -8,8 +8,9 @@ choice. The code is array-module code, so CuPy arrays the raw kernels do not
 take (float16) run it too.
 
 Shapes: x (N, C, H, W); kernel_size, stride, padding and out_size = (OH, OW)
-are (h, w) pairs, out_size as functional.windows.output_size gives it (this
-package sits below functional, so the caller passes it in).
+are (h, w) pairs, out_size as minicnn.windows.output_shape gives it (the caller
+has it from its size check, so it is passed in). The padding and the window
+view are minicnn.windows', the ones the references use.
 
 Threads: each pass is cut along the batch or channel axis (threads.for_each_part)
 and every part writes its own slice of the output, running the same loop as one
@@ -17,16 +18,8 @@ thread would, so the results are the same bit for bit with any thread count.
 """
 
 from ..backend import get_array_module
+from ..windows import crop_padding, offset_slices, pad_image, sliding_windows
 from .threads import for_each_part, matmul, num_threads
-
-
-def _windows(x, kernel_size, stride, padding, pad_value):
-    """The (N, C, OH, OW, KH, KW) read-only view of every window of x padded with pad_value."""
-    xp = get_array_module(x)
-    (PH, PW), (SH, SW) = padding, stride
-    if PH or PW:
-        x = xp.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)), mode="constant", constant_values=pad_value)
-    return xp.lib.stride_tricks.sliding_window_view(x, kernel_size, axis=(2, 3))[:, :, ::SH, ::SW]
 
 
 # ----- im2col and col2im ------------------------------------------------------------------------
@@ -39,7 +32,7 @@ def columns_by_channel(x, kernel_size, stride, padding, out_size):
     window walks memory KW elements at a time (3.5x slower for the `cnn` model's
     second layer).
     """
-    windows = _windows(x, kernel_size, stride, padding, 0.0)  # (N, C, OH, OW, KH, KW) view
+    windows = sliding_windows(pad_image(x, padding), kernel_size, stride)  # (N, C, OH, OW, KH, KW) view
     source = windows.transpose(1, 4, 5, 0, 2, 3)  # (C, KH, KW, N, OH, OW)
     col = get_array_module(x).empty(source.shape, dtype=x.dtype)
     copy_in_parts(col, source, (0, 3))
@@ -144,7 +137,7 @@ def max_pool_forward(x, kernel_size, stride, padding, out_size):
     when a window has at most 256 elements: a quarter of int32's traffic.
     """
     xp = get_array_module(x)
-    windows = _windows(x, kernel_size, stride, padding, -xp.inf)  # (N, C, OH, OW, KH, KW) view
+    windows = sliding_windows(pad_image(x, padding, value=-xp.inf), kernel_size, stride)  # (N, C, OH, OW, KH, KW)
     KH, KW = kernel_size
     pooled = xp.empty(windows.shape[:4], dtype=x.dtype)
     first_max = xp.zeros(pooled.shape, dtype=xp.uint8 if KH * KW <= 256 else xp.int32)
@@ -180,8 +173,7 @@ def max_pool_backward(grad, first_max, x_shape, kernel_size, stride, padding):
         part, grad_part, offsets = image[start:stop], grad[start:stop], first_max[start:stop]
         part[...] = 0
         for offset in range(KH * KW):
-            i, j = divmod(offset, KW)
-            pixels = part[:, :, i : i + SH * (out_height - 1) + 1 : SH, j : j + SW * (out_width - 1) + 1 : SW]
+            pixels = part[offset_slices(*divmod(offset, KW), stride, out_height, out_width)]
             # Arithmetic again (a finite grad is assumed: 0 * inf would spread NaN over the window).
             # Each offset's slice holds every pixel at most once, so += is exact even for overlapping windows;
             # when windows do not overlap no other offset touches these pixels, and the product is written in place.
@@ -191,4 +183,4 @@ def max_pool_backward(grad, first_max, x_shape, kernel_size, stride, padding):
                 xp.multiply(grad_part, offsets == offset, out=pixels)
 
     for_each_part(scatter, N, image.size, grad)
-    return image[:, :, PH : PH + H, PW : PW + W]
+    return crop_padding(image, padding)

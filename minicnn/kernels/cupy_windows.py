@@ -3,7 +3,7 @@
 Shapes: x (N, C, H, W), col (C*KH*KW, N*OH*OW) (columns by channel, the transpose
 of functional.conv.im2col), pooled and first_max (N, C, OH, OW). kernel_size, stride,
 padding and out_size = (OH, OW) are (h, w) pairs; out_size comes from the caller
-(functional.windows.output_size), so the formula exists once.
+(minicnn.windows.output_shape), so the formula exists once.
 """
 
 import functools
@@ -37,7 +37,7 @@ def _launch(cupy, name, dtype, total, *args):
 
 
 def geometry(x_shape, kernel_size, stride, padding, out_size):
-    """The int32 arguments every kernel takes after `total`; out_size = (OH, OW) from functional.windows.output_size."""
+    """The int32 arguments every kernel takes after `total`; out_size = (OH, OW) from minicnn.windows.output_shape."""
     ints = (*x_shape, *kernel_size, *stride, *padding, *out_size)  # N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW
     return tuple(np.int32(value) for value in ints)
 
@@ -65,6 +65,14 @@ def add_columns_by_channel(col, x_shape, kernel_size, stride, padding, out_size)
     _launch(cupy, "add_columns_by_channel", col.dtype, image.size, cupy.ascontiguousarray(col), image,
             np.int64(image.size), *geometry(x_shape, kernel_size, stride, padding, out_size))
     return image
+
+
+def conv2d_input_grad(grad_matrix, weight_matrix, x_shape, kernel_size, stride, padding, out_size):
+    """grad_matrix: (F, N*OH*OW), weight_matrix: (F, C*KH*KW) -> (N, C, H, W).
+
+    The convolution's input gradient: the product weight_matrix.T @ grad_matrix, then col2im.
+    """
+    return add_columns_by_channel(weight_matrix.T @ grad_matrix, x_shape, kernel_size, stride, padding, out_size)
 
 
 def max_pool_forward(x, kernel_size, stride, padding, out_size):

@@ -21,9 +21,9 @@ import numpy as np
 
 from .. import backend
 from ..errors import ShapeError
-from ..functional.windows import output_size
 from ..nn import AvgPool2D, BatchNorm2D, Conv2D, Dropout, MaxPool2D, ReLU, Sigmoid, Tanh
 from ..tensor import Tensor
+from ..windows import output_size
 
 
 # ----- shared helpers ---------------------------------------------------------------------------------

@@ -4,10 +4,13 @@ Convolution and pooling both slide a KH x KW window over a (N, C, H, W) image
 with a stride (SH, SW) after padding it by (PH, PW) on each side. Everything
 here works on raw NumPy or CuPy arrays; kernel_size, stride and padding are
 (h, w) pairs of ints (`pair` makes them).
+
+This module sits below both minicnn.functional (the references) and
+minicnn.kernels (the fast paths), so both use the one copy of each helper.
 """
 
-from ..backend import as_strided, format_bytes, get_array_module, memory_limit
-from ..errors import ShapeError
+from .backend import as_strided, format_bytes, get_array_module, memory_limit
+from .errors import ShapeError
 
 
 def pair(value, name):
@@ -41,7 +44,7 @@ def check_window_sizes(operation, x_shape, itemsize, kernel_size, stride, paddin
     of im2col, the rows max pooling takes the maximum of. Sizes are Python ints, so no product
     overflows. Raises ShapeError naming the operation, the shapes and the bytes needed when the sum
     passes backend.memory_limit() (see backend.set_memory_limit). Every window operation calls this
-    before its reference or its fast path runs. Returns out_size, (OH, OW).
+    once, before its fast path or its reference runs. Returns out_size, (OH, OW).
     """
     N, C, H, W = (int(size) for size in x_shape)
     (KH, KW), (PH, PW) = kernel_size, padding

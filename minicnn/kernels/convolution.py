@@ -1,0 +1,63 @@
+"""The convolution's fast path, forward and backward: the steps of functional.conv.Conv2dOp, each done faster.
+
+The steps are the reference's: the windows as columns, one product and the output's
+layout; in backward the gradient's layout, two products and col2im. Each is taken by
+its fast part:
+- the columns and col2im by the window module the door in kernels/__init__.py chose
+  (cpu_windows or cupy_windows), laid out by channel, (C*KH*KW, N*OH*OW): the
+  transpose of functional.conv.im2col's rows, so one copy reads whole image rows;
+- the products by threads.matmul (cut over the thread pool while
+  share_cores_with_blas is on, else one `@`);
+- the layouts of the output and of its gradient by cpu_layout on C-contiguous NumPy
+  arrays, one pass each; other arrays (CuPy) take the reference's formulas, which are
+  these few lines here because kernels sits below functional.
+"""
+
+from ..backend import get_array_module, is_cupy_array
+from . import cpu_layout
+from .threads import matmul
+
+
+def forward(windows, x, weight, bias, stride, padding, out_size):
+    """x: (N, C, H, W), weight: (F, C, KH, KW), bias: (F,) or None -> (out: (N, F, OH, OW), col: (N*OH*OW, C*KH*KW)).
+
+    windows: cpu_windows or cupy_windows. col, kept for the weight's gradient, is a transposed
+    view of the columns by channel.
+    """
+    N, F = x.shape[0], weight.shape[0]
+    columns = windows.columns_by_channel(x, weight.shape[2:], stride, padding, out_size)  # (C*KH*KW, N*OH*OW)
+    out_matrix = matmul(weight.reshape(F, -1), columns)  # (F, N*OH*OW), filter-major as in the reference
+    if _numpy_c_contiguous(out_matrix):
+        out = cpu_layout.conv2d_output(out_matrix, bias, N, out_size)  # the bias added while laid out: one pass
+    else:
+        if bias is not None:
+            out_matrix += bias[:, None]
+        out = out_matrix.reshape(F, N, *out_size).transpose(1, 0, 2, 3)
+        out = get_array_module(out).ascontiguousarray(out)
+    return out, columns.T
+
+
+def backward(windows, grad, weight, col, x_shape, stride, padding, wanted):
+    """grad: (N, F, OH, OW) -> (grad_x, grad_weight, grad_bias), None where `wanted` says so.
+
+    windows: cpu_windows or cupy_windows; weight: (F, C, KH, KW); col: forward's (N*OH*OW, C*KH*KW)
+    (None when the weight's gradient is not wanted); wanted: three booleans, for x, weight and bias.
+    """
+    wants_x, wants_weight, wants_bias = wanted
+    F = grad.shape[1]
+    if _numpy_c_contiguous(grad):
+        grad_matrix, grad_bias = cpu_layout.conv2d_grad_matrix(grad, wants_bias)  # layout and sums: one pass
+    else:
+        grad_matrix = grad.transpose(1, 0, 2, 3).reshape(F, -1)  # (F, N*OH*OW)
+        grad_bias = grad_matrix.sum(axis=1) if wants_bias else None
+    grad_x = grad_weight = None
+    if wants_x:
+        settings = x_shape, weight.shape[2:], stride, padding, grad.shape[2:]
+        grad_x = windows.conv2d_input_grad(grad_matrix, weight.reshape(F, -1), *settings)
+    if wants_weight:
+        grad_weight = matmul(grad_matrix, col).reshape(weight.shape)
+    return grad_x, grad_weight, grad_bias
+
+
+def _numpy_c_contiguous(array):
+    return not is_cupy_array(array) and array.flags.c_contiguous
