@@ -1,4 +1,4 @@
-"""Max and average pooling over (N, C, H, W), built on the window view of functional.windows and its adjoint;
+"""Max and average pooling over (N, C, H, W), built on the window view of minicnn.windows and its adjoint;
 global average pooling (a ResNet's head) as the mean over the spatial axes.
 
 This is the reference. minicnn.kernels computes max pooling faster (one-byte
