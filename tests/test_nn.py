@@ -505,6 +505,7 @@ def test_linear_draws_with_the_fans_of_its_features():
 
 def test_linear_and_dense_are_siblings_with_their_own_layouts_and_the_same_draw():
     assert not isinstance(nn.Linear(4, 3), nn.Dense) and not isinstance(nn.Dense(4, 3), nn.Linear)
+    assert not isinstance(nn.AvgPool2D(2), nn.MaxPool2D)  # the pools are siblings too
     minicnn.manual_seed(3)
     dense = nn.Dense(4, 3)
     minicnn.manual_seed(3)

@@ -180,9 +180,8 @@ class Dense(_FullyConnected):
         return f"{self.in_features} -> {self.out_features}"
 
 
-@register
-class MaxPool2D(Module):
-    """Max pooling.  (N, C, H, W) -> (N, C, OH, OW); stride defaults to pool_size."""
+class _Pool2D(Module):
+    """What MaxPool2D and AvgPool2D share: the window's checks, config and repr."""
 
     def __init__(self, pool_size=2, stride=None, padding=0):
         super().__init__()
@@ -202,16 +201,21 @@ class MaxPool2D(Module):
             "padding": list(_check_pair(name, "padding", self.padding, 0)),
         }
 
-    def forward(self, x):
-        self.check_input(x, (None, None, None, None))
-        return F.max_pool2d(x, self.pool_size, self.stride, self.padding)
-
     def extra_repr(self):
         return f"pool_size={self.pool_size}, stride={self.stride or self.pool_size}, padding={self.padding}"
 
 
 @register
-class AvgPool2D(MaxPool2D):
+class MaxPool2D(_Pool2D):
+    """Max pooling.  (N, C, H, W) -> (N, C, OH, OW); stride defaults to pool_size."""
+
+    def forward(self, x):
+        self.check_input(x, (None, None, None, None))
+        return F.max_pool2d(x, self.pool_size, self.stride, self.padding)
+
+
+@register
+class AvgPool2D(_Pool2D):
     """Average pooling.  (N, C, H, W) -> (N, C, OH, OW); stride defaults to pool_size."""
 
     def forward(self, x):
