@@ -10,16 +10,16 @@ the epoch's sums and the evaluation over the ranks, makes a stop request on any 
 stop every rank after the same step, lets rank 0 alone print and write checkpoints, and turns an
 error on one rank into the end of every rank. The hooks, in the order fit calls them:
 
-    failing_together()   around fit and evaluate
-    shard                the (rank, size) part of the data the Trainer's DataLoaders serve
-    start(model, loader) before the first epoch
-    resumed_sums(sums)   a resumed epoch's running sums
-    stepping(optimizer)  the optimizer of each training step
-    agreed_stop(signal)  after each step and each epoch
-    total(sums)          the epoch's (loss sum, correct, seen), and those saved by a stop
-    end_epoch(model)     before validation
-    whole_evaluation(..) after an evaluation on a sharded loader
-    is_main_process      who prints and writes checkpoints
+    failing_together()          around fit and evaluate
+    shard                       the (rank, size) part of the data the Trainer's DataLoaders serve
+    start(model, loader)        before the first epoch
+    resumed_sums(sums)          a resumed epoch's running sums
+    stepping(optimizer, model)  the optimizer of each training step
+    agreed_stop(signal)         after each step and each epoch
+    total(sums)                 the epoch's (loss sum, correct, seen), and those saved by a stop
+    end_epoch(model)            before validation
+    whole_evaluation(...)       after an evaluation on a sharded loader
+    is_main_process             who prints and writes checkpoints
 """
 
 import contextlib
