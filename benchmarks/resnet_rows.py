@@ -71,10 +71,11 @@ def forward_flops(model, images):
         nonlocal total
         if isinstance(layer, nn.Conv2D):
             total += 2 * output.data.size * layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1]
-        elif isinstance(layer, nn.Dense):  # Linear is a Dense
+        elif isinstance(layer, (nn.Dense, nn.Linear)):
             total += 2 * output.data.size * layer.in_features
 
-    handles = [layer.register_forward_hook(count) for layer in model.modules() if isinstance(layer, (nn.Conv2D, nn.Dense))]
+    handles = [layer.register_forward_hook(count) for layer in model.modules()
+               if isinstance(layer, (nn.Conv2D, nn.Dense, nn.Linear))]
     with minicnn.no_grad(), model.evaluating():
         model(images)
     for handle in handles:

@@ -358,7 +358,7 @@ class Operation:
         CapWords class (`Conv2D`). By default the class name in snake_case without its `Op` suffix;
         a class whose function is spelled otherwise says so with a class attribute (`name = "relu"`).
         """
-        return _snake_case(type(self).__name__.removesuffix("Op"))
+        return snake_case(type(self).__name__.removesuffix("Op"))
 
     def __call__(self, *inputs):
         tensors = _as_tensors(inputs)
@@ -393,8 +393,11 @@ class Operation:
 
 
 @functools.cache
-def _snake_case(class_name):
-    """'MaxPool2d' -> 'max_pool2d', 'CrossEntropy' -> 'cross_entropy', 'GetItem' -> 'get_item'."""
+def snake_case(class_name):
+    """'MaxPool2d' -> 'max_pool2d', 'CrossEntropy' -> 'cross_entropy', 'GetItem' -> 'get_item'.
+
+    Operations name themselves with it here; keras.Sequential names its layers with it ('conv2d_1').
+    """
     return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", class_name).lower()
 
 

@@ -19,6 +19,10 @@ Everything else is a named helper called around those lines:
   so a resumed run continues bit for bit) and training stops;
 - `Trainer._end_epoch` evaluates, records the history, steps the schedule, asks the
   callbacks whether to stop and writes `last.npz` (and `best.npz`) when given a folder.
+
+On several processes (`Trainer(model, comm=comm)`) the loop is the same: a
+`distributed.DataParallel` object, called at fixed points, averages the gradients, adds up
+the sums, agrees on stopping and lets one process print and write (minicnn.distributed).
 """
 
 import contextlib
@@ -27,7 +31,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 import warnings
 import weakref
 from pathlib import Path
@@ -40,20 +43,14 @@ from .data import DataLoader
 from .errors import TrainingDivergedError
 from .tensor import no_grad
 
-LOSSES = {"sparse_categorical_crossentropy": F.cross_entropy, "cross_entropy": F.cross_entropy}
+LOSSES = {"cross_entropy": F.cross_entropy}
+LOSS_SPELLINGS = {"sparse_categorical_crossentropy": "cross_entropy"}  # Keras's name, as scripts written for it say
 SUPPORTED_METRICS = ("accuracy",)
 _warned_nonfinite = weakref.WeakSet()  # the DataLoaders evaluate has warned about NaN or infinite images
 
 
 class History(dict):
-    """Per-epoch values, e.g. history["loss"][0], history["val_accuracy"][-1].
-
-    Also reachable as history.history, as in Keras.
-    """
-
-    @property
-    def history(self):
-        return self
+    """Per-epoch values, e.g. history["loss"][0], history["val_accuracy"][-1]: {name: [value per epoch]}."""
 
     def append(self, logs):
         for key, value in logs.items():
@@ -98,6 +95,21 @@ class EarlyStopping:
         if self.restore_best_weights and self.best_weights is not None:
             model.load_state_dict(self.best_weights)
         return True
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """fit stopped on a stop request (`signal`: 'SIGINT' or 'SIGTERM') after a whole step.
+
+    checkpoint: the last.npz it saved (None without a checkpoint folder), at `epoch` (counted from 0)
+    and `step` (the steps of that epoch done); resume() from it continues the run bit for bit.
+    """
+
+    def __init__(self, signal_name, checkpoint=None, epoch=None, step=None):
+        self.signal, self.checkpoint, self.epoch, self.step = signal_name, checkpoint, epoch, step
+        if checkpoint is None:
+            super().__init__(signal_name)
+        else:
+            super().__init__(f"{signal_name}: saved {checkpoint} (epoch {epoch + 1}, {step} steps done)")
 
 
 class _StopRequests:
@@ -196,25 +208,11 @@ class _EpochMeter:
         """(loss sum, correct, seen) so far, as a checkpoint stores them; call after flush."""
         return self.loss_sum, int(self.correct), self.seen
 
-    def logs(self):
-        seen = max(self.seen, 1)
-        return {"loss": self.loss_sum / seen, "accuracy": int(self.correct) / seen,
+    def logs(self, sums):
+        """The epoch's logs from its (loss sum, correct, seen): this process's `sums()`, or all processes'."""
+        loss_sum, correct, seen = sums
+        return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1),
                 "seconds": time.perf_counter() - self.started, "steps": self.steps}
-
-
-class _AveragingGradients:
-    """An optimizer seen through data-parallel training: step() first replaces every gradient by its
-    mean over the ranks (one collective, see minicnn.distributed), so every rank takes the same step."""
-
-    def __init__(self, optimizer, comm, model):
-        self.optimizer, self.comm, self.model = optimizer, comm, model
-
-    def zero_grad(self):
-        self.optimizer.zero_grad()
-
-    def step(self):
-        self.comm.allreduce_gradients(self.model)
-        self.optimizer.step()
 
 
 def _make_optimizer(optimizer, parameters, lr):
@@ -226,25 +224,26 @@ def _make_optimizer(optimizer, parameters, lr):
 
 
 def _ends_every_rank_on_error(method):
-    """On several ranks, an exception on one of them ends the whole job with its message (comm.abort)
-    instead of leaving the other ranks waiting forever in their next collective."""
+    """On several ranks, an exception on one of them ends the whole job with its message instead of
+    leaving the other ranks waiting forever in their next collective (see DataParallel)."""
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        if self.comm.size == 1:
+        with self.parallel.failing_together():
             return method(self, *args, **kwargs)
-        try:
-            return method(self, *args, **kwargs)
-        except Exception as error:
-            traceback.print_exc()
-            self.comm.abort(f"{type(error).__name__}: {error}")
     return wrapper
 
 
 class Trainer:
-    """Trains `model` with an optimizer ('adam', 'sgd' (momentum 0.9) or an optim.Optimizer) and a loss."""
+    """Trains `model` with an optimizer ('adam', 'sgd' (momentum 0.9) or an optim.Optimizer) and a loss.
 
-    def __init__(self, model, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=("accuracy",),
+    loss: 'cross_entropy' (integer labels; Keras's 'sparse_categorical_crossentropy' names it too) or a
+    function (logits, labels) -> loss. comm: a minicnn.distributed communicator to train data-parallel
+    on its ranks (through distributed.DataParallel); None trains in this process alone.
+    """
+
+    def __init__(self, model, optimizer="adam", loss="cross_entropy", metrics=("accuracy",),
                  lr=None, schedule=None, comm=None):
+        loss = LOSS_SPELLINGS.get(loss, loss) if isinstance(loss, str) else loss
         if callable(loss):
             self.loss_fn = loss
         elif loss in LOSSES:
@@ -258,9 +257,8 @@ class Trainer:
         self.metrics = tuple(metrics or ())
         self.optimizer = _make_optimizer(optimizer, model.parameters(), lr)
         self.schedule = schedule
-        # Data-parallel training (minicnn.distributed): gradients and metrics are reduced over comm's ranks,
-        # and rank 0 alone prints and writes checkpoints. The default is one process.
-        self.comm = comm if comm is not None else distributed.SingleCommunicator()
+        # One process (SingleProcess), or data-parallel over comm's ranks (DataParallel): see minicnn.distributed.
+        self.parallel = distributed.data_parallel(comm)
         self.history = History()
         self.stop_requests = _StopRequests()
         self._resume_from = None  # (epoch, step, running sums) after resume()
@@ -274,9 +272,8 @@ class Trainer:
     def _loader(self, x, y, batch_size, shuffle=False, seed=0, shift=0, sharded=True):
         if isinstance(x, DataLoader):
             return x
-        shard = (self.comm.rank, self.comm.size) if sharded and self.comm.size > 1 else None  # each rank its part
         return DataLoader(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, shift=shift,
-                          device=self.model.device, shard=shard)
+                          device=self.model.device, shard=self.parallel.shard if sharded else None)
 
     # ----- training ---------------------------------------------------------------------------------
     @_ends_every_rank_on_error
@@ -296,10 +293,9 @@ class Trainer:
         """
         loader = self._loader(x, y, batch_size, shuffle, seed, shift)
         self.steps_per_epoch = len(loader)
-        if self.comm.size > 1:
-            self._start_distributed(loader)
-            verbose = verbose if self.comm.rank == 0 else 0
-            checkpoint_dir = checkpoint_dir if self.comm.rank == 0 else None
+        self.parallel.start(self.model, loader)
+        if not self.parallel.is_main_process:  # the main process alone prints and writes checkpoints
+            verbose, checkpoint_dir = 0, None
         validation = None
         if validation_data is not None:
             validation = (validation_data if isinstance(validation_data, DataLoader)
@@ -318,23 +314,12 @@ class Trainer:
                     break
         return self.history
 
-    def _start_distributed(self, loader):
-        """Check that the ranks agree on the data and the model, then give every rank rank 0's weights."""
-        if loader.shard != (self.comm.rank, self.comm.size):
-            raise ValueError(f"Trainer.fit on rank {self.comm.rank} of {self.comm.size}: the DataLoader serves shard "
-                             f"{loader.shard}; make it with shard=({self.comm.rank}, {self.comm.size})")
-        self.comm.check_agreement("the number of training images", loader.num_samples)
-        self.comm.check_agreement("the batches per epoch", len(loader))
-        self.comm.broadcast_parameters(self.model)
-
     def _train_epoch(self, loader, epoch, epochs, start_step, sums, checkpoint_dir, verbose, callbacks=()):
         """One epoch from batch start_step; returns {'loss', 'accuracy', 'seconds', 'steps'}."""
-        model, loss_fn, optimizer = self.model, self._step_loss(), self.optimizer
-        if self.comm.size > 1:
-            optimizer = _AveragingGradients(optimizer, self.comm, model)  # step() first averages over the ranks
+        model, loss_fn = self.model, self._step_loss()
+        optimizer = self.parallel.stepping(self.optimizer, model)  # on several processes, step() averages first
+        sums = self.parallel.resumed_sums(sums)
         model.train()
-        if self.comm.rank != 0:
-            sums = None  # a checkpoint's running sums are those of all ranks: rank 0 carries them on
         with _EpochMeter(self, epoch, epochs, len(loader), start_step, sums, verbose in ("auto", 1, True)) as meter:
             for step, (x, y) in enumerate(loader.batches(epoch, start_step), start=start_step):
                 logits = model(x)
@@ -343,11 +328,7 @@ class Trainer:
                 loss.backward()
                 optimizer.step()
                 self._after_step(epoch, step, logits, y, loss, meter, checkpoint_dir, callbacks)
-        logs = meter.logs()
-        if self.comm.size > 1:  # the epoch's loss and accuracy over every rank's images
-            loss_sum, correct, seen = self._reduced_sums(meter.sums())
-            logs.update(loss=loss_sum / max(seen, 1), accuracy=correct / max(seen, 1))
-        return logs
+        return meter.logs(self.parallel.total(meter.sums()))  # over every process's images
 
     def _after_step(self, epoch, step, logits, y, loss, meter, checkpoint_dir, callbacks):
         """The callbacks' on_batch_end, the running metrics (and NaN check), then a pending stop request."""
@@ -356,33 +337,16 @@ class Trainer:
             if hasattr(callback, "on_batch_end"):
                 callback.on_batch_end(self, epoch, step)
         meter.add(step, logits, y, loss)
-        if self.comm.size > 1:  # every rank stops after the same step, or the others would wait for it
-            self.stop_requests.requested = self._agreed_stop_request()
+        # Every process stops after the same step, or the others would wait for it.
+        self.stop_requests.requested = self.parallel.agreed_stop(self.stop_requests.requested)
         # A request during an epoch's last step waits for the epoch's end (see _end_epoch).
         if self.stop_requests.requested and step < meter.total_steps - 1:
             meter.flush()
-            self._stop(checkpoint_dir, epoch, step + 1, self._reduced_sums(meter.sums()))
-
-    def _agreed_stop_request(self):
-        """The stop request (a signal's name) if any rank has one, else None; the same on every rank."""
-        signals = ("SIGINT", "SIGTERM")
-        code = signals.index(self.stop_requests.requested) + 1 if self.stop_requests.requested in signals else 0
-        code = int(self.comm.allreduce(code, op="max"))
-        return signals[code - 1] if code else None
-
-    def _reduced_sums(self, sums):
-        """(loss sum, correct, seen) summed over the ranks."""
-        if self.comm.size == 1:
-            return sums
-        loss_sum, correct, seen = self.comm.allreduce(np.array(sums, dtype=np.float64))
-        return float(loss_sum), int(correct), int(seen)
+            self._stop(checkpoint_dir, epoch, step + 1, self.parallel.total(meter.sums()))
 
     def _end_epoch(self, epoch, epochs, logs, validation, checkpoint_dir, verbose, callbacks):
         """Validate, record, step the schedule, ask the callbacks, save, print; True when training should stop."""
-        if self.comm.size > 1 and any(True for _ in self.model.named_buffers()):
-            # Each rank's BatchNorm ran on its own batches; from here on all hold rank 0's running statistics,
-            # which its checkpoint saves, so the reduced evaluation is that of the saved model.
-            self.comm.broadcast_parameters(self.model)
+        self.parallel.end_epoch(self.model)  # on several processes, all take the main one's BatchNorm statistics
         if validation is not None:
             result = self.evaluate(validation)
             logs.update(val_loss=result["loss"], val_accuracy=result["accuracy"])
@@ -400,9 +364,7 @@ class Trainer:
         monitor = "val_accuracy" if validation is not None else "accuracy"  # decides which epoch is best.npz
         improved = self.best_value is None or logs[monitor] > self.best_value
         if improved:
-            self.best_value = logs[monitor]
-        if improved:
-            self.best_epoch = epoch + 1
+            self.best_value, self.best_epoch = logs[monitor], epoch + 1
         if checkpoint_dir is not None:
             # best.npz before last.npz: a kill between the two leaves last.npz at the epoch before, so a
             # resumed run trains this epoch again and writes best.npz again. The other order would leave a
@@ -412,8 +374,8 @@ class Trainer:
             self.save(checkpoint_dir / "last.npz", epoch + 1, 0)
         if verbose:
             print(self._epoch_line(epoch, epochs, logs), flush=True)
-        if self.comm.size > 1:  # a request may have reached one rank during validation: all stop, or none
-            self.stop_requests.requested = self._agreed_stop_request()
+        # A request may have reached one process during validation: all stop, or none.
+        self.stop_requests.requested = self.parallel.agreed_stop(self.stop_requests.requested)
         if self.stop_requests.requested:  # the request came during the epoch's last step
             self._stop(checkpoint_dir, epoch + 1, 0, None)
         if stop and verbose:
@@ -429,12 +391,14 @@ class Trainer:
         return self.loss_fn
 
     def _stop(self, checkpoint_dir, epoch, step, sums):
-        reason = self.stop_requests.requested
+        """Save last.npz at (epoch, step) when given a folder, say so on stderr, raise TrainingInterrupted."""
+        reason, path = self.stop_requests.requested, None
         if checkpoint_dir is not None:
             path = self.save(checkpoint_dir / "last.npz", epoch, step, sums)
-            print(f"\n{reason}: saved {path} (epoch {epoch + 1}, {step} steps done); "
-                  f"continue with `minicnn train --resume {checkpoint_dir}`", file=sys.stderr, flush=True)
-        raise KeyboardInterrupt(reason)
+        stop = TrainingInterrupted(reason, path, epoch, step)
+        if path is not None:
+            print(f"\n{stop}", file=sys.stderr, flush=True)
+        raise stop
 
     @staticmethod
     def _epoch_line(epoch, epochs, logs):
@@ -470,11 +434,8 @@ class Trainer:
         labels, predictions = np.concatenate(labels), np.concatenate(predictions)
         confusion = metrics.confusion_matrix(labels, predictions, classes)
         count, accuracy = len(labels), metrics.accuracy(labels, predictions)
-        if loader.shard is not None and self.comm.size > 1:  # each rank saw its part: add the parts up
-            loss_sum = float(self.comm.allreduce(loss_sum))
-            confusion = self.comm.allreduce(confusion)
-            count = int(confusion.sum())
-            accuracy = float(np.trace(confusion)) / count
+        if loader.shard is not None:  # this process saw its part of the data: add up every process's parts
+            loss_sum, confusion, count, accuracy = self.parallel.whole_evaluation(loss_sum, confusion, count, accuracy)
         precision, recall, f1 = metrics.precision_recall_f1(confusion)
         return {"loss": loss_sum / count, "accuracy": accuracy,
                 "precision": precision, "recall": recall, "f1": f1, "confusion_matrix": confusion}
@@ -493,9 +454,9 @@ class Trainer:
     def save(self, path, epoch, step=0, sums=None):
         """Write a checkpoint of the model, optimizer, schedule and training position to `path`.
 
-        In a distributed run rank 0 alone writes (every rank holds the same weights); sums are all ranks'.
+        In a distributed run the main process alone writes (all hold the same weights); sums are all processes'.
         """
-        if self.comm.rank != 0:
+        if not self.parallel.is_main_process:
             return Path(path)
         state = {
             "epoch": epoch, "step": step, "sums": list(sums) if sums else None,

@@ -47,13 +47,13 @@ LAYERS = {
 
 
 def test_every_built_in_layer_is_registered_and_tested():
-    assert set(nn.LAYER_TYPES) == {
+    assert set(nn.ARCHITECTURES) == {
         "Conv2D", "Dense", "MaxPool2D", "AvgPool2D", "Flatten", "ReLU", "Sigmoid", "Tanh", "Dropout",
         "BatchNorm1D", "BatchNorm2D", "Sequential", "Softmax", "Linear", "MaxPool2d", "AvgPool2d",
         "GlobalAvgPool2D", "AdaptiveAvgPool2d", "Identity", "BasicBlock", "ResNet",
     }
     tested = {type(make()).__name__ for make in LAYERS.values()}
-    assert tested == set(nn.LAYER_TYPES) - {"Sequential"}
+    assert tested == set(nn.ARCHITECTURES) - {"Sequential"}
 
 
 @pytest.mark.parametrize("make_layer", LAYERS.values(), ids=LAYERS.keys())

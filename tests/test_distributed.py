@@ -1,5 +1,6 @@
 """minicnn.distributed in one process: the 'single' backend, the gradient packing, the architecture check,
-and the DataLoader's shards (with made-up ranks). The runs under mpiexec are in test_distributed_mpi.py."""
+the DataLoader's shards and the Trainer's DataParallel (with made-up ranks). The runs under mpiexec are in
+test_distributed_mpi.py."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,8 @@ import pytest
 from minicnn import distributed, nn, optim
 from minicnn.data import DataLoader
 from minicnn.data.loader import shard_bounds
-from minicnn.distributed import RanksDisagreeError, SingleCommunicator
+from minicnn.distributed import DataParallel, RanksDisagreeError, SingleCommunicator, SingleProcess
+from minicnn.training import Trainer
 
 
 def small_model():
@@ -141,23 +143,6 @@ def test_gradients_travel_in_one_flat_buffer_and_come_back_as_the_mean():
         np.testing.assert_array_equal(parameter.grad, (a + b) / 2)
 
 
-def test_the_per_parameter_variant_gives_the_same_mean_in_one_collective_each():
-    model = small_model().to(dtype=np.float64)
-    for parameter in model.parameters():
-        parameter.grad = np.ones(parameter.shape)
-
-    class PerParameterPeer(TwoRanksOnePeer):
-        def _allreduce_in_place(self, array, op):
-            self.collectives += 1
-            array += 3.0
-            return array
-
-    comm = PerParameterPeer()
-    comm.allreduce_gradients_per_parameter(model)
-    assert comm.collectives == len(model.parameters())
-    assert all((parameter.grad == 2.0).all() for parameter in model.parameters())
-
-
 def test_a_different_model_on_another_rank_is_named_with_both_sides():
     model = small_model()
     other = nn.Sequential(nn.Conv2D(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Dense(2 * 4 * 4, 4))
@@ -190,3 +175,79 @@ def test_frozen_parameters_stay_out_of_the_reduction_and_the_step(make_optimizer
     assert all((parameter.grad == 2.0).all() for parameter in trained)
     for parameter, before in zip(model[0].parameters(), frozen):
         np.testing.assert_array_equal(parameter.data, before)
+
+
+# ----- the Trainer's side: DataParallel, with a made-up second rank ---------------------------------------------
+
+class MirroredRanks(SingleCommunicator):
+    """Rank `rank` of 2 whose peer holds and does exactly what this process does (its twin)."""
+
+    def __init__(self, rank=0, peer_requests=None):
+        super().__init__()
+        self.rank, self.size, self.peer_requests = rank, 2, peer_requests
+
+    def _allreduce_in_place(self, array, op):
+        if op == "sum":
+            array += array  # the twin's equal part: exact, so the mean is this rank's own value
+        elif self.peer_requests is not None:
+            array[...] = np.maximum(array, self.peer_requests)
+        return array
+
+    def allgather_object(self, value):
+        return [value, value]
+
+
+def test_trainer_picks_one_process_or_data_parallel_from_comm():
+    assert isinstance(distributed.data_parallel(None), SingleProcess)
+    assert isinstance(distributed.data_parallel(SingleCommunicator()), SingleProcess)
+    assert not isinstance(distributed.data_parallel(SingleCommunicator()), DataParallel)
+    assert isinstance(Trainer(small_model(), comm=MirroredRanks()).parallel, DataParallel)
+
+
+def test_a_stop_request_on_any_rank_stops_every_rank():
+    assert DataParallel(MirroredRanks(peer_requests=2)).agreed_stop(None) == "SIGTERM"  # the other rank's request
+    assert DataParallel(MirroredRanks(peer_requests=0)).agreed_stop("SIGINT") == "SIGINT"
+    assert DataParallel(MirroredRanks(peer_requests=0)).agreed_stop(None) is None
+    assert DataParallel(MirroredRanks()).total((1.5, 3, 4)) == (3.0, 6, 8)
+    assert DataParallel(MirroredRanks(rank=1)).resumed_sums((1.5, 3, 4)) is None  # rank 0 carries them on
+
+
+def _bars():
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((40, 1, 6, 6)).astype(np.float32)
+    return images, rng.integers(0, 3, 40)
+
+
+def test_two_twin_ranks_train_as_one_process_on_its_shard(tmp_path, capsys):
+    images, labels = _bars()
+    fit = dict(epochs=2, batch_size=4, seed=1, verbose=2)
+    alone = Trainer(small_model(), "sgd", lr=0.1)
+    DataParallel(MirroredRanks()).start(alone.model, DataLoader(images, labels, 4, shard=(0, 2)))  # no-op checks
+    state = alone.model.state_dict()
+    history = alone.fit(DataLoader(images, labels, 4, shuffle=True, seed=1, shard=(0, 2)), **fit)
+    result = alone.evaluate(DataLoader(images, labels, 8, shard=(0, 2)))
+    alone_said = capsys.readouterr().out
+
+    twin = Trainer(small_model(), "sgd", lr=0.1, comm=MirroredRanks())
+    twin.model.load_state_dict(state)
+    twin_history = twin.fit(images, labels, checkpoint_dir=tmp_path / "rank0", **fit)
+    twin_result = twin.evaluate(images, labels, batch_size=8)
+    assert capsys.readouterr().out.count("epoch 2/2") == alone_said.count("epoch 2/2") == 1
+    for key in ("loss", "accuracy"):
+        assert twin_history[key] == history[key]
+    assert twin_result["loss"] == result["loss"] and twin_result["accuracy"] == result["accuracy"]
+    np.testing.assert_array_equal(twin_result["confusion_matrix"], 2 * result["confusion_matrix"])
+    for name, array in alone.model.state_dict().items():
+        np.testing.assert_array_equal(twin.model.state_dict()[name], array, err_msg=name)
+    assert sorted(path.name for path in (tmp_path / "rank0").iterdir()) == ["best.npz", "last.npz"]
+
+    other = Trainer(small_model(), "sgd", lr=0.1, comm=MirroredRanks(rank=1))
+    other.fit(images, labels, checkpoint_dir=tmp_path / "rank1", **fit)
+    assert not (tmp_path / "rank1").exists() and capsys.readouterr().out == ""  # rank 0 alone writes and prints
+
+
+def test_data_parallel_refuses_a_loader_that_serves_another_shard():
+    images, labels = _bars()
+    trainer = Trainer(small_model(), comm=MirroredRanks(rank=1))
+    with pytest.raises(SystemExit):  # on several ranks an error ends every rank (here: the made-up abort)
+        trainer.fit(DataLoader(images, labels, 4, shard=(0, 2)), verbose=0)

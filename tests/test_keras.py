@@ -71,6 +71,9 @@ def test_fit_learns_and_returns_this_calls_history():
     second = model.fit(images, labels, epochs=10, batch_size=16, verbose=0)
     assert sorted(first.history) == ["accuracy", "loss", "val_accuracy", "val_loss"] and len(first.history["loss"]) == 3
     assert sorted(second.history) == ["accuracy", "loss"] and len(second.history["loss"]) == 10
+    # Keras's History (keras.callbacks) holds the engine's per-epoch History, which is a plain dict of lists.
+    assert isinstance(first, keras.callbacks.History) and first.epoch == [0, 1, 2]
+    assert type(first.history) is minicnn.training.History and not hasattr(first.history, "history")
     loss, accuracy = model.evaluate(images, labels, verbose=0)
     assert accuracy > 0.9 and loss < first.history["loss"][0]
     assert model.evaluate(images, labels, verbose=0, return_dict=True) == {"loss": loss, "accuracy": accuracy}

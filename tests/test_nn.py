@@ -503,6 +503,20 @@ def test_linear_draws_with_the_fans_of_its_features():
     assert np.std(layer.weight.numpy()) == pytest.approx(np.sqrt(2 / 400), rel=0.1)
 
 
+def test_linear_and_dense_are_siblings_with_their_own_layouts_and_the_same_draw():
+    assert not isinstance(nn.Linear(4, 3), nn.Dense) and not isinstance(nn.Dense(4, 3), nn.Linear)
+    assert not isinstance(nn.AvgPool2D(2), nn.MaxPool2D)  # the pools are siblings too
+    minicnn.manual_seed(3)
+    dense = nn.Dense(4, 3)
+    minicnn.manual_seed(3)
+    linear = nn.Linear(4, 3)
+    assert dense.weight.shape == (4, 3) and linear.weight.shape == (3, 4)
+    np.testing.assert_array_equal(linear.weight.numpy(), dense.weight.numpy().T)
+    assert linear.config() == dense.config() == {"in_features": 4, "out_features": 3, "bias": True, "init": "auto"}
+    with pytest.raises(ValueError, match="Linear: out_features must be an integer"):
+        nn.Linear(4, 0)
+
+
 def test_cross_entropy_loss_module_is_the_fused_function():
     rng = np.random.default_rng(1)
     logits = minicnn.tensor(rng.standard_normal((6, 4)), dtype="float64")

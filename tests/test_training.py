@@ -2,6 +2,7 @@
 
 import inspect
 import os
+import re
 import signal
 
 import numpy as np
@@ -11,7 +12,7 @@ import minicnn
 from minicnn import functional as F
 from minicnn import models, nn, optim
 from minicnn.errors import ShapeError, TrainingDivergedError
-from minicnn.training import EarlyStopping, History, Trainer
+from minicnn.training import EarlyStopping, History, Trainer, TrainingInterrupted
 from conftest import bars_dataset, to_host
 
 
@@ -31,12 +32,11 @@ def _weights(model):
 
 def test_fit_learns_bars_and_returns_history(device):
     minicnn.set_default_device(device)
-    trainer = Trainer(_small_cnn(), optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                      lr=0.02)
+    trainer = Trainer(_small_cnn(), optimizer="adam", loss="cross_entropy", metrics=["accuracy"], lr=0.02)
     images, labels = bars_dataset(count_per_class=80, seed=1)
     history = trainer.fit(images[:180], labels[:180], epochs=8, batch_size=16,
                         validation_data=(images[180:], labels[180:]), verbose=0)
-    assert isinstance(history, History) and history.history is history
+    assert isinstance(history, History) and history is trainer.history and not hasattr(history, "history")
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "steps"):
         assert len(history[key]) == 8, key
     assert history["steps"] == [12] * 8  # 180 images in batches of 16
@@ -149,6 +149,18 @@ def test_unknown_optimizer_loss_and_metric_are_refused():
         Trainer(_small_cnn(), metrics=["auc"])
 
 
+def test_the_default_loss_is_cross_entropy_and_keras_spelling_names_it_too():
+    assert inspect.signature(Trainer).parameters["loss"].default == "cross_entropy"
+    assert Trainer(_small_cnn()).loss_fn is F.cross_entropy
+    assert Trainer(_small_cnn(), loss="sparse_categorical_crossentropy").loss_fn is F.cross_entropy
+
+
+def test_the_loop_never_asks_how_many_processes_there_are():
+    """Data-parallel training is distributed.DataParallel's business: the Trainer only calls its hooks."""
+    source = inspect.getsource(minicnn.training)
+    assert not re.search(r"\bcomm\.|\.rank\b|\.size\s*[<>=!]", source)
+
+
 def _trainer(seed=0):
     minicnn.manual_seed(seed)
     model = nn.Sequential(nn.Conv2D(1, 8, 3), nn.ReLU(), nn.MaxPool2D(2), nn.Flatten(), nn.Dropout(0.2),
@@ -203,9 +215,11 @@ def test_ctrl_c_saves_mid_epoch_and_resume_matches_an_uninterrupted_run(bars, tm
 
     interrupted = _trainer()
     interrupted.loss_fn = _InterruptAt(calls=10)  # epoch 2 (8 batches per epoch), its 2nd step
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(TrainingInterrupted) as stop:
         interrupted.fit(images, labels, epochs=2, batch_size=16, checkpoint_dir=tmp_path, verbose=0)
-    assert "saved" in capsys.readouterr().err
+    assert isinstance(stop.value, KeyboardInterrupt) and stop.value.checkpoint == tmp_path / "last.npz"
+    said = f"SIGINT: saved {tmp_path / 'last.npz'} (epoch 2, 2 steps done)"
+    assert str(stop.value) == said and capsys.readouterr().err.strip() == said  # what it did, no advice
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler given back
     resumed = _trainer(seed=7)
     loaded = resumed.resume(tmp_path / "last.npz")

@@ -102,19 +102,6 @@ class GzipStream:
         return b"".join(pieces)
 
 
-def gunzip(content, where, max_size=None):
-    """The decompressed bytes of gzip data `content`, at most `max_size` of them.
-
-    max_size: default backend.memory_limit(). DataError naming `where` if the data are corrupt
-    or would expand past max_size (found after decompressing max_size + 1 bytes, no more).
-    """
-    limit = memory_limit() if max_size is None else max_size
-    content = GzipStream(content, where).read(limit + 1)
-    if len(content) > limit:
-        raise DataError(f"{where}: gzip data expand past {format_bytes(limit)}, more than this file can hold")
-    return content
-
-
 def gunzip_idx(content, where, max_size=None):
     """The IDX bytes (header and data) inside gzip data `content`, decompressing only what the header declares.
 

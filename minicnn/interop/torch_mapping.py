@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import backend
 from ..errors import CheckpointError
-from ..nn import BatchNorm1D, BatchNorm2D, Dense, Linear
+from ..nn import BatchNorm1D, BatchNorm2D, Dense
 from ..tensor import Tensor
 from .torch_reader import read_torch_state_dict
 from .torch_writer import write_torch_state_dict
@@ -51,8 +51,7 @@ def _targets(model):
 
 
 def _is_transposed(owner, attribute):
-    # nn.Linear is a Dense subclass that already keeps torch's (out, in) layout.
-    return attribute == "weight" and isinstance(owner, Dense) and not isinstance(owner, Linear)
+    return attribute == "weight" and isinstance(owner, Dense)  # nn.Linear keeps torch's (out, in) already
 
 
 def to_torch_state_dict(model, path=None):

@@ -11,7 +11,6 @@ A final softmax trained with sparse categorical cross-entropy is not applied
 twice: training uses the scores before it and the fused, stable cross-entropy.
 """
 
-import re
 import warnings
 
 import numpy as np
@@ -20,26 +19,13 @@ from .. import backend, nn
 from .. import functional as F
 from ..data import DataLoader
 from ..errors import ShapeError
-from ..tensor import Tensor, no_grad
+from ..tensor import Tensor, no_grad, snake_case
 from ..training import Trainer
 from . import losses, optimizers
+from .callbacks import History
 from .layers import InputLayer, Layer
 
 ACCURACY_NAMES = ("accuracy", "acc", "sparse_categorical_accuracy")
-
-
-def _snake_case(name):
-    return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name).lower()
-
-
-class History:
-    """What fit returns: .history {'loss': [...], 'accuracy': [...], 'val_loss': ...}, .epoch, .params."""
-
-    def __init__(self, history, epoch, params):
-        self.history, self.epoch, self.params = history, epoch, params
-
-    def __repr__(self):
-        return f"History(epochs={self.epoch}, keys={list(self.history)})"
 
 
 class Sequential:
@@ -71,8 +57,8 @@ class Sequential:
         if not isinstance(layer, Layer):
             raise TypeError(f"{self.name}.add: expected a keras layer, got {type(layer).__name__}")
         if layer.name is None:
-            base = _snake_case(type(layer).__name__)
-            taken = sum(_snake_case(type(other).__name__) == base for other in self.layers)
+            base = snake_case(type(layer).__name__)
+            taken = sum(snake_case(type(other).__name__) == base for other in self.layers)
             layer.name = base if taken == 0 else f"{base}_{taken}"
         if not self.layers and self.input_shape is None and layer.input_shape is not None:
             self.input_shape = layer.input_shape

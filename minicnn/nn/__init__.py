@@ -15,11 +15,9 @@ from .module import Module, Parameter
 from .registry import ARCHITECTURES, build, describe, register, skeleton, state_shapes
 from .sequential import Sequential
 
-LAYER_TYPES = ARCHITECTURES  # the name earlier versions documented
-
 __all__ = [
     "ARCHITECTURES", "AdaptiveAvgPool2d", "AvgPool2D", "AvgPool2d", "BatchNorm1D", "BatchNorm1d", "BatchNorm2D", "BatchNorm2d", "BasicBlock", "Conv2D",
-    "Conv2d", "CrossEntropyLoss", "Dense", "Dropout", "Flatten", "GlobalAvgPool2D", "Identity", "LAYER_TYPES", "Linear", "MaxPool2D", "MaxPool2d",
+    "Conv2d", "CrossEntropyLoss", "Dense", "Dropout", "Flatten", "GlobalAvgPool2D", "Identity", "Linear", "MaxPool2D", "MaxPool2d",
     "Module", "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "build", "describe", "init", "register",
     "skeleton", "state_shapes",
 ]

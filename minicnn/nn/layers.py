@@ -61,7 +61,7 @@ def _new_parameter(shape, make):
 
 
 class _Affine(Module):
-    """Shared parameter set-up of Conv2D and Dense: a weight drawn by an initialiser and a zero bias.
+    """Shared parameter set-up of Conv2D, Dense and Linear: a weight drawn by an initialiser and a zero bias.
 
     init: 'he' (He normal, for layers followed by ReLU), 'glorot' (Glorot uniform,
     otherwise) or 'auto': the layer's default, which Sequential refines by looking
@@ -138,8 +138,29 @@ class Conv2D(_Affine):
                 f"stride={self.stride}, padding={self.padding}")
 
 
+class _FullyConnected(_Affine):
+    """What Dense and Linear share: (N, in_features) -> (N, out_features), their checks and config.
+
+    Each keeps its weight in its own layout (`weight_layout`); bias: (out_features,).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, init="auto"):
+        self.in_features = _check_int(type(self).__name__, "in_features", in_features, 1)
+        self.out_features = _check_int(type(self).__name__, "out_features", out_features, 1)
+        super().__init__(self.weight_layout(self.in_features, self.out_features), self.out_features, bias, init)
+
+    @staticmethod
+    def weight_layout(in_features, out_features):
+        raise NotImplementedError
+
+    def config(self):
+        """The constructor arguments as JSON-able data."""
+        return {"in_features": int(self.in_features), "out_features": int(self.out_features),
+                "bias": self.bias is not None, "init": self.init}
+
+
 @register
-class Dense(_Affine):
+class Dense(_FullyConnected):
     """Fully connected layer x @ weight + bias.  (N, in_features) -> (N, out_features).
 
     weight: (in_features, out_features); bias: (out_features,).
@@ -147,15 +168,9 @@ class Dense(_Affine):
     next layer is ReLU.
     """
 
-    def __init__(self, in_features, out_features, bias=True, init="auto"):
-        self.in_features = _check_int(type(self).__name__, "in_features", in_features, 1)
-        self.out_features = _check_int(type(self).__name__, "out_features", out_features, 1)
-        super().__init__((self.in_features, self.out_features), self.out_features, bias, init)
-
-    def config(self):
-        """The constructor arguments as JSON-able data."""
-        return {"in_features": int(self.in_features), "out_features": int(self.out_features),
-                "bias": self.bias is not None, "init": self.init}
+    @staticmethod
+    def weight_layout(in_features, out_features):
+        return (in_features, out_features)
 
     def forward(self, x):
         self.check_input(x, (None, self.in_features))
@@ -165,9 +180,8 @@ class Dense(_Affine):
         return f"{self.in_features} -> {self.out_features}"
 
 
-@register
-class MaxPool2D(Module):
-    """Max pooling.  (N, C, H, W) -> (N, C, OH, OW); stride defaults to pool_size."""
+class _Pool2D(Module):
+    """What MaxPool2D and AvgPool2D share: the window's checks, config and repr."""
 
     def __init__(self, pool_size=2, stride=None, padding=0):
         super().__init__()
@@ -187,16 +201,21 @@ class MaxPool2D(Module):
             "padding": list(_check_pair(name, "padding", self.padding, 0)),
         }
 
-    def forward(self, x):
-        self.check_input(x, (None, None, None, None))
-        return F.max_pool2d(x, self.pool_size, self.stride, self.padding)
-
     def extra_repr(self):
         return f"pool_size={self.pool_size}, stride={self.stride or self.pool_size}, padding={self.padding}"
 
 
 @register
-class AvgPool2D(MaxPool2D):
+class MaxPool2D(_Pool2D):
+    """Max pooling.  (N, C, H, W) -> (N, C, OH, OW); stride defaults to pool_size."""
+
+    def forward(self, x):
+        self.check_input(x, (None, None, None, None))
+        return F.max_pool2d(x, self.pool_size, self.stride, self.padding)
+
+
+@register
+class AvgPool2D(_Pool2D):
     """Average pooling.  (N, C, H, W) -> (N, C, OH, OW); stride defaults to pool_size."""
 
     def forward(self, x):
@@ -389,18 +408,17 @@ BatchNorm2d = BatchNorm2D
 
 
 @register
-class Linear(Dense):
+class Linear(_FullyConnected):
     """PyTorch's fully connected layer x @ weight.T + bias.  (N, in_features) -> (N, out_features).
 
-    weight: (out_features, in_features), PyTorch's layout, so that a PyTorch state dict
-    loads name by name; bias: (out_features,). Initialised as Dense is (drawn in the
+    Dense's sibling with PyTorch's layout, weight: (out_features, in_features), so that a PyTorch
+    state dict loads name by name; bias: (out_features,). Initialised as Dense is (drawn in the
     (in, out) layout, then transposed, so the fans are the same).
     """
 
-    def __init__(self, in_features, out_features, bias=True, init="auto"):
-        self.in_features = _check_int("Linear", "in_features", in_features, 1)
-        self.out_features = _check_int("Linear", "out_features", out_features, 1)
-        _Affine.__init__(self, (self.out_features, self.in_features), self.out_features, bias, init)
+    @staticmethod
+    def weight_layout(in_features, out_features):
+        return (out_features, in_features)
 
     def draw_weight(self, init):
         return initializer(init)((self.in_features, self.out_features)).T.copy()

@@ -22,7 +22,7 @@ from .. import backend
 
 _building = threading.local()  # .placeholders: True while skeleton() builds
 
-# class name -> class; exported as nn.LAYER_TYPES too (its older name)
+# class name -> class
 ARCHITECTURES = {}
 
 

@@ -142,7 +142,8 @@ class _GraphBuilder:
                 inputs.append(self.constant(f"{where}.bias", layer.bias))
             # Dense keeps its weight as (in, out); Linear as (out, in), which Gemm reads with transB=1.
             return self.node("Gemm", inputs, where, transB=int(kind is nn.Linear))
-        if issubclass(kind, nn.MaxPool2D) and kind.forward in (nn.MaxPool2D.forward, nn.AvgPool2D.forward):
+        if issubclass(kind, (nn.MaxPool2D, nn.AvgPool2D)) and kind.forward in (nn.MaxPool2D.forward,
+                                                                                nn.AvgPool2D.forward):
             settings = layer.config()
             window = settings.get("pool_size", settings.get("kernel_size"))
             stride = settings["stride"] or window

@@ -15,6 +15,8 @@ batch. One step on `size` ranks is the step of one process on the whole batch:
 The mean of the ranks' mean-loss gradients is the gradient of the mean loss over the global
 batch (the ranks' parts are equal, see DataLoader's `shard`), so the ranks stay bit-identical
 without ever sending weights again. Metrics are summed with `comm.allreduce`.
+`Trainer(model, comm=comm)` does all of this itself through a `DataParallel(comm)`
+(data_parallel.py: the Trainer's side, from sharding its loaders to which rank writes).
 
 Backends (`init(backend=...)`):
 - "single": size 1, no dependency; every call is a no-op, so the same script runs alone.
@@ -32,6 +34,7 @@ catches errors itself and calls abort). A rank that is killed is noticed by MPIC
 ends the others at once and names the dead process's PID; `describe()` lists which PID is which rank.
 """
 
+import contextlib
 import os
 import socket
 import sys
@@ -40,7 +43,8 @@ import traceback
 
 import numpy as np
 
-from . import backend
+from .. import backend
+from .data_parallel import DataParallel, SingleProcess, data_parallel
 
 BACKENDS = ("auto", "single", "mpi", "nccl")
 OPS = ("sum", "mean", "max")
@@ -226,18 +230,6 @@ class Communicator:
                 # Views into the one buffer: disjoint, so each .grad is its own array to the optimizer.
                 parameter.grad = flat[offset:offset + array.size].reshape(array.shape)
                 offset += array.size
-
-    def allreduce_gradients_per_parameter(self, model):
-        """As allreduce_gradients, with one collective per parameter: the slower variant, kept for the benchmark."""
-        if self.size == 1:
-            return
-        for parameter in _trained_parameters(model):
-            xp = backend.get_array_module(parameter.data)
-            grad = (xp.zeros_like(parameter.data) if parameter.grad is None
-                    else xp.ascontiguousarray(parameter.grad).copy())
-            self._allreduce_in_place(grad.reshape(-1), "sum")
-            grad /= self.size
-            parameter.grad = grad
 
     def describe(self):
         """One line per rank: its host and process id (to tell which rank a launcher's 'PID 1234' was)."""
@@ -434,3 +426,4 @@ def _architecture_difference(reference, rank, other):
             return (f"ranks disagree on the model: {counts}; the first difference is entry {index}: "
                     f"rank 0 has {text(mine)}, rank {rank} has {text(theirs)}")
     return f"ranks disagree on the model: {counts}"
+
