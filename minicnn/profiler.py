@@ -19,7 +19,9 @@ are then the real device times, and the synchronisation itself slows the block
 down a little compared with an unprofiled run.
 """
 
+import contextlib
 import dataclasses
+import resource
 import time
 
 from . import backend
@@ -158,3 +160,35 @@ def profile():
     synchronises the GPU first and last, so the times are device times.
     """
     return Profile()
+
+
+class ProfileFirstEpoch:
+    """A Trainer callback that profiles the training batches of the first epoch it sees, then prints the table.
+
+    The profile starts when this object is made (just before fit) and ends after that epoch's last
+    optimizer step, so the validation pass is not part of it. close() ends it early (an interrupted fit).
+    """
+
+    def __init__(self, batches_per_epoch):
+        self.batches_per_epoch = batches_per_epoch
+        self.recording = contextlib.ExitStack()
+        self.profile = self.recording.enter_context(profile())
+
+    def on_batch_end(self, trainer, epoch, step):
+        if step == self.batches_per_epoch - 1:
+            self.recording.close()
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        self.recording.close()  # already closed after the last batch; a no-op then
+        if self.profile is not None:
+            print(f"operations during the training batches of epoch {epoch + 1}:")
+            print(self.profile.table(), flush=True)
+            self.profile = None
+
+    def close(self):
+        self.recording.close()
+
+
+def peak_memory_mib():
+    """Peak resident memory of this process so far, in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

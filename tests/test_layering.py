@@ -14,14 +14,14 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "minicnn"
 
 # Top to bottom. The package's own __init__ gathers everything, so it sits at the top.
 LAYERS = [
-    {"__init__", "__main__", "cli", "keras", "predict", "pytorch_names", "serve", "tensorboard", "viz"},
-    {"training", "distributed"},
-    {"checkpoint", "data", "optim", "metrics", "models", "interop", "onnx"},
+    {"__init__", "__main__", "cli", "keras", "pictures", "pytorch_names", "serve", "tensorboard", "viz"},
+    {"training", "distributed", "recipe"},
+    {"checkpoint", "data", "optim", "metrics", "models", "interop", "onnx", "run_settings"},
     {"nn"},
     {"functional", "gradcheck", "profiler"},
     {"kernels"},
     {"tensor"},
-    {"backend", "errors", "files"},
+    {"backend", "errors", "files", "runs"},
 ]
 LEVEL = {unit: level for level, units in enumerate(LAYERS) for unit in units}
 

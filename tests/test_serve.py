@@ -17,7 +17,7 @@ import pytest
 import minicnn
 from minicnn import models, nn
 from minicnn.checkpoint import save_checkpoint
-from minicnn.predict import prepare, softmax
+from minicnn.pictures import prepare, softmax
 from minicnn.serve import MAX_BODY_BYTES, Inspector, decode_maps, make_server, serve_in_thread
 from minicnn.tensor import Tensor, no_grad
 from minicnn.viz.saliency import grad_cam, saliency_map

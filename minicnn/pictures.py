@@ -45,6 +45,7 @@ from . import data, nn
 from . import functional as F
 from .checkpoint import load_checkpoint
 from .errors import CheckpointError, DataError, ShapeError
+from .runs import resolve_checkpoint
 from .tensor import Tensor
 from .training import Trainer
 
@@ -213,15 +214,14 @@ def prepare(image, dataset="mnist"):
 # ----- the model ---------------------------------------------------------------------------------------
 
 def load_model(checkpoint, dataset=None):
-    """(model, dataset) from a checkpoint path: a .npz, a run folder (its best.npz) or an .onnx file.
+    """(model, dataset) from a checkpoint path: a .npz, a run folder (its best.npz; runs/latest is followed)
+    or an .onnx file.
 
     The dataset is `dataset` when given, else the one the checkpoint names (a .npz's run settings;
     an .onnx file's metadata when minicnn exported it). model is a callable: batch float32
     (N, 1, 28, 28) -> logits (N, classes) as a NumPy array.
     """
-    path = Path(checkpoint)
-    if path.is_dir():
-        path = path / "best.npz"
+    path = resolve_checkpoint(checkpoint)
     loaded = _read_onnx(path) if path.suffix.lower() == ".onnx" else load_checkpoint(path)
     if dataset is None:
         dataset = loaded.dataset
