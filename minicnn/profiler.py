@@ -17,12 +17,18 @@ For CuPy arrays the profiler therefore waits for the current stream to finish
 before reading the clock at the start and at the end of each timed call; the times
 are then the real device times, and the synchronisation itself slows the block
 down a little compared with an unprofiled run.
+
+For a training run: ProfileFirstEpoch is a Trainer callback that profiles the first epoch's batches
+and prints the table (`minicnn train --profile`); mean_epoch_seconds and peak_memory_mib are the
+time and memory figures `minicnn train` writes to metrics.json.
 """
 
 import contextlib
 import dataclasses
 import resource
 import time
+
+import numpy as np
 
 from . import backend
 from .tensor import set_op_timer
@@ -187,6 +193,18 @@ class ProfileFirstEpoch:
 
     def close(self):
         self.recording.close()
+
+
+def mean_epoch_seconds(history, steps_per_epoch):
+    """(mean seconds over the whole epochs a Trainer's history timed, how many partial epochs were left out).
+
+    An epoch resumed mid-way was timed over its remaining steps only, so it is left out.
+    """
+    seconds = list(history.get("seconds", []))
+    steps = list(history.get("steps", []))
+    steps = [steps_per_epoch] * (len(seconds) - len(steps)) + steps  # older checkpoints did not record steps
+    whole = [second for second, count in zip(seconds, steps) if count == steps_per_epoch]
+    return (float(np.mean(whole)) if whole else None), len(seconds) - len(whole)
 
 
 def peak_memory_mib():

@@ -17,10 +17,23 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, models, nn, optim
+from . import data, models, nn, optim, run_settings
+from .checkpoint import load_checkpoint
+from .errors import CheckpointError
 
 LOADERS = {"mnist": data.load_mnist, "fashion-mnist": data.load_fashion_mnist}  # split -> (images, labels)
 IMAGE_FOLDER_SIZE = 64  # imagefolder pictures are read at this size without --image-size
+
+
+def saved_settings(folder):
+    """The run settings saved in folder/last.npz, each checked as its flag would be (CheckpointError if not)."""
+    path = Path(folder) / "last.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"--resume {folder}: no last.npz there (is it the folder of a run?)")
+    saved = load_checkpoint(path).state.get("run")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path}: holds no run settings to resume (state 'run' is {type(saved).__name__})")
+    return run_settings.checked(saved, where=path)
 
 
 # ----- the data -------------------------------------------------------------------------------------

@@ -155,20 +155,32 @@ SETTINGS = {
     "freeze_backbone": Setting(Flag(), False),
     "momentum": Setting(Number(0, 1), 0.9),
     "weight_decay": Setting(Number(0), 0.0),
-    "class_names": Setting(Names(), None, optional=True),  # an imagefolder run's classes, in output order
 }
+# What a run records beside its settings: an imagefolder run's classes, in the order of the model's outputs.
+RECORDED = {"class_names": Setting(Names(), None, optional=True)}
 
 # What a saved run that lacks a setting means (the settings a run must hold have none).
 DEFAULTS = {name: setting.default for name, setting in SETTINGS.items() if not setting.required}
 
 # checkpoint.py's check of state["run"]: {name: (what it must be, test)}, types and ranges without the choices.
 CHECKPOINT_SCHEMA = {name: (setting.wanted(choices=False), lambda value, setting=setting: setting.ok(value, False))
-                     for name, setting in SETTINGS.items()}
+                     for name, setting in {**SETTINGS, **RECORDED}.items()}
+
+
+def completed(given):
+    """The settings of a new run from `given` ({name: value}, None where not given): epochs, the optimizer
+    (the model's own), lr (the optimizer's) and normalize (imagenet for resnet18) are filled in."""
+    settings = {name: given.get(name) for name in SETTINGS}
+    settings["epochs"] = DEFAULT_EPOCHS if settings["epochs"] is None else settings["epochs"]
+    settings["optimizer"] = settings["optimizer"] or DEFAULT_OPTIMIZER[settings["model"]]
+    settings["lr"] = optim.DEFAULT_LR[settings["optimizer"]] if settings["lr"] is None else settings["lr"]
+    settings["normalize"] = settings["normalize"] or ("imagenet" if settings["model"] == "resnet18" else "none")
+    return settings
 
 
 def problem(name, value):
     """None if `value` is allowed for the setting `name` (choices included), else what is wrong with it."""
-    setting = SETTINGS[name]
+    setting = SETTINGS[name] if name in SETTINGS else RECORDED[name]
     return None if setting.ok(value) else f"expected {setting.wanted()}, got {value!r}"
 
 
@@ -176,7 +188,7 @@ def checked(saved, where):
     """The settings a run saved (a dict), with the defaults filled in and each one checked as its flag would
     be. Raises CheckpointError naming `where` (the checkpoint) and the first setting that is wrong."""
     settings = {**DEFAULTS, **saved}
-    for name in SETTINGS:
+    for name in [*SETTINGS, *RECORDED]:
         reason = problem(name, settings.get(name))
         if reason:
             raise CheckpointError(f"{where}: run setting {name}: {reason}")

@@ -10,13 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from .. import backend, distributed, optim, recipe, run_settings, runs
-from ..checkpoint import load_checkpoint
-from ..errors import CheckpointError
+from .. import backend, distributed, recipe, run_settings, runs
 from ..files import write_bytes_atomically
-from ..profiler import ProfileFirstEpoch, peak_memory_mib
+from ..profiler import ProfileFirstEpoch, mean_epoch_seconds, peak_memory_mib
 from ..tensorboard import TensorBoard
 from ..training import EarlyStopping, Trainer
 from ..viz.health import HealthMonitor
@@ -108,19 +104,10 @@ def _run_flags(train):
 def _settings_of_flags(args):
     """The settings that define a run (run_settings.SETTINGS), saved in its checkpoints so --resume can reuse them."""
     _check_image_flags(args)
-    optimizer = args.optimizer or run_settings.DEFAULT_OPTIMIZER[args.model]
-    return {
-        "model": args.model, "dataset": args.dataset,
-        "epochs": run_settings.DEFAULT_EPOCHS if args.epochs is None else args.epochs, "batch_size": args.batch_size,
-        "optimizer": optimizer, "lr": args.lr if args.lr is not None else optim.DEFAULT_LR[optimizer],
-        "schedule": args.schedule, "patience": args.patience, "validation": args.validation,
-        "shift": args.shift, "limit": args.limit, "seed": args.seed,
-        "data": None if args.data is None else str(args.data.resolve()), "depth": args.depth,
-        "image_size": args.image_size, "pad": args.pad, "augment": list(args.augment),
-        "normalize": args.normalize or ("imagenet" if args.model == "resnet18" else "none"),
-        "weights": None if args.weights is None else str(args.weights.resolve()),
-        "freeze_backbone": args.freeze_backbone, "momentum": args.momentum, "weight_decay": args.weight_decay,
-    }
+    given = {**vars(args), "augment": list(args.augment)}
+    for name in ("data", "weights"):  # saved as absolute paths, so that a resumed run finds them from anywhere
+        given[name] = None if given[name] is None else str(given[name].resolve())
+    return run_settings.completed(given)
 
 
 def _check_image_flags(args):
@@ -138,17 +125,6 @@ def _check_image_flags(args):
         raise FileNotFoundError(f"--weights {args.weights}: no such file")
     if args.freeze_backbone and args.model not in ("resnet", "resnet18"):
         raise ValueError(f"--freeze-backbone trains only the layer fc, which --model {args.model} does not have")
-
-
-def _saved_settings(folder):
-    """The run settings saved in folder/last.npz, each checked as its flag would be (CheckpointError if not)."""
-    path = Path(folder) / "last.npz"
-    if not path.exists():
-        raise FileNotFoundError(f"--resume {folder}: no last.npz there (is it the folder of a run?)")
-    saved = load_checkpoint(path).state.get("run")
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"{path}: holds no run settings to resume (state 'run' is {type(saved).__name__})")
-    return run_settings.checked(saved, where=path)
 
 
 # ----- the command ----------------------------------------------------------------------------------------
@@ -169,7 +145,7 @@ def run(args):
                 raise FileNotFoundError(f"--resume {args.resume}: no such folder (is it the folder of a run?)")
             if writes:
                 folder.enter_context(runs.run_folder(args.resume, "--resume"))
-            saved = _saved_settings(args.resume)
+            saved = recipe.saved_settings(args.resume)
             settings = {**saved, "epochs": saved["epochs"] if args.epochs is None else args.epochs}
         else:
             settings = _settings_of_flags(args)
@@ -259,7 +235,7 @@ def _tensorboard(folder, model, image, monitor):
 
 def _report(args, settings, history, result, steps_per_epoch, out):
     """Write metrics.json and print the test results."""
-    mean_seconds, partial = _mean_epoch_seconds(history, steps_per_epoch)
+    mean_seconds, partial = mean_epoch_seconds(history, steps_per_epoch)
     summary = {
         "run": settings, "device": args.device, "test_accuracy": result["accuracy"], "test_loss": result["loss"],
         "seconds_per_epoch": history.get("seconds", []), "mean_epoch_seconds": mean_seconds,
@@ -282,14 +258,3 @@ def _resume_line(folder, state, steps_per_epoch, epochs):
              if step else f"the start of epoch {epoch + 1}")
     return f"resuming {folder} at {where}, to {epochs} epochs"
 
-
-def _mean_epoch_seconds(history, steps_per_epoch):
-    """(mean seconds over the whole epochs timed, how many partial epochs were left out).
-
-    An epoch resumed mid-way was timed over its remaining steps only, so it is left out.
-    """
-    seconds = list(history.get("seconds", []))
-    steps = list(history.get("steps", []))
-    steps = [steps_per_epoch] * (len(seconds) - len(steps)) + steps  # older checkpoints did not record steps
-    whole = [second for second, count in zip(seconds, steps) if count == steps_per_epoch]
-    return (float(np.mean(whole)) if whole else None), len(seconds) - len(whole)
