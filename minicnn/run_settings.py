@@ -131,7 +131,7 @@ class Setting:
 
 
 # The settings, in the order a run saves them. Defaults that depend on other settings (the optimizer on
-# the model, lr on the optimizer, normalize on the model) are given by `minicnn train`, not here.
+# the model, lr on the optimizer, normalize on the model) are filled in by completed() below.
 SETTINGS = {
     "model": Setting(Name(sorted(models.MODELS)), "cnn", required=True),
     "dataset": Setting(Name(DATASETS), "mnist", required=True),
