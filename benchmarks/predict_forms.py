@@ -23,7 +23,7 @@ import numpy as np
 import minicnn
 from minicnn.checkpoint import load_checkpoint
 from minicnn.data import load_fashion_mnist, load_mnist
-from minicnn.predict import load_model
+from minicnn.pictures import load_model
 from minicnn.training import Trainer
 
 CANVAS = 60  # the `shifted` form's canvas side

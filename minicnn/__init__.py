@@ -13,7 +13,7 @@ from .errors import (
 )
 from .gradcheck import gradcheck
 from .kernels import num_threads, set_num_threads, share_cores_with_blas
-from .predict import predict
+from .pictures import predict
 from .profiler import profile
 from .pytorch_names import flatten, max
 from .tensor import Operation, Tensor, is_grad_enabled, no_grad, tensor

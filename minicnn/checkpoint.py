@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend
+from . import backend, run_settings
 from . import checkpoint_guards as guards
 from .errors import CheckpointError, ShapeError
 from .files import write_atomically
@@ -269,21 +269,8 @@ STATE_SCHEMA = {
     "best_epoch": ("null or an int >= 0", lambda v: v is None or _is_int(v)),
 }
 
-# The settings `minicnn train` saves as state["run"].
-RUN_SCHEMA = {
-    "model": ("a string", lambda v: isinstance(v, str)),
-    "dataset": ("a string", lambda v: isinstance(v, str)),
-    "epochs": ("an int >= 1", lambda v: _is_int(v, 1)),
-    "batch_size": ("an int >= 1", lambda v: _is_int(v, 1)),
-    "optimizer": ("a string", lambda v: isinstance(v, str)),
-    "lr": ("a finite number >= 0", lambda v: _is_number(v) and math.isfinite(v) and v >= 0),
-    "schedule": ("null or a string", lambda v: v is None or isinstance(v, str)),
-    "patience": ("null or an int >= 0", lambda v: v is None or _is_int(v)),
-    "validation": ("null or an int >= 0", lambda v: v is None or _is_int(v)),
-    "shift": ("an int >= 0", _is_int),
-    "limit": ("null or an int >= 1", lambda v: v is None or _is_int(v, 1)),
-    "seed": ("an int >= 0", _is_int),
-}
+# The settings `minicnn train` saves as state["run"]: their one schema is run_settings's.
+RUN_SCHEMA = run_settings.CHECKPOINT_SCHEMA
 
 
 def _check_fields(path, entry, value, schema):

@@ -17,10 +17,18 @@ For CuPy arrays the profiler therefore waits for the current stream to finish
 before reading the clock at the start and at the end of each timed call; the times
 are then the real device times, and the synchronisation itself slows the block
 down a little compared with an unprofiled run.
+
+For a training run: ProfileFirstEpoch is a Trainer callback that profiles the first epoch's batches
+and prints the table (`minicnn train --profile`); mean_epoch_seconds and peak_memory_mib are the
+time and memory figures `minicnn train` writes to metrics.json.
 """
 
+import contextlib
 import dataclasses
+import resource
 import time
+
+import numpy as np
 
 from . import backend
 from .tensor import set_op_timer
@@ -158,3 +166,47 @@ def profile():
     synchronises the GPU first and last, so the times are device times.
     """
     return Profile()
+
+
+class ProfileFirstEpoch:
+    """A Trainer callback that profiles the training batches of the first epoch it sees, then prints the table.
+
+    The profile starts when this object is made (just before fit) and ends after that epoch's last
+    optimizer step, so the validation pass is not part of it. close() ends it early (an interrupted fit).
+    """
+
+    def __init__(self, batches_per_epoch):
+        self.batches_per_epoch = batches_per_epoch
+        self.recording = contextlib.ExitStack()
+        self.profile = self.recording.enter_context(profile())
+
+    def on_batch_end(self, trainer, epoch, step):
+        if step == self.batches_per_epoch - 1:
+            self.recording.close()
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        self.recording.close()  # already closed after the last batch; a no-op then
+        if self.profile is not None:
+            print(f"operations during the training batches of epoch {epoch + 1}:")
+            print(self.profile.table(), flush=True)
+            self.profile = None
+
+    def close(self):
+        self.recording.close()
+
+
+def mean_epoch_seconds(history, steps_per_epoch):
+    """(mean seconds over the whole epochs a Trainer's history timed, how many partial epochs were left out).
+
+    An epoch resumed mid-way was timed over its remaining steps only, so it is left out.
+    """
+    seconds = list(history.get("seconds", []))
+    steps = list(history.get("steps", []))
+    steps = [steps_per_epoch] * (len(seconds) - len(steps)) + steps  # older checkpoints did not record steps
+    whole = [second for second, count in zip(seconds, steps) if count == steps_per_epoch]
+    return (float(np.mean(whole)) if whole else None), len(seconds) - len(whole)
+
+
+def peak_memory_mib():
+    """Peak resident memory of this process so far, in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,4 +1,4 @@
-"""The `minicnn` command line (minicnn/cli.py), on small slices of the real MNIST.
+"""The `minicnn` command line (minicnn/cli/), on small slices of the real MNIST.
 
 In this module the commands see the first 4000 training and 500 test images (see
 `small_mnist`), so that evaluating a run takes a moment; the tests marked slow run
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import minicnn
-from minicnn import backend, cli, data
+from minicnn import backend, data, recipe
 from minicnn.cli import main
 
 QUICK = ["--limit", "640", "--validation", "128", "--batch-size", "32", "--quiet"]
@@ -39,7 +39,7 @@ def small_mnist():
         return cache[split]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(cli.LOADERS, "mnist", load)
+        patch.setitem(recipe.LOADERS, "mnist", load)
         yield
 
 

@@ -1,4 +1,4 @@
-"""Arguments and run folders of the `minicnn` command (minicnn/cli.py): refused before any work, naming the flag.
+"""Arguments and run folders of the `minicnn` command (minicnn/cli/): refused before any work, naming the flag.
 
 Every bad value is refused by the parser (exit 2, the flag and its accepted range in the message) or, for what
 only trying can tell (a folder that cannot be written, a run folder in use), by the command in one line (exit 1),
@@ -14,8 +14,9 @@ import sys
 import numpy as np
 import pytest
 
-from minicnn import cli, data
+from minicnn import cli, data, recipe, runs
 from minicnn.cli import main
+from minicnn.training import Trainer
 
 TINY = ["--limit", "96", "--validation", "32", "--batch-size", "32", "--epochs", "1", "--model", "lenet", "--quiet"]
 
@@ -33,7 +34,7 @@ def loads(monkeypatch):
             cache[split] = (images[:200], labels[:200]) if split == "train" else (images[:100], labels[:100])
         return cache[split]
 
-    monkeypatch.setitem(cli.LOADERS, "mnist", load)
+    monkeypatch.setitem(recipe.LOADERS, "mnist", load)
     return calls
 
 
@@ -144,7 +145,7 @@ def test_epochs_not_given_means_five_and_out_is_made_before_training(tmp_path, m
         seen["epochs"], seen["made"] = epochs, checkpoint_dir.is_dir()
         raise KeyboardInterrupt  # enough: the settings reached fit
 
-    monkeypatch.setattr(cli.Trainer, "fit", record)
+    monkeypatch.setattr(Trainer, "fit", record)
     out = tmp_path / "a" / "b"
     argv = ["train", "--out", str(out), "--limit", "96", "--validation", "0", "--quiet"]
     assert main(argv) == 130
@@ -156,7 +157,7 @@ def test_epochs_not_given_means_five_and_out_is_made_before_training(tmp_path, m
 
 def _hold_lock(folder, pid):
     """Hold folder's lock as a running train does: .lock with a pid, flocked by an open file."""
-    file = open(folder / cli.LOCK_FILE, "a+")
+    file = open(folder / runs.LOCK_FILE, "a+")
     fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     file.write(f"{pid}\n")
     file.flush()
@@ -171,8 +172,8 @@ def test_a_folder_in_use_by_a_live_train_is_refused_in_one_line(tmp_path, capsys
         assert main(["train", "--out", str(out), *TINY]) == 1
         error = capsys.readouterr().err
         assert error == (f"minicnn train: --out {out} is in use by another minicnn train (process 424242, which "
-                         f"holds {out / cli.LOCK_FILE}); wait for it to end, or choose another folder\n")
-        assert loads == [] and (out / cli.LOCK_FILE).read_text() == "424242\n"  # the holder's lock is untouched
+                         f"holds {out / runs.LOCK_FILE}); wait for it to end, or choose another folder\n")
+        assert loads == [] and (out / runs.LOCK_FILE).read_text() == "424242\n"  # the holder's lock is untouched
         assert main(["train", "--resume", str(out), "--quiet"]) == 1
         assert f"--resume {out} is in use by another minicnn train" in capsys.readouterr().err
     finally:
@@ -184,10 +185,10 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_with_a_note(tmp_path, capsy
     dead_pid = int(ended.stdout)
     out = tmp_path / "run"
     out.mkdir()
-    (out / cli.LOCK_FILE).write_text(f"{dead_pid}\n")  # what a SIGKILLed train leaves: the file, no flock
+    (out / runs.LOCK_FILE).write_text(f"{dead_pid}\n")  # what a SIGKILLed train leaves: the file, no flock
     assert main(["train", "--out", str(out), *TINY]) == 0
-    assert f"{out / cli.LOCK_FILE} was left by process {dead_pid}, which has ended" in capsys.readouterr().err
-    assert not (out / cli.LOCK_FILE).exists()  # released at the end
+    assert f"{out / runs.LOCK_FILE} was left by process {dead_pid}, which has ended" in capsys.readouterr().err
+    assert not (out / runs.LOCK_FILE).exists()  # released at the end
     assert {"last.npz", "best.npz", "metrics.json"} <= {path.name for path in out.iterdir()}
 
 
@@ -195,11 +196,11 @@ def test_the_lock_holds_the_pid_of_the_train_while_it_runs(tmp_path, monkeypatch
     seen = {}
 
     def look(self, loader, epochs, checkpoint_dir=None, **kwargs):
-        seen["lock"] = (checkpoint_dir / cli.LOCK_FILE).read_text()
+        seen["lock"] = (checkpoint_dir / runs.LOCK_FILE).read_text()
         seen["second"] = main(["train", "--out", str(checkpoint_dir), "--overwrite", *TINY])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.Trainer, "fit", look)
+    monkeypatch.setattr(Trainer, "fit", look)
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), *TINY]) == 130
     assert seen == {"lock": f"{os.getpid()}\n", "second": 1}  # a second train on the same folder is refused
@@ -266,10 +267,10 @@ def test_evaluate_of_a_checkpoint_naming_an_unknown_dataset_is_one_line(tmp_path
 def test_the_commands_print_one_line_for_an_error_of_the_output_folder(command, tmp_path, monkeypatch, capsys):
     """An OSError (here a disk that fills up when metrics.json is written) is one line, never a traceback."""
     if command == "evaluate":
-        monkeypatch.setattr(cli, "load_checkpoint", lambda path: (_ for _ in ()).throw(OSError(28, "No space left")))
+        monkeypatch.setattr(cli.evaluate, "load_checkpoint", lambda path: (_ for _ in ()).throw(OSError(28, "No space left")))
         argv = ["evaluate", str(tmp_path / "x.npz")]
     else:
-        monkeypatch.setattr(cli, "write_bytes_atomically",
+        monkeypatch.setattr(cli.train, "write_bytes_atomically",
                             lambda path, content: (_ for _ in ()).throw(OSError(28, "No space left on device")))
         argv = ["train", "--out", str(tmp_path / "run"), *TINY]
     assert main(argv) == 1
@@ -291,7 +292,7 @@ def test_fuzzed_numeric_values_are_accepted_exactly_when_in_range(capsys, loads)
     rng = np.random.default_rng(16)
     ranges = {"--epochs": (1, None), "--limit": (1, None), "--validation": (0, None), "--seed": (0, 2**32 - 1),
               "--batch-size": (1, None), "--patience": (0, None), "--shift": (0, None)}
-    parser = cli._parser()
+    parser = cli.build_parser()
     values = [0, -1, 1, 2**32 - 1, 2**32, 2**70, -(2**70)] + [int(v) for v in rng.integers(-10**6, 10**6, 40)]
     for flag, (minimum, maximum) in ranges.items():
         for value in values:

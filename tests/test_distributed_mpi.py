@@ -213,7 +213,7 @@ def test_an_exception_on_one_rank_ends_the_job_with_a_message_naming_that_rank(m
 # The command line with MNIST cut to 1280 training and 300 test images, so that a run takes seconds.
 _SMALL_MNIST_CLI = """
 import sys
-from minicnn import cli, data
+from minicnn import cli, recipe
 
 def small(loader, sizes):
     def load(split):
@@ -221,7 +221,7 @@ def small(loader, sizes):
         return images[: sizes[split]], labels[: sizes[split]]
     return load
 
-cli.LOADERS["mnist"] = small(cli.LOADERS["mnist"], {"train": 1280, "test": 300})
+recipe.LOADERS["mnist"] = small(recipe.LOADERS["mnist"], {"train": 1280, "test": 300})
 sys.exit(cli.main(sys.argv[1:]))
 """
 TRAIN = ["train", "--distributed", "--backend", "mpi", "--limit", "1280", "--validation", "128",

@@ -20,7 +20,7 @@ from minicnn import backend  # noqa: E402
 from minicnn.data import load_image_folder  # noqa: E402
 from minicnn.data.images import MAX_PICTURE_PIXELS, read_picture  # noqa: E402
 from minicnn.errors import DataError  # noqa: E402
-from minicnn.predict import read_grey  # noqa: E402
+from minicnn.pictures import read_grey  # noqa: E402
 
 POSTSCRIPT = b"""%!PS-Adobe-3.0 EPSF-3.0
 %%BoundingBox: 0 0 8 8
@@ -236,7 +236,7 @@ def test_predict_on_several_files_names_the_bad_one_and_predicts_the_others(tmp_
 
 def test_a_blank_or_transparent_picture_gets_a_warning(tmp_path):
     import minicnn
-    from minicnn.predict import BLANK_WARNING
+    from minicnn.pictures import BLANK_WARNING
 
     Image.new("L", (30, 30), 255).save(tmp_path / "white.png")
     Image.new("RGBA", (30, 30), (0, 0, 0, 0)).save(tmp_path / "clear.png")

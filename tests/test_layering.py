@@ -15,15 +15,15 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "minicnn"
 
 # Top to bottom. The package's own __init__ gathers everything, so it sits at the top.
 LAYERS = [
-    {"__init__", "__main__", "cli", "keras", "predict", "pytorch_names", "serve", "tensorboard", "viz"},
-    {"training", "distributed"},
-    {"checkpoint", "checkpoint_guards", "data", "optim", "metrics", "models", "interop", "onnx"},
+    {"__init__", "__main__", "cli", "keras", "pictures", "pytorch_names", "serve", "tensorboard", "viz"},
+    {"training", "distributed", "recipe"},
+    {"checkpoint", "checkpoint_guards", "data", "optim", "metrics", "models", "interop", "onnx", "run_settings"},
     {"nn"},
     {"functional", "gradcheck", "profiler"},
     {"kernels"},
     {"windows"},
     {"tensor"},
-    {"backend", "errors", "files", "pickle_reader"},
+    {"backend", "errors", "files", "pickle_reader", "runs"},
 ]
 LEVEL = {unit: level for level, units in enumerate(LAYERS) for unit in units}
 
@@ -32,11 +32,11 @@ LEVEL = {unit: level for level, units in enumerate(LAYERS) for unit in units}
 ALLOWED_SIDEWAYS = {
     ("__main__", "cli"): "`python -m minicnn` runs the command line",
     ("cli", "__init__"): "`minicnn --version` prints the package's __version__",
-    ("cli", "predict"): "`minicnn predict` runs it",
+    ("cli", "pictures"): "`minicnn predict` runs it",
     ("cli", "serve"): "`minicnn serve` runs it",
     ("cli", "tensorboard"): "`minicnn train --tensorboard` writes the event files",
     ("cli", "viz"): "`minicnn show`, `graph` and `train --health` draw with it",
-    ("serve", "predict"): "the page classifies what is drawn on it",
+    ("serve", "pictures"): "the page classifies what is drawn on it",
     ("serve", "viz"): "the page shows saliency and the model's graph",
     ("tensorboard", "viz"): "the event files hold viz's pictures",
     ("training", "distributed"): "the loop reduces gradients and sums across ranks",

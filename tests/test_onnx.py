@@ -10,7 +10,7 @@ onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed (pip 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 
-from minicnn import cli, nn  # noqa: E402
+from minicnn import cli, nn, recipe  # noqa: E402
 from minicnn import onnx as mo  # noqa: E402
 from minicnn.checkpoint import save_checkpoint  # noqa: E402
 from minicnn.tensor import Tensor, no_grad  # noqa: E402
@@ -319,7 +319,7 @@ def test_cli_export_of_a_bad_checkpoint_is_one_line(tmp_path, capsys):
 def test_cli_show_opens_an_onnx_file(tmp_path, monkeypatch, capsys):
     pytest.importorskip("matplotlib", reason="minicnn show draws with matplotlib (pip install -e \".[viz]\")")
     rng = np.random.default_rng(0)
-    monkeypatch.setitem(cli.LOADERS, "mnist", lambda split: (rng.integers(0, 256, (4, 28, 28), dtype=np.uint8),
+    monkeypatch.setitem(recipe.LOADERS, "mnist", lambda split: (rng.integers(0, 256, (4, 28, 28), dtype=np.uint8),
                                                              np.arange(4)))
     model = nn.Sequential(nn.Conv2D(1, 2, 3), nn.ReLU(), nn.MaxPool2D(2), nn.Flatten(), nn.Dense(2 * 13 * 13, 10))
     path = mo.export(model, tmp_path / "model.onnx", metadata={"minicnn.dataset": "mnist"})

@@ -1,4 +1,4 @@
-"""minicnn/predict.py and `minicnn predict`: pictures of any form become the dataset's 28x28 images."""
+"""minicnn/pictures.py and `minicnn predict`: pictures of any form become the dataset's 28x28 images."""
 
 import importlib.util
 import json
@@ -14,7 +14,7 @@ from minicnn import data, models  # noqa: E402
 from minicnn.checkpoint import save_checkpoint  # noqa: E402
 from minicnn.cli import main  # noqa: E402
 from minicnn.errors import DataError, ShapeError  # noqa: E402
-from minicnn.predict import (  # noqa: E402
+from minicnn.pictures import (  # noqa: E402
     MNIST_BOX, border_median, centre_of_mass, classify, light_on_dark, load_model, prepare, read_grey, softmax,
 )
 from minicnn.training import Trainer  # noqa: E402

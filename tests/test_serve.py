@@ -24,7 +24,7 @@ import pytest
 import minicnn
 from minicnn import models, nn
 from minicnn.checkpoint import save_checkpoint
-from minicnn.predict import prepare, softmax
+from minicnn.pictures import prepare, softmax
 from minicnn.serve import (MAX_BODY_BYTES, MAX_TARGET_BYTES, Inspector, decode_maps, make_server, non_finite_warning,
                            replace_non_finite, serve, serve_in_thread)
 from minicnn.serve.server import MISSING_WAITRESS

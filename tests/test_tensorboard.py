@@ -167,13 +167,13 @@ def train_command(tmp_path, monkeypatch, *flags):
     """Two epochs of `minicnn train --model lenet --tensorboard DIR` on 128 MNIST images; (the events, the history)."""
     import json
 
-    from minicnn import cli, data
+    from minicnn import cli, data, recipe
 
     def small_mnist(split):
         images, labels = data.load_mnist(split)
         return images[:192], labels[:192]
 
-    monkeypatch.setitem(cli.LOADERS, "mnist", small_mnist)
+    monkeypatch.setitem(recipe.LOADERS, "mnist", small_mnist)
     logs, out = tmp_path / "tb", tmp_path / "run"
     assert cli.main(["train", "--model", "lenet", "--epochs", "2", "--limit", "192", "--validation", "64",
                      "--batch-size", "32", "--quiet", "--tensorboard", str(logs), "--out", str(out), *flags]) == 0

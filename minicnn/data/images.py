@@ -19,7 +19,7 @@ sub-folder of root (root itself may be a link), and a linked folder inside a cla
 walked. So a link loop cannot hang the walk, a link to `/` cannot walk the file system, and
 no picture is loaded twice. A link to a picture file is read like the file.
 
-Every picture file, here and in minicnn.predict, is read by read_picture: regular files only
+Every picture file, here and in minicnn.pictures, is read by read_picture: regular files only
 (a FIFO or a device is refused before it is read, so nothing blocks), only the formats in
 PICTURE_FORMATS (Pillow is told so: no other decoder, and no external program such as
 Ghostscript, ever runs on a file), and at most MAX_PICTURE_PIXELS pixels, checked from the

@@ -7,7 +7,7 @@ The page (HTML, CSS and JavaScript in minicnn/serve/static, no CDN, no build ste
 pen or touch, shows the 28x28 input the model sees, the class probabilities while you draw, every
 layer's output (feature maps as grids, vectors as bars; click a map to see it large with its filter),
 the saliency map and Grad-CAM of a chosen layer, random and misclassified test images, and the summary.
-Drawings are prepared on the server by minicnn.predict.prepare (bounding box to 20x20, centre of mass
+Drawings are prepared on the server by minicnn.pictures.prepare (bounding box to 20x20, centre of mass
 at (14, 14)), so the page and the API give the same input for the same drawing. Pillow is needed
 for that (the `images` extra); the HTTP server is waitress (the `serve` extra).
 

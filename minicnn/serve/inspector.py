@@ -19,14 +19,14 @@ import base64
 import contextlib
 import importlib.util
 import threading
-from pathlib import Path
 
 import numpy as np
 
 from .. import backend, data, nn
 from ..checkpoint import load_checkpoint
 from ..errors import ShapeError
-from ..predict import DATASETS as DRAWABLE_DATASETS, prepare, softmax
+from ..pictures import DATASETS as DRAWABLE_DATASETS, prepare, softmax
+from ..runs import resolve_checkpoint
 from ..tensor import Tensor, no_grad
 from ..viz.saliency import grad_cam, grad_cam_layer, image_batch, named_layers, saliency_map
 
@@ -134,9 +134,7 @@ class Inspector:
     @classmethod
     def open(cls, checkpoint, dataset=None, test_images=None):
         """An Inspector for a checkpoint path: a .npz, a run folder (its best.npz) or an .onnx file."""
-        path = Path(checkpoint)
-        if path.is_dir():
-            path = path / "best.npz"
+        path = resolve_checkpoint(checkpoint)
         if path.suffix.lower() == ".onnx":
             from ..onnx import read  # the `onnx` extra, needed only for .onnx files
 
@@ -210,7 +208,7 @@ class Inspector:
 
     def prepare_drawing(self, drawing):
         """A grey drawing (H, W) -> the (28, 28) float32 input, made as MNIST digits (or Fashion-MNIST
-        products) were: see minicnn.predict.prepare."""
+        products) were: see minicnn.pictures.prepare."""
         dataset = self.dataset if self.dataset in DRAWABLE_DATASETS else "mnist"
         return prepare(drawing, dataset)
 

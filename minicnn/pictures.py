@@ -51,6 +51,7 @@ from . import functional as F
 from .checkpoint import load_checkpoint
 from .data.images import convert_picture, read_picture, shown
 from .errors import CheckpointError, DataError, ShapeError
+from .runs import resolve_checkpoint
 from .tensor import Tensor
 from .training import Trainer
 
@@ -61,6 +62,8 @@ INK_THRESHOLD = 0.1  # after the contrast step: brighter than this is ink (bound
 BORDER_FRACTION = 1 / 28  # the frame whose median is the background: one pixel of a 28x28 image
 DATASETS = ("mnist", "fashion-mnist")
 BLANK_WARNING = "blank picture (one flat colour, or fully transparent): the predictions are a guess"
+NON_FINITE_WARNING = ("the model's outputs are NaN or infinite (its weights diverged in training?): these "
+                      "predictions mean nothing, and their probabilities are given as null")
 
 
 def class_names(dataset):
@@ -215,15 +218,14 @@ def prepare(image, dataset="mnist"):
 # ----- the model ---------------------------------------------------------------------------------------
 
 def load_model(checkpoint, dataset=None):
-    """(model, dataset) from a checkpoint path: a .npz, a run folder (its best.npz) or an .onnx file.
+    """(model, dataset) from a checkpoint path: a .npz, a run folder (its best.npz; runs/latest is followed)
+    or an .onnx file.
 
     The dataset is `dataset` when given, else the one the checkpoint names (a .npz's run settings;
     an .onnx file's metadata when minicnn exported it). model is a callable: batch float32
     (N, 1, 28, 28) -> logits (N, classes) as a NumPy array.
     """
-    path = Path(checkpoint)
-    if path.is_dir():
-        path = path / "best.npz"
+    path = resolve_checkpoint(checkpoint)
     loaded = _read_onnx(path) if path.suffix.lower() == ".onnx" else load_checkpoint(path)
     if dataset is None:
         dataset = loaded.dataset
@@ -276,7 +278,8 @@ def classify(model, batch, names, top=3, sources=None):
     model: a callable batch -> logits (see load_model). names: the class names. Returns one dict per
     image: {'file': source, 'predictions': [{'class', 'index', 'probability'}, ...top of them, best first]},
     plus 'warning': BLANK_WARNING when the prepared image is all black (a blank or fully transparent
-    picture: the model still answers, but it has nothing to go on).
+    picture: the model still answers, but it has nothing to go on), or NON_FINITE_WARNING when the
+    model's outputs are NaN or infinite (their probabilities are then None, which JSON writes as null).
     """
     batch = np.asarray(batch, dtype=np.float32)
     if batch.ndim == 3:
@@ -291,8 +294,10 @@ def classify(model, batch, names, top=3, sources=None):
         best = np.argsort(-row, kind="stable")[:top]
         results.append({"file": source, "predictions": [
             {"class": names[index] if index < len(names) else str(index), "index": int(index),
-             "probability": float(row[index])} for index in best]})
-        if not image.any():
+             "probability": float(row[index]) if np.isfinite(row[index]) else None} for index in best]})
+        if not np.isfinite(row).all():
+            results[-1]["warning"] = NON_FINITE_WARNING
+        elif not image.any():
             results[-1]["warning"] = BLANK_WARNING
     return results
 

@@ -1,0 +1,260 @@
+"""`minicnn train`: check the flags, lock the run folder, build the run (minicnn/recipe.py), fit, report.
+
+    minicnn train --model cnn --epochs 5       # a fresh folder runs/cnn-YYYYmmdd-N; runs/latest points at it
+    minicnn train --out runs/cnn               # a folder of your choice (refused if it holds a run)
+    minicnn train --resume runs/latest         # continue an interrupted run with its saved settings
+"""
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+from .. import backend, distributed, recipe, run_settings, runs
+from ..files import write_bytes_atomically
+from ..profiler import ProfileFirstEpoch, mean_epoch_seconds, peak_memory_mib
+from ..tensorboard import TensorBoard
+from ..training import EarlyStopping, Trainer
+from ..viz.health import HealthMonitor
+from ..viz.plots import require_matplotlib, save_health
+from .arguments import folder_to_write, malloc_flag, setting
+
+
+def add_to(commands):
+    train = commands.add_parser("train", help="train a model (defaults: cnn on MNIST on the CPU)",
+                                description="Train a model, writing checkpoints and metrics to a fresh folder "
+                                            "runs/MODEL-DATE-N (runs/latest points at the newest) or to --out.")
+    _model_and_data_flags(train)
+    _run_flags(train)
+    malloc_flag(train)
+    train.set_defaults(run=run)
+
+
+def _model_and_data_flags(train):
+    train.add_argument("--model", **setting("model"))
+    train.add_argument("--dataset", **setting("dataset"),
+                       help="cifar10 and imagefolder read --data (imagefolder: DIR/train and DIR/test or DIR/val, "
+                            "one sub-folder per class)")
+    train.add_argument("--data", **setting("data"),
+                       help="cifar-10-python.tar.gz (or its cifar-10-batches-py folder), or the picture folder")
+    train.add_argument("--depth", **setting("depth"), help="--model resnet: depth 6n+2 (default 20)")
+    train.add_argument("--image-size", **setting("image_size"),
+                       help="the model's input size: imagefolder pictures are read at this size (default 64); other "
+                            "datasets are resized as the tutorial does (Resize(size * 256 / 224), CenterCrop(size))")
+    train.add_argument("--pad", **setting("pad"),
+                       help="pad each side with this many zero pixels first (Fashion-MNIST 28x28 -> 32x32: --pad 2)")
+    train.add_argument("--augment", **setting("augment"),
+                       help="training-time augmentation: crop (RandomCrop(size, padding=size // 8)), "
+                            "flip (RandomHorizontalFlip)")
+    train.add_argument("--normalize", **setting("normalize", default=None),
+                       help="per-channel normalisation (default: imagenet for resnet18, none otherwise)")
+    train.add_argument("--weights", **setting("weights"),
+                       help="--model resnet18: start from a PyTorch state dict (torchvision's resnet18-*.pth); "
+                            "fc is replaced by a new Dense(512, classes)")
+    train.add_argument("--freeze-backbone", **setting("freeze_backbone"),
+                       help="train only the final layer fc (fine-tuning a pretrained --weights)")
+
+
+def _run_flags(train):
+    train.add_argument("--momentum", **setting("momentum"), help="SGD momentum (default 0.9)")
+    train.add_argument("--weight-decay", **setting("weight_decay"), help="SGD weight decay (default 0)")
+    train.add_argument("--epochs", **setting("epochs", default=None),
+                       help=f"default {run_settings.DEFAULT_EPOCHS} (with --resume: the run's own)")
+    train.add_argument("--batch-size", **setting("batch_size"))
+    train.add_argument("--optimizer", **setting("optimizer", default=None),
+                       help="default: adam for cnn, sgd with momentum 0.9 for lenet")
+    train.add_argument("--lr", **setting("lr"), help="default: 1e-3 for adam, 0.01 for sgd")
+    train.add_argument("--schedule", **setting("schedule"),
+                       help="learning-rate schedule per epoch: step (x0.1 every 2 epochs) or cosine to 0")
+    train.add_argument("--patience", **setting("patience"),
+                       help="stop early when validation accuracy has not improved for this many epochs "
+                            "(default, or 0: never stop early)")
+    train.add_argument("--validation", **setting("validation"),
+                       help="training images held out for validation (default: a tenth of the training images "
+                            "used, at most 5000; 0: none)")
+    train.add_argument("--shift", **setting("shift"), help="augment by random shifts of up to this many pixels")
+    train.add_argument("--limit", **setting("limit"), help="train on only the first N training images")
+    train.add_argument("--device", choices=list(backend.DEVICES), default="cpu")
+    train.add_argument("--seed", **setting("seed"))
+    train.add_argument("--out", type=folder_to_write, default=None,
+                       help="folder for checkpoints and metrics (default: a fresh runs/MODEL-DATE-N); "
+                            "refused when it already holds a run, unless --overwrite")
+    train.add_argument("--overwrite", action="store_true", help="let --out replace the run already there")
+    train.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                       help="continue the run saved in DIR (its settings are reused; --epochs may extend it)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar (still one line per epoch)")
+    train.add_argument("--profile", action="store_true",
+                       help="time every operation during the first epoch's batches and print the table")
+    train.add_argument("--health", action="store_true",
+                       help="record per-layer activation and gradient statistics; write health.png to --out "
+                            "(needs matplotlib)")
+    train.add_argument("--tensorboard", type=folder_to_write, default=None, metavar="DIR",
+                       help="write TensorBoard logs to DIR (view: tensorboard --logdir DIR); with --health they hold "
+                            "its statistics too (needs the tensorboard extra)")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel training on the processes mpiexec started (needs the dist extra); "
+                            "--batch-size is per process")
+    train.add_argument("--backend", choices=distributed.BACKENDS, default="auto",
+                       help="with --distributed: how the processes talk (default auto: nccl when every process "
+                            "has a GPU, else mpi)")
+
+
+# ----- the settings of the run ------------------------------------------------------------------------
+
+def _settings_of_flags(args):
+    """The settings that define a run (run_settings.SETTINGS), saved in its checkpoints so --resume can reuse them."""
+    _check_image_flags(args)
+    given = {**vars(args), "augment": list(args.augment)}
+    for name in ("data", "weights"):  # saved as absolute paths, so that a resumed run finds them from anywhere
+        given[name] = None if given[name] is None else str(given[name].resolve())
+    return run_settings.completed(given)
+
+
+def _check_image_flags(args):
+    """The flags of the image pipeline (--data, --weights, --freeze-backbone) that only make sense together."""
+    if args.dataset in run_settings.PATH_DATASETS and args.data is None:
+        raise ValueError(f"--dataset {args.dataset} reads --data PATH; pass the "
+                         + ("cifar-10-python.tar.gz archive" if args.dataset == "cifar10" else "picture folder"))
+    if args.dataset not in run_settings.PATH_DATASETS and args.data is not None:
+        raise ValueError(f"--data is for --dataset {' or '.join(run_settings.PATH_DATASETS)}; {args.dataset} is "
+                         "fetched by minicnn")
+    if args.weights is not None and args.model != "resnet18":
+        raise ValueError(f"--weights loads a PyTorch ResNet-18 state dict; use it with --model resnet18, "
+                         f"not {args.model}")
+    if args.weights is not None and not args.weights.is_file():
+        raise FileNotFoundError(f"--weights {args.weights}: no such file")
+    if args.freeze_backbone and args.model not in ("resnet", "resnet18"):
+        raise ValueError(f"--freeze-backbone trains only the layer fc, which --model {args.model} does not have")
+
+
+# ----- the command ----------------------------------------------------------------------------------------
+
+def run(args):
+    """Check everything the arguments name (the GPU, the output folder, a resumed run) before loading data,
+    then train with the run folder locked."""
+    if args.health:
+        require_matplotlib()  # fail before training, not after it
+    backend.array_module_for(args.device)  # a clear error now if the GPU is missing
+    writes = _writes(args)
+    with contextlib.ExitStack() as folder:
+        if args.resume is not None:
+            args.resume = runs.follow_latest(args.resume)
+            if args.out is not None and args.out.resolve() != args.resume.resolve():
+                raise ValueError(f"--resume continues the run in its own folder ({args.resume}); leave out --out")
+            if not args.resume.is_dir():
+                raise FileNotFoundError(f"--resume {args.resume}: no such folder (is it the folder of a run?)")
+            if writes:
+                folder.enter_context(runs.run_folder(args.resume, "--resume"))
+            saved = recipe.saved_settings(args.resume)
+            settings = {**saved, "epochs": saved["epochs"] if args.epochs is None else args.epochs}
+        else:
+            settings = _settings_of_flags(args)
+            if args.out is not None and writes:
+                folder.enter_context(runs.run_folder(args.out, "--out"))
+                runs.check_out_folder(args.out, args.overwrite)
+            elif writes:
+                # A fresh folder is made there after the data loads.
+                runs.made_and_writable(runs.RUNS, "the runs folder")
+        return _train(args, settings, folder)
+
+
+def _writes(args):
+    """Whether this process writes the run's files and prints: always, except ranks 1, 2, ... of --distributed."""
+    return getattr(args, "comm", None) is None or args.comm.rank == 0
+
+
+def _train(args, settings, folder):
+    backend.set_default_device(args.device)
+    backend.manual_seed(settings["seed"])
+    comm = getattr(args, "comm", None)
+    shard = (comm.rank, comm.size) if comm is not None and comm.size > 1 else None  # each process its part
+    built = recipe.build(settings, args.device, shard, load_weights=args.resume is None)  # resumed: weights from it
+    trainer = Trainer(built.model, built.optimizer, comm=comm)
+    trainer.schedule = built.schedule
+    trainer.run_info = settings
+    out = _checkpoint_folder(args, trainer, settings, folder, len(built.train))
+    print(f"training {settings['model']} on {settings['dataset']} ({built.train.num_samples} images, "
+          f"{settings['validation']} held out) on the {args.device.upper()} with "
+          f"{settings['optimizer']} lr {settings['lr']:g}, batch {settings['batch_size']}"
+          + (f" per process x {comm.size} processes ({comm.name})" if comm is not None and comm.size > 1 else "")
+          + f"; checkpoints in {out}", flush=True)
+    history, monitor = _fit(args, settings, trainer, built, out)
+    result = trainer.evaluate(built.test)
+    if _writes(args):
+        _report(args, settings, history, result, len(built.train), out)
+        if monitor is not None:
+            monitor.remove()
+            print(f"wrote {save_health(monitor.history, out / 'health.png')}")
+    return 0
+
+
+def _checkpoint_folder(args, trainer, settings, folder, steps_per_epoch):
+    """Where the run's checkpoints go (None on ranks 1, 2, ...); a resumed trainer is loaded from its folder."""
+    if args.resume is not None:
+        loaded = trainer.resume(args.resume)
+        print(_resume_line(args.resume, loaded.state, steps_per_epoch, settings["epochs"]), flush=True)
+        return args.resume
+    if args.out is not None:
+        return args.out
+    if _writes(args):
+        return folder.enter_context(runs.run_folder(runs.fresh_run_folder(settings["model"]), "the run folder"))
+    return None  # ranks 1, 2, ... of a distributed run write nothing
+
+
+def _fit(args, settings, trainer, built, out):
+    """trainer.fit with the callbacks the flags ask for; (history, the --health monitor or None)."""
+    callbacks = [EarlyStopping("val_accuracy", patience=settings["patience"])] if settings["patience"] else []
+    monitor = HealthMonitor(built.model) if args.health else None
+    profiler = ProfileFirstEpoch(len(built.train)) if args.profile else None
+    board = _tensorboard(args.tensorboard, built.model, built.image, monitor)
+    callbacks += [callback for callback in (board or monitor, profiler) if callback is not None]
+    try:
+        history = trainer.fit(built.train, epochs=settings["epochs"], validation_data=built.validation,
+                              callbacks=callbacks, checkpoint_dir=out, verbose=2 if args.quiet else "auto")
+    except KeyboardInterrupt as stop:
+        if stop.args and out is not None and _writes(args):  # the Trainer's own stop: it saved last.npz
+            print(f"continue with `minicnn train --resume {out}`", file=sys.stderr, flush=True)
+        raise
+    finally:
+        if profiler is not None:
+            profiler.close()  # ends the profile if the first epoch was interrupted
+        if board is not None:
+            board.close()
+    return history, monitor
+
+
+def _tensorboard(folder, model, image, monitor):
+    """The --tensorboard callback (None without the flag), showing `image`'s feature maps; it drives the
+    --health monitor, when there is one, so that each epoch's statistics are averaged before they are written."""
+    if folder is None:
+        return None
+    board = TensorBoard(folder, model=model, image=image, health=monitor or False)
+    print(f"TensorBoard logs in {folder} (view them with: tensorboard --logdir {folder})", flush=True)
+    return board
+
+
+def _report(args, settings, history, result, steps_per_epoch, out):
+    """Write metrics.json and print the test results."""
+    mean_seconds, partial = mean_epoch_seconds(history, steps_per_epoch)
+    summary = {
+        "run": settings, "device": args.device, "test_accuracy": result["accuracy"], "test_loss": result["loss"],
+        "seconds_per_epoch": history.get("seconds", []), "mean_epoch_seconds": mean_seconds,
+        "peak_memory_mib": round(peak_memory_mib(), 1), "gpu_pool_mib_per_epoch": history.get("gpu_pool_mib"),
+        "confusion_matrix": result["confusion_matrix"].tolist(), "history": dict(history),
+    }
+    write_bytes_atomically(out / "metrics.json", json.dumps(summary, indent=1).encode())
+    mean_text = "-" if mean_seconds is None else f"{mean_seconds:.1f} s"
+    left_out = f" (leaving out {partial} epoch{'s' if partial > 1 else ''} resumed mid-way)" if partial else ""
+    print(f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}  mean epoch {mean_text}{left_out}"
+          f"  peak memory {summary['peak_memory_mib']:.0f} MiB")
+    print(f"wrote {out / 'metrics.json'}")
+
+
+def _resume_line(folder, state, steps_per_epoch, epochs):
+    epoch, step = int(state["epoch"]), int(state.get("step", 0))
+    if epoch >= epochs:
+        return f"{folder} has finished its {epoch} epochs; pass --epochs above {epoch} to train it further"
+    where = (f"epoch {epoch + 1}, step {step + 1} of {steps_per_epoch} ({step} steps of that epoch were done)"
+             if step else f"the start of epoch {epoch + 1}")
+    return f"resuming {folder} at {where}, to {epochs} epochs"
+
