@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 # Loaded on first use (PEP 562): `minicnn.onnx.export(...)` works after a bare `import minicnn`, which stays quick.
-_LAZY_SUBMODULES = ("cli", "distributed", "interop", "keras", "onnx", "serve", "tensorboard", "viz")
+_LAZY_SUBMODULES = ("cli", "distributed", "interop", "keras", "onnx", "recipe", "serve", "tensorboard", "viz")
 
 
 def __getattr__(name):

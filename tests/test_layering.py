@@ -45,6 +45,8 @@ ALLOWED_SIDEWAYS = {
     ("backend", "errors"): "the backend raises the package's errors",
     ("pickle_reader", "errors"): "a hostile pickle raises the package's errors",
     ("checkpoint", "checkpoint_guards"): "the checkpoint reader's guards sit beside it",
+    ("checkpoint", "run_settings"): "a checkpoint's saved run settings are checked against their one schema",
+    ("run_settings", "optim"): "the optimizers' names and default learning rates",
 }
 
 # Never allowed: each one ties a general mechanism to a particular user of it.

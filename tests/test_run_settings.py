@@ -62,3 +62,10 @@ def test_every_rule_refuses_what_its_description_excludes():
         assert all(run_settings.problem(name, value) is None for value in good), name
         for value in bad:
             assert run_settings.problem(name, value).startswith("expected "), (name, value)
+
+
+def test_the_schema_names_every_model_of_the_zoo_and_no_other():
+    # run_settings names the models instead of importing minicnn.models (checkpoint.py reads the schema).
+    from minicnn import models, run_settings
+
+    assert run_settings.MODELS == tuple(sorted(models.MODELS))
