@@ -2,7 +2,9 @@
 read only when they are regular files.
 
 One writer serves checkpoints, the data cache, metrics.json and ONNX export; one check serves
-the readers of checkpoints, PyTorch state dicts and data archives.
+every reader of a file it was given: checkpoints, PyTorch state dicts, data archives (regular_file,
+before a library opens the path), pictures and ONNX models (open_regular_file, which checks the
+opened descriptor, so the file cannot be swapped between the check and the read).
 """
 
 import os
@@ -52,7 +54,28 @@ def regular_file(path, what, error=ValueError):
     another kind (CheckpointError, DataError). OSError (a missing file, no permission) passes through.
     """
     status = os.stat(path)
-    if not stat.S_ISREG(status.st_mode):
-        kind = next((name for is_kind, name in _OTHER_KINDS if is_kind(status.st_mode)), "a special file")
-        raise error(f"'{path}' is {kind}, not a regular file; {what} is read from a regular file only")
+    _check_regular(path, status.st_mode, what, error)
     return status
+
+
+def open_regular_file(path, what, error=ValueError):
+    """The file at `path` opened for reading in binary, after checking that it is a regular file.
+
+    The check is made on the opened descriptor, and the open never waits (O_NONBLOCK: opening a FIFO
+    would otherwise wait for a writer); what and error as in regular_file. The caller closes the file
+    (`with open_regular_file(...) as file:`).
+    """
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        _check_regular(path, os.fstat(descriptor).st_mode, what, error)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return os.fdopen(descriptor, "rb")
+
+
+def _check_regular(path, mode, what, error):
+    if not stat.S_ISREG(mode):
+        kind = next((name for is_kind, name in _OTHER_KINDS if is_kind(mode)), "a special file")
+        shown = repr(str(path))  # escaped: a newline or an escape sequence in a name cannot forge a line
+        raise error(f"{shown} is {kind}, not a regular file; {what} is read from a regular file only")

@@ -118,7 +118,7 @@ def test_a_fifo_as_a_picture_is_refused_without_blocking(tmp_path, reader):
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         pytest.fail(f"{reader} blocked on a FIFO")
     assert isinstance(outcome.get("error"), DataError), outcome
-    assert "pipe.png: is not a regular file" in str(outcome["error"]) and "\n" not in str(outcome["error"])
+    assert "pipe.png' is a FIFO (named pipe), not a regular file" in str(outcome["error"]) and "\n" not in str(outcome["error"])
 
 
 @pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")

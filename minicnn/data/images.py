@@ -27,13 +27,13 @@ header before any pixel is decoded.
 """
 
 import os
-import stat
 from pathlib import Path
 
 import numpy as np
 
 from ..backend import format_bytes, memory_limit
 from ..errors import DataError
+from ..files import open_regular_file
 
 # The extensions ImageFolder accepts (compared in lower case); Pillow reads them all.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -91,22 +91,13 @@ def read_picture(path):
     """
     Image, UnidentifiedImageError = _pillow()
     try:
-        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        file = open_regular_file(path, "a picture", DataError)
     except FileNotFoundError:
         raise DataError(f"{shown(path)}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"{shown(path)}: is a folder, not an image") from None
     except OSError as error:
         raise DataError(f"{shown(path)}: cannot be opened ({error.strerror})") from None
-    with os.fdopen(descriptor, "rb") as file:
-        mode = os.fstat(descriptor).st_mode
-        if stat.S_ISDIR(mode):
-            raise DataError(f"{shown(path)}: is a folder, not an image")
-        if not stat.S_ISREG(mode):
-            raise DataError(f"{shown(path)}: is not a regular file (a FIFO, a device or a socket); "
-                            f"pictures are read from regular files only")
-        if os.fstat(descriptor).st_size == 0:
+    with file:
+        if os.fstat(file.fileno()).st_size == 0:
             raise DataError(f"{shown(path)}: empty file")
         try:
             image = Image.open(file, formats=PICTURE_FORMATS)

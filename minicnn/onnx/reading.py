@@ -4,8 +4,8 @@ Parsing a protobuf runs nothing from the file; what the model means is checked a
 """
 
 import os
-import stat
 
+from ..files import open_regular_file
 from .common import OnnxError, escaped, require_onnx
 
 MAX_FILE_BYTES = 2**31 - 1  # protobuf's own limit on one message
@@ -19,17 +19,11 @@ def parse_file(path):
 def _read_bytes(path):
     """The whole file at `path`: a regular file (never a FIFO or device), of a size protobuf can parse."""
     try:
-        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        file = open_regular_file(path, "an ONNX model", OnnxError)
     except FileNotFoundError:
         raise FileNotFoundError(f"minicnn.onnx.load: no file at '{path}'") from None
-    except IsADirectoryError:
-        raise OnnxError(f"'{path}' is a folder, not an ONNX file") from None
-    with os.fdopen(descriptor, "rb") as file:
-        info = os.fstat(descriptor)
-        if not stat.S_ISREG(info.st_mode):
-            raise OnnxError(f"'{path}' is not a regular file (a folder, FIFO, device or socket); ONNX models "
-                            f"are read from regular files only")
+    with file:
+        info = os.fstat(file.fileno())
         size = info.st_size
         _check_file_size(path, size)
         data = file.read(size + 1)
