@@ -79,13 +79,14 @@ def check_out_folder(out, overwrite):
         return
     resumable = resume_checkpoint(out)
     if resumable is None:
-        continuing = "(it holds no checkpoint to continue)"
+        choices = "or add --overwrite to replace it (it holds no checkpoint to continue)"
     elif resumable.name == "best.npz":
-        continuing = f"or continue it with --resume {out} (no last.npz there yet: it starts again from epoch 1)"
+        choices = (f"add --overwrite to replace it, or continue it with --resume {out} (no last.npz there yet: "
+                   "it starts again from epoch 1)")
     else:
-        continuing = f"or continue it with --resume {out}"
+        choices = f"add --overwrite to replace it, or continue it with --resume {out}"
     raise ValueError(f"--out {out} already holds a run ({', '.join(held)}); choose another --out, leave --out "
-                     f"out for a fresh folder under {RUNS}/, add --overwrite to replace it, {continuing}")
+                     f"out for a fresh folder under {RUNS}/, {choices}")
 
 
 def cannot_write(path, error):

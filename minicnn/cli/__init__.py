@@ -1,11 +1,11 @@
 """The `minicnn` command: train, evaluate, fetch, and look inside a model (graph, show, export, predict, serve).
 
     minicnn train --model cnn --epochs 5       # a fresh folder runs/cnn-YYYYmmdd-N; runs/latest points at it
-    minicnn train --out runs/cnn               # a folder of your choice (refused if it holds a run)
+    minicnn train --out runs/cnn               # a folder of your choice (refused if it holds a run); runs/latest -> it
     minicnn train --resume runs/latest         # continue an interrupted run
     minicnn train --profile --health           # time each operation in epoch 1; write health.png
     mpiexec -n 2 minicnn train --distributed   # one model on 2 processes (needs the dist extra)
-    minicnn evaluate runs/latest/best.npz
+    minicnn evaluate runs/latest/best.npz       # or an .onnx file
     minicnn fetch mnist
     minicnn graph --model cnn --out graph.svg  # the computation graph of one training step
     minicnn show runs/latest/best.npz --image-index 7 --layer 3

@@ -1,7 +1,7 @@
 """`minicnn train`: check the flags, lock the run folder, build the run (minicnn/recipe.py), fit, report.
 
     minicnn train --model cnn --epochs 5       # a fresh folder runs/cnn-YYYYmmdd-N; runs/latest points at it
-    minicnn train --out runs/cnn               # a folder of your choice (refused if it holds a run)
+    minicnn train --out runs/cnn               # a folder of your choice (refused if it holds a run); runs/latest -> it
     minicnn train --resume runs/latest         # continue an interrupted run with its saved settings
 
 At the end it evaluates on the test set both the final weights (last.npz) and best.npz, which the other
