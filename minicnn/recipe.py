@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, models, nn, optim, run_settings
+from . import data, models, nn, optim, run_settings, runs
 from .checkpoint import load_checkpoint
 from .errors import CheckpointError
 
@@ -26,10 +26,11 @@ IMAGE_FOLDER_SIZE = 64  # imagefolder pictures are read at this size without --i
 
 
 def saved_settings(folder):
-    """The run settings saved in folder/last.npz, each checked as its flag would be (CheckpointError if not)."""
-    path = Path(folder) / "last.npz"
-    if not path.exists():
-        raise FileNotFoundError(f"--resume {folder}: no last.npz there (is it the folder of a run?)")
+    """The run settings saved in the folder's last.npz (or best.npz, when a kill came before the first
+    last.npz: see runs.resume_checkpoint), each checked as its flag would be (CheckpointError if not)."""
+    path = runs.resume_checkpoint(folder)
+    if path is None:
+        raise FileNotFoundError(f"--resume {folder}: no last.npz or best.npz there (is it the folder of a run?)")
     saved = load_checkpoint(path).state.get("run")
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path}: holds no run settings to resume (state 'run' is {type(saved).__name__})")
@@ -126,6 +127,10 @@ def transforms(settings, channels, height, width):
     values = []
     if channels == 1 and model_channels(settings, channels) == 3:
         values.append(data.RepeatChannels(3))
+    if settings.get("normalize") == "imagenet" and model_channels(settings, channels) != 3:
+        raise ValueError(f"--normalize imagenet: ImageNet's mean and std are for 3 colour channels, and --model "
+                         f"{settings['model']} takes {settings['dataset']}'s {channels}-channel images; pass "
+                         f"--normalize none (or --weights, whose model takes grey images repeated to 3 channels)")
     if settings.get("normalize") == "imagenet":
         values += [data.ToFloat(), data.Normalize(data.IMAGENET_MEAN, data.IMAGENET_STD)]
     train, evaluation = shape + augment + values, shape + values

@@ -173,12 +173,15 @@ CHECKPOINT_SCHEMA = {name: (setting.wanted(choices=False), lambda value, setting
 
 def completed(given):
     """The settings of a new run from `given` ({name: value}, None where not given): epochs, the optimizer
-    (the model's own), lr (the optimizer's) and normalize (imagenet for resnet18) are filled in."""
+    (the model's own), lr (the optimizer's) and normalize (imagenet for resnet18 on colour images or with
+    --weights, which take grey images repeated to 3 channels; none otherwise) are filled in."""
     settings = {name: given.get(name) for name in SETTINGS}
     settings["epochs"] = DEFAULT_EPOCHS if settings["epochs"] is None else settings["epochs"]
     settings["optimizer"] = settings["optimizer"] or DEFAULT_OPTIMIZER[settings["model"]]
     settings["lr"] = optim.DEFAULT_LR[settings["optimizer"]] if settings["lr"] is None else settings["lr"]
-    settings["normalize"] = settings["normalize"] or ("imagenet" if settings["model"] == "resnet18" else "none")
+    colour = settings["dataset"] not in FETCHED_DATASETS or settings["weights"]  # MNIST's are grey: 1 channel
+    settings["normalize"] = settings["normalize"] or ("imagenet" if settings["model"] == "resnet18" and colour
+                                                      else "none")
     return settings
 
 

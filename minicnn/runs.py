@@ -4,11 +4,17 @@
     folder = fresh_run_folder("cnn")          # runs/cnn-YYYYmmdd-N, N the first free number; runs/latest -> it
     with run_folder(folder, "--out"):         # made, checked writable, locked, cleared of leftover temporaries
         ...
+    point_latest(Path("elsewhere/run"))       # runs/latest -> a run that went elsewhere (--out, --resume)
 
 A run folder holds last.npz, best.npz and metrics.json (RUN_FILES). While a `train` writes there it holds
 the folder's lock (.lock, an flock, with the holder's pid), and before writing it removes the temporaries
 an interrupted write left (files.write_atomically's `.NAME.tmp-PID`). `latest` in the runs folder is a
-relative symlink to the newest run, or, where symlinks cannot be made, a text file holding its name.
+symlink to the folder of the last `train` (a fresh folder, --out or --resume; relative inside the runs
+folder, absolute outside it), or, where symlinks cannot be made, a text file holding that path.
+
+What a kill or a full disk leaves, and what --resume makes of it (resume_checkpoint): last.npz, the end of
+an epoch or a stop, is where a resumed run continues; best.npz alone (a kill between epoch 1's best.npz and
+its first last.npz) holds the run's settings, and the resumed run starts again from epoch 1.
 """
 
 import contextlib
@@ -59,13 +65,39 @@ def resolve_checkpoint(path):
 
 # ----- making and checking a run folder ---------------------------------------------------------------
 
+def resume_checkpoint(folder):
+    """The checkpoint --resume reads in a run folder: last.npz (it continues from there), else best.npz (written
+    before the first last.npz, so the run starts again from epoch 1 with its settings), else None."""
+    folder = Path(folder)
+    return next((folder / name for name in ("last.npz", "best.npz") if (folder / name).is_file()), None)
+
+
 def check_out_folder(out, overwrite):
-    """Refuse an --out folder that holds a run, unless --overwrite."""
+    """Refuse an --out folder that holds a run, unless --overwrite; say whether --resume can continue it."""
     held = [name for name in RUN_FILES if (out / name).exists()]
-    if held and not overwrite:
-        raise ValueError(f"--out {out} already holds a run ({', '.join(held)}); choose another --out, leave --out "
-                         f"out for a fresh folder under {RUNS}/, add --overwrite to replace it, or continue it "
-                         f"with --resume {out}")
+    if not held or overwrite:
+        return
+    resumable = resume_checkpoint(out)
+    if resumable is None:
+        choices = "or add --overwrite to replace it (it holds no checkpoint to continue)"
+    elif resumable.name == "best.npz":
+        choices = (f"add --overwrite to replace it, or continue it with --resume {out} (no last.npz there yet: "
+                   "it starts again from epoch 1)")
+    else:
+        choices = f"add --overwrite to replace it, or continue it with --resume {out}"
+    raise ValueError(f"--out {out} already holds a run ({', '.join(held)}); choose another --out, leave --out "
+                     f"out for a fresh folder under {RUNS}/, {choices}")
+
+
+def cannot_write(path, error):
+    """`error`, an OSError met writing `path`, as one of the same kind whose message names `path`.
+
+    A full disk says only '[Errno 28] No space left on device', and a read-only folder names the temporary
+    file written first (.NAME.tmp-PID), not the file the run could not write.
+    """
+    named = type(error)(f"cannot write {path}: {error.strerror or error}")
+    named.errno = error.errno
+    return named
 
 
 def made_and_writable(folder, flag):
@@ -126,8 +158,14 @@ class RunLock:
         return self
 
     def __exit__(self, *exception):
-        self.path.unlink(missing_ok=True)  # while still holding the flock, so no one locks the old file
-        self.file.close()
+        try:
+            self.path.unlink(missing_ok=True)  # while still holding the flock, so no one locks the old file
+        except OSError:
+            # A folder made read-only (or a full file system) mid-run: the .lock stays, and as its flock ends
+            # with this process the next train takes it over. The error that ended the run is the one to show.
+            pass
+        finally:
+            self.file.close()
 
     @staticmethod
     def _holder(file):
@@ -159,8 +197,9 @@ def run_folder(folder, flag):
             remove_temporaries(folder)
             yield folder
     finally:
-        if made and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+        with contextlib.suppress(OSError):  # a folder that cannot be removed stays; the run's own error is shown
+            if made and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
 
 def fresh_run_folder(model, root=RUNS):
@@ -180,14 +219,32 @@ def fresh_run_folder(model, root=RUNS):
             break
         except FileExistsError:
             number += 1
+    point_latest(folder, root)
+    return folder
+
+
+def point_latest(folder, root=RUNS):
+    """Point root/latest at `folder`, the run a `train` writes: a fresh folder, --out or --resume.
+
+    Inside root the link is relative (root/latest -> cnn-20250101-2), elsewhere absolute. A run outside
+    root makes no root folder of its own: latest moves only where root already exists. A `latest` that is a
+    real folder (an earlier version's default) is left alone, with a note.
+    """
+    folder, root = Path(folder), Path(root)
+    if not root.is_dir():
+        return
     latest = root / "latest"
     if latest.is_dir() and not latest.is_symlink():
         _note(f"{latest} is a folder of an earlier run, left as it is; it does not point at {folder}")
-        return folder
+        return
+    target = folder.resolve()
+    inside = target.parent == root.resolve()
+    name = target.name if inside else str(target)
+    if target == latest.resolve() and latest.is_symlink():
+        return  # already there (a resumed run reached through runs/latest)
     if latest.is_symlink() or latest.exists():
         latest.unlink()
     try:
-        latest.symlink_to(folder.name, target_is_directory=True)
+        latest.symlink_to(name, target_is_directory=True)
     except OSError:
-        latest.write_text(folder.name + "\n")
-    return folder
+        latest.write_text(name + "\n")

@@ -37,6 +37,8 @@ epoch, through its ONNX export, where the onnx extra is installed.
 Install with `python3 -m pip install -e ".[tensorboard]"`.
 """
 
+import contextlib
+import io
 import tempfile
 import warnings
 from pathlib import Path
@@ -219,7 +221,10 @@ class TensorBoard:
                 warnings.warn(f"TensorBoard: no graph written, the model cannot be exported as ONNX ({error})",
                               stacklevel=3)
                 return
-            self.writer.add_onnx_graph(str(path))
+            # tensorboardX's ONNX reader prints every input's and node's name ("input", "model[0]", ...) to
+            # stdout; only that call's output is dropped, never the progress or the epoch lines around it.
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.writer.add_onnx_graph(str(path))
 
     def _write_histograms(self, epochs_done):
         for name, module in named_layers(self.model):

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend, checkpoint, distributed, metrics, optim
+from . import backend, checkpoint, distributed, metrics, optim, runs
 from . import functional as F
 from .data import DataLoader
 from .errors import TrainingDivergedError
@@ -464,7 +464,10 @@ class Trainer:
             "cpu_rng": backend.cpu_rng().bit_generator.state, "run": self.run_info, "best_value": self.best_value,
             "best_epoch": self.best_epoch,
         }
-        checkpoint.save_checkpoint(path, self.model, self.optimizer, self.schedule, state)
+        try:
+            checkpoint.save_checkpoint(path, self.model, self.optimizer, self.schedule, state)
+        except OSError as error:  # a full disk or a read-only folder: say which checkpoint could not be written
+            raise runs.cannot_write(path, error) from error
         return Path(path)
 
     def resume(self, path):

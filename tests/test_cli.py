@@ -72,10 +72,24 @@ def test_evaluate_prints_the_accuracy_once_with_report_and_confusion_matrix(trai
     assert main(["evaluate", str(trained_run / "best.npz")]) == 0
     printed = capsys.readouterr().out
     summary = json.loads((trained_run / "metrics.json").read_text())
-    assert f"accuracy: {summary['test_accuracy']:.4f}" in printed
+    assert f"accuracy: {summary['best']['test_accuracy']:.4f}" in printed  # metrics.json's best is best.npz's
     assert printed.count("accuracy") == 1, printed
     assert "precision" in printed and "recall" in printed and "confusion matrix" in printed
     assert main(["evaluate", str(trained_run)]) == 0  # a run folder means its best.npz
+
+
+def test_evaluate_reads_an_onnx_file_as_show_predict_and_serve_do(trained_run, tmp_path, capsys):
+    pytest.importorskip("onnx", reason="needs the onnx extra (pip install -e \".[onnx]\")")
+    assert main(["evaluate", str(trained_run / "best.npz")]) == 0
+    reference = capsys.readouterr().out.splitlines()
+    for softmax in ([], ["--softmax"]):  # a final Softmax is left out: the loss is of the logits, as for best.npz
+        path = tmp_path / f"cnn{'-softmax' if softmax else ''}.onnx"
+        assert main(["export", str(trained_run / "best.npz"), str(path), *softmax]) == 0
+        capsys.readouterr()
+        assert main(["evaluate", str(path)]) == 0
+        printed = capsys.readouterr().out.splitlines()
+        assert printed[0] == reference[0].replace(str(trained_run / "best.npz"), str(path))  # 500 images, loss
+        assert printed[1:] == reference[1:]  # the report and the confusion matrix
 
 
 def test_resume_says_where_it_resumes_and_continues_to_more_epochs(trained_run, tmp_path, capsys):

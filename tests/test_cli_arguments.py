@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,7 +44,9 @@ def _refused_by_the_parser(argv, capsys):
         main(argv)
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
-    assert "Traceback" not in error
+    # One line naming the command, without argparse's usage block above it.
+    assert error.startswith(f"minicnn {argv[0]}: ") and error.count("\n") == 1, error
+    assert "usage:" not in error and "Traceback" not in error
     return error
 
 
@@ -284,7 +287,23 @@ def test_main_as_a_process_prints_one_line_for_a_bad_flag(tmp_path):
     result = subprocess.run([sys.executable, "-m", "minicnn", "train", "--epochs", "0", "--out", str(out)],
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
     assert result.returncode == 2 and "argument --epochs" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr == ("minicnn train: argument --epochs: expected an integer at least 1, got 0 "
+                             "(see minicnn train --help)\n")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "minicnn: the following arguments are required: command (see minicnn --help)"),
+    (["trian"], "minicnn: argument command: invalid choice: 'trian'"),
+    (["evaluate"], "minicnn evaluate: the following arguments are required: checkpoint (see minicnn evaluate --help)"),
+    (["train", "--optimiser", "sgd"], "minicnn train: unrecognized arguments: --optimiser sgd"),
+    (["train", "--model", "vgg"], "minicnn train: argument --model: invalid choice: 'vgg'"),
+])
+def test_every_parser_error_is_one_line_naming_the_command(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and error.startswith(message) and error.count("\n") == 1, error
 
 
 def test_fuzzed_numeric_values_are_accepted_exactly_when_in_range(capsys, loads):
@@ -305,3 +324,153 @@ def test_fuzzed_numeric_values_are_accepted_exactly_when_in_range(capsys, loads)
             else:
                 assert accepted and getattr(args, flag[2:].replace("-", "_")) == value, (flag, value)
     assert loads == []
+
+
+# ----- what a kill, a full disk or a read-only folder leaves in the run folder -------------------------------------
+
+def _failing_writes(monkeypatch, name, error):
+    """The checkpoint writer raises `error` when it writes a file called `name` (a disk that fills up there)."""
+    from minicnn import checkpoint
+
+    real = checkpoint.write_atomically
+
+    def write_atomically(path, write):
+        if Path(path).name == name:
+            raise error
+        return real(path, write)
+
+    monkeypatch.setattr(checkpoint, "write_atomically", write_atomically)
+
+
+def _weights(path):
+    from minicnn.checkpoint import load_checkpoint
+
+    return load_checkpoint(path).model.state_dict()
+
+
+def test_a_run_stopped_before_its_first_last_npz_resumes_from_the_start_to_the_uninterrupted_result(
+        tmp_path, monkeypatch, capsys):
+    uninterrupted = tmp_path / "uninterrupted"
+    assert main(["train", "--out", str(uninterrupted), *TINY]) == 0
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:  # the disk fills up between epoch 1's best.npz and its last.npz
+        _failing_writes(patch, "last.npz", OSError(28, "No space left on device"))
+        assert main(["train", "--out", str(out), *TINY]) == 1
+    (out / ".last.npz.tmp-99999").write_bytes(b"half a checkpoint")  # what a kill at that moment leaves
+    assert sorted(path.name for path in out.iterdir()) == [".last.npz.tmp-99999", "best.npz"]
+    capsys.readouterr()
+
+    # train --out and train --resume agree: the folder holds a run, and --resume continues it (from epoch 1).
+    assert main(["train", "--out", str(out), *TINY]) == 1
+    error = capsys.readouterr().err
+    assert f"or continue it with --resume {out} (no last.npz there yet: it starts again from epoch 1)" in error
+    assert ".last.npz.tmp-99999" in error  # the temporary is removed (by the first train that locks the folder)
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert f"resuming {out} from the start: it holds best.npz but no last.npz" in capsys.readouterr().out
+    assert sorted(path.name for path in out.iterdir()) == ["best.npz", "last.npz", "metrics.json"]
+    for name in ("last.npz", "best.npz"):
+        for key, array in _weights(uninterrupted / name).items():
+            np.testing.assert_array_equal(_weights(out / name)[key], array, err_msg=f"{name} {key}")
+    summaries = [json.loads((folder / "metrics.json").read_text()) for folder in (uninterrupted, out)]
+    assert summaries[0]["test_accuracy"] == summaries[1]["test_accuracy"]
+    assert summaries[0]["history"]["loss"] == summaries[1]["history"]["loss"]
+
+
+def test_resume_of_a_folder_without_a_checkpoint_names_both_files(tmp_path, capsys):
+    (tmp_path / "metrics.json").write_text("{}")
+    assert main(["train", "--resume", str(tmp_path), "--quiet"]) == 1
+    assert "no last.npz or best.npz there" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path), *TINY]) == 1
+    error = capsys.readouterr().err
+    assert "already holds a run (metrics.json)" in error and "--resume" not in error  # nothing to continue
+
+
+@pytest.mark.parametrize("name", ["best.npz", "last.npz", "metrics.json"])
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"),
+                                   PermissionError(13, "Permission denied", ".FILE.tmp-4242")],
+                         ids=["full disk", "read-only folder"])
+def test_a_file_that_cannot_be_written_mid_run_is_named_in_one_line(name, error, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    if name == "metrics.json":
+        monkeypatch.setattr(cli.train, "write_bytes_atomically",
+                            lambda path, content: (_ for _ in ()).throw(error))
+    else:
+        _failing_writes(monkeypatch, name, error)
+    if isinstance(error, PermissionError):
+        # In a folder made read-only the lock cannot be removed either; that must not hide the run's own error.
+        real_unlink = Path.unlink
+
+        def unlink(path, missing_ok=False):
+            if path.name == runs.LOCK_FILE:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_unlink(path, missing_ok=missing_ok)
+
+        monkeypatch.setattr(Path, "unlink", unlink)
+    assert main(["train", "--out", str(out), *TINY]) == 1
+    message = capsys.readouterr().err
+    assert message.startswith(f"minicnn train: cannot write {out / name}: {error.strerror}") and \
+        message.count("\n") == 1, message
+    assert runs.LOCK_FILE not in message and "Errno" not in message and ".tmp-" not in message
+    if name == "last.npz":  # epoch 1's best.npz was written
+        assert f"continue with --resume {out}" in message
+    if name == "best.npz":
+        assert "no checkpoint was written" in message
+
+
+def test_latest_points_at_every_run_wherever_it_went(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--out", "runs/cnn", *TINY]) == 0  # README's: a folder of your choice under runs/
+    assert os.readlink("runs/latest") == "cnn"
+    capsys.readouterr()
+    assert main(["evaluate", "runs/latest/best.npz"]) == 0
+    assert f"{Path('runs/cnn/best.npz')}: mnist test" in capsys.readouterr().out
+    elsewhere = tmp_path / "elsewhere" / "run"
+    assert main(["train", "--out", str(elsewhere), *TINY]) == 0  # outside runs/: an absolute link
+    assert Path(os.readlink("runs/latest")) == elsewhere.resolve()
+    assert main(["train", "--resume", "runs/cnn", "--epochs", "2", "--quiet"]) == 0  # the run trained last
+    assert os.readlink("runs/latest") == "cnn"
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    assert main(["train", "--out", "mine", *TINY]) == 0
+    assert sorted(path.name for path in other.iterdir()) == ["mine"]  # no runs/ made just to hold latest
+
+
+def test_metrics_json_and_the_last_lines_say_which_weights_scored_what(tmp_path, monkeypatch, capsys):
+    # Epoch 2's validation is made to look worse, so best.npz keeps epoch 1 while last.npz holds epoch 2.
+    real_evaluate, validations = Trainer.evaluate, []
+
+    def evaluate(self, x, *args, **kwargs):
+        result = real_evaluate(self, x, *args, **kwargs)
+        if getattr(x, "num_samples", None) == 32:  # TINY's validation images (the test split has 100)
+            validations.append(result["accuracy"])
+            if len(validations) == 2:
+                result = {**result, "accuracy": -1.0}
+        return result
+
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *TINY, "--epochs", "2"]) == 0
+    monkeypatch.setattr(Trainer, "evaluate", real_evaluate)
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["last"] == {"checkpoint": "last.npz", "epoch": 2}
+    best = summary["best"]
+    assert best["checkpoint"] == "best.npz" and best["epoch"] == 1 and best["chosen_by"] == "val_accuracy"
+    assert f"last.npz (epoch 2, the final weights): test accuracy {summary['test_accuracy']:.4f}" in printed
+    assert f"best.npz (epoch 1, the best val_accuracy; evaluate, show, predict and serve read it): " \
+           f"test accuracy {best['test_accuracy']:.4f}" in printed
+    for name, expected in (("best.npz", best), ("last.npz", summary)):  # what evaluate says of each file
+        assert main(["evaluate", str(out / name)]) == 0
+        said = capsys.readouterr().out
+        assert f"loss {expected['test_loss']:.4f}" in said and f"accuracy: {expected['test_accuracy']:.4f}" in said
+    assert np.array(best["confusion_matrix"]).sum() == 100
+
+
+def test_one_epoch_says_last_and_best_are_the_same_weights(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *TINY]) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["best"]["epoch"] == summary["last"]["epoch"] == 1
+    assert summary["best"]["test_accuracy"] == summary["test_accuracy"]
+    assert f"last.npz = best.npz (epoch 1): test accuracy {summary['test_accuracy']:.4f}" in capsys.readouterr().out

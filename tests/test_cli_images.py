@@ -52,6 +52,24 @@ def test_the_new_flags_are_checked_before_any_data_is_read(tmp_path, capsys):
     assert "unknown augmentation(s) ['rotate']" in capsys.readouterr().err
 
 
+def test_resnet18_on_grey_images_normalizes_by_default_only_where_imagenet_means_fit(tmp_path, capsys):
+    from minicnn import run_settings
+
+    def normalize(**given):
+        return run_settings.completed({"model": "resnet18", "dataset": "mnist", **given})["normalize"]
+
+    assert normalize() == "none"  # grey MNIST, a 1-channel model: ImageNet's three means would not fit
+    assert normalize(weights="w.pth") == "imagenet"  # pretrained: grey repeated to 3 channels, as ImageNet's
+    assert normalize(dataset="cifar10") == "imagenet" and normalize(normalize="none") == "none"
+    settings = {"dataset": "mnist", "model": "resnet18", "normalize": "imagenet"}
+    with pytest.raises(ValueError, match="pass --normalize none"):
+        _transforms(settings, 1, 28, 28)
+    assert main(["train", "--model", "resnet18", "--normalize", "imagenet", "--limit", "64", "--validation", "0",
+                 "--epochs", "1", "--out", str(tmp_path / "run"), "--quiet"]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--normalize imagenet" in error and "pass --normalize none" in error
+
+
 def test_the_tutorial_pipeline_and_the_fashion_mnist_augmentation():
     settings = {"dataset": "cifar10", "model": "resnet18", "image_size": 224, "pad": 0, "augment": [],
                 "normalize": "imagenet", "weights": "w.pth"}

@@ -251,3 +251,47 @@ def test_data_parallel_refuses_a_loader_that_serves_another_shard():
     trainer = Trainer(small_model(), comm=MirroredRanks(rank=1))
     with pytest.raises(SystemExit):  # on several ranks an error ends every rank (here: the made-up abort)
         trainer.fit(DataLoader(images, labels, 4, shard=(0, 2)), verbose=0)
+
+
+# ----- ranks that disagree: refused in one line, said once ---------------------------------------------------------
+
+class RanksWithAnotherSeed(MirroredRanks):
+    """Rank `rank` of 2 whose twin was started with another --seed: it sends `peer_seed` where this rank sends
+    `seed` (and the same as this rank for everything else)."""
+
+    def __init__(self, rank, seed, peer_seed):
+        super().__init__(rank)
+        self.seed, self.peer_seed = seed, peer_seed
+
+    def allgather_object(self, value):
+        theirs = self.peer_seed if value == self.seed else value
+        return [value, theirs] if self.rank == 0 else [theirs, value]
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_another_seed_on_one_rank_is_refused_in_one_line_said_by_rank_0_alone(rank, capsys):
+    images, labels = _bars()
+    comm = RanksWithAnotherSeed(rank, seed=12345, peer_seed=54321)
+    trainer = Trainer(small_model(), comm=comm)
+    with pytest.raises(SystemExit) as exit_info:  # the stand-in comm's abort: the job ends, status 1
+        trainer.fit(DataLoader(images, labels, 4, shuffle=True, seed=12345, shard=(rank, 2)), verbose=0)
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err
+    if rank == 0:
+        assert error.count("\n") == 1 and "Traceback" not in error, error
+        assert ("RanksDisagreeError: ranks disagree on the data order's seed (the DataLoader's seed, minicnn train "
+                "--seed): rank 0 has 12345, rank 1 has 54321") in error
+    else:
+        assert error == ""  # rank 0 says it for both
+
+
+def test_a_disagreement_met_by_every_rank_ends_the_job_once_and_other_errors_still_name_their_rank(capsys):
+    with pytest.raises(SystemExit):
+        with DataParallel(MirroredRanks(rank=1)).failing_together():
+            raise RanksDisagreeError("ranks disagree on the batches per epoch: rank 0 has 3, rank 1 has 4")
+    assert capsys.readouterr().err == ""
+    with pytest.raises(SystemExit):
+        with DataParallel(MirroredRanks(rank=1)).failing_together():
+            raise MemoryError("pretend the batch did not fit")
+    error = capsys.readouterr().err
+    assert "Traceback" in error and "MemoryError: pretend the batch did not fit" in error  # only this rank knows

@@ -158,6 +158,9 @@ def test_ranks_that_disagree_stop_with_an_error_naming_both_sides(mpiexec, tmp_p
     result = _run(mpiexec, _DISAGREEING, what, tmp_path=tmp_path, timeout=60)
     assert result.returncode != 0
     assert message in result.stderr and "ending all 2 ranks" in result.stderr
+    # Every rank met it at once: rank 0 says it, in one line, once.
+    assert result.stderr.count(message) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "rank 0 of 2: RanksDisagreeError: " in result.stderr
 
 
 _FAILING_IN_FIT = """
@@ -263,10 +266,24 @@ def test_a_two_rank_run_writes_one_set_of_files_and_rank_0_alone_prints(uninterr
     assert sorted(path.name for path in folder.iterdir()) == ["best.npz", "last.npz", "metrics.json"]
     assert result.stdout.count("training cnn on mnist") == 1
     assert "batch 16 per process x 2 processes (mpi)" in result.stdout
-    assert result.stdout.count("epoch 2/2") == 1 and result.stdout.count("test accuracy") == 1
+    assert result.stdout.count("epoch 2/2") == 1 and result.stdout.count("last.npz") == 1
     summary = json.loads((folder / "metrics.json").read_text())
     assert sum(map(sum, summary["confusion_matrix"])) == 300  # every test image once, over both ranks
+    assert sum(map(sum, summary["best"]["confusion_matrix"])) == 300  # best.npz's weights too
     assert len(summary["history"]["loss"]) == 2
+
+
+def test_another_seed_on_one_rank_is_refused_in_one_line_said_once(mpiexec, tmp_path):
+    script = str(_cli(tmp_path))
+    command = [mpiexec, "-n", "1", sys.executable, script, *TRAIN, "--seed", "3", "--out", str(tmp_path / "run"),
+               ":", "-n", "1", sys.executable, script, *TRAIN, "--seed", "4", "--out", str(tmp_path / "run")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(REPOSITORY)})
+    assert result.returncode != 0
+    message = "ranks disagree on the data order's seed (the DataLoader's seed, minicnn train --seed): rank 0 has 3, " \
+              "rank 1 has 4"
+    assert result.stderr.count(message) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "run" / "last.npz").exists()
 
 
 def test_killing_a_rank_ends_the_job_and_a_resume_gives_the_uninterrupted_result(mpiexec, uninterrupted, tmp_path):

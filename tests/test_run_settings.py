@@ -49,7 +49,8 @@ def test_the_flags_take_their_defaults_and_choices_from_the_schema():
     settings = run_settings.completed(vars(args))
     assert list(settings) == list(run_settings.SETTINGS)
     assert settings["epochs"] == 5 and settings["optimizer"] == "adam" and settings["lr"] == 1e-3
-    assert run_settings.completed({**vars(args), "model": "resnet18"})["normalize"] == "imagenet"
+    assert run_settings.completed({**vars(args), "model": "resnet18", "dataset": "cifar10"})["normalize"] == "imagenet"
+    assert run_settings.completed({**vars(args), "model": "resnet18"})["normalize"] == "none"  # grey MNIST
     assert run_settings.SETTINGS["model"].rule.choices == tuple(sorted(models.MODELS))
 
 

@@ -1,5 +1,6 @@
 """minicnn/runs.py: which checkpoint a path names, and what counts as a leftover temporary."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,33 @@ def test_a_folder_made_for_a_run_that_wrote_nothing_is_removed_again(tmp_path):
     with runs.run_folder(folder, "--out"):
         assert (folder / runs.LOCK_FILE).read_text().strip().isdigit()
     assert not folder.exists() and (tmp_path / "new").is_dir()
+
+
+def test_latest_points_at_runs_anywhere_and_is_never_made_without_a_runs_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = Path("runs")
+    runs.point_latest(Path("runs/mine"))  # no runs/ yet: nothing is made
+    assert not root.exists()
+    (root / "mine").mkdir(parents=True)
+    runs.point_latest(root / "mine")
+    assert os.readlink(root / "latest") == "mine"
+    (tmp_path / "away").mkdir()
+    runs.point_latest(tmp_path / "away")
+    assert Path(os.readlink(root / "latest")) == (tmp_path / "away").resolve()
+    assert runs.resolve_checkpoint(root / "latest") == (tmp_path / "away").resolve() / "best.npz"
+
+
+def test_resume_reads_last_npz_else_best_npz(tmp_path):
+    assert runs.resume_checkpoint(tmp_path) is None
+    (tmp_path / "best.npz").write_bytes(b"")
+    assert runs.resume_checkpoint(tmp_path) == tmp_path / "best.npz"
+    (tmp_path / "last.npz").write_bytes(b"")
+    assert runs.resume_checkpoint(tmp_path) == tmp_path / "last.npz"
+
+
+def test_a_write_error_names_the_file_and_keeps_its_kind():
+    named = runs.cannot_write(Path("runs/x/last.npz"), PermissionError(13, "Permission denied", ".last.npz.tmp-7"))
+    assert isinstance(named, PermissionError) and named.errno == 13
+    assert str(named) == "cannot write runs/x/last.npz: Permission denied"
+    assert str(runs.cannot_write("m.json", OSError(28, "No space left on device"))) == \
+        "cannot write m.json: No space left on device"

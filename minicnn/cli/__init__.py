@@ -1,11 +1,11 @@
 """The `minicnn` command: train, evaluate, fetch, and look inside a model (graph, show, export, predict, serve).
 
     minicnn train --model cnn --epochs 5       # a fresh folder runs/cnn-YYYYmmdd-N; runs/latest points at it
-    minicnn train --out runs/cnn               # a folder of your choice (refused if it holds a run)
+    minicnn train --out runs/cnn               # a folder of your choice (refused if it holds a run); runs/latest -> it
     minicnn train --resume runs/latest         # continue an interrupted run
     minicnn train --profile --health           # time each operation in epoch 1; write health.png
     mpiexec -n 2 minicnn train --distributed   # one model on 2 processes (needs the dist extra)
-    minicnn evaluate runs/latest/best.npz
+    minicnn evaluate runs/latest/best.npz       # or an .onnx file
     minicnn fetch mnist
     minicnn graph --model cnn --out graph.svg  # the computation graph of one training step
     minicnn show runs/latest/best.npz --image-index 7 --layer 3
@@ -41,9 +41,27 @@ USER_ERRORS = (BackendUnavailableError, CheckpointError, DataError, ShapeError, 
                ImportError, ValueError)
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """argparse's parser, whose error (a bad or missing flag) is one line on stderr, exit status 2:
+    `minicnn train: argument --epochs: expected an integer at least 1, got 0 (see minicnn train --help)`.
+    argparse's own prints the command's whole usage first, a dozen lines above the one that matters."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """argparse's, but a flag no command knows is named with the command it was given to."""
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            command = getattr(parsed, "command", None)
+            prog = f"{self.prog} {command}" if command else self.prog
+            self.exit(2, f"{prog}: unrecognized arguments: {' '.join(unknown)} (see {prog} --help)\n")
+        return parsed
+
+
 def build_parser():
     """The argparse parser of the `minicnn` command; each sub-command's `run` is its parsed `args.run`."""
-    parser = argparse.ArgumentParser(prog="minicnn", description="Train and evaluate small CNNs with minicnn.")
+    parser = OneLineErrors(prog="minicnn", description="Train and evaluate small CNNs with minicnn.")
     parser.add_argument("--version", action="version", version=f"minicnn {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
@@ -53,7 +71,7 @@ def build_parser():
 
 def main(argv=None):
     """Run the command in argv (default sys.argv[1:]); returns the exit code: 0, 1 (one line on stderr:
-    `minicnn <command>: ...`), 130 (interrupted). A bad flag exits with 2 from the parser."""
+    `minicnn <command>: ...`), 130 (interrupted). A bad flag exits with 2 from the parser (one line too)."""
     args = build_parser().parse_args(argv)
     if getattr(args, "keep_freed_memory", False):
         backend.keep_freed_memory()  # process-wide, so made here at the entry point and not on import
@@ -69,6 +87,8 @@ def main(argv=None):
         print("stopped.", file=sys.stderr)
         return 130
     except USER_ERRORS as error:
+        if args.comm is not None and args.comm.size > 1 and isinstance(error, distributed.RanksDisagreeError):
+            args.comm.abort_together(f"minicnn {args.command}: {error}")  # every rank has it: rank 0 says it
         if args.comm is not None and args.comm.size > 1:
             args.comm.abort(f"minicnn {args.command}: {error}")  # the other processes would wait for this one
         print(f"minicnn {args.command}: {error}", file=sys.stderr)

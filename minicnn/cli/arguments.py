@@ -1,8 +1,8 @@
 """The argument types of the `minicnn` command: each flag's type= function, so the parser's error names the flag.
 
 The rules for run settings (ranges, choices, defaults) are minicnn/run_settings.py's; `setting(name)` gives
-the add_argument keywords of one. A value the parser refuses ends the command with exit code 2 and
-`minicnn <command>: error: argument --flag: expected ..., got ...`.
+the add_argument keywords of one. A value the parser refuses ends the command with exit code 2 and one line,
+`minicnn <command>: argument --flag: expected ..., got ... (see minicnn <command> --help)`.
 """
 
 import argparse

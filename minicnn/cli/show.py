@@ -53,7 +53,7 @@ def run(args):
     written = save_feature_maps(model, image, out)
     written += save_filters(model, out)
     written.append(save_saliency(model, image, out / "saliency.png", label=label, class_names=names, layer=layer))
-    written += _run_pictures(path.parent / "metrics.json", out, names)
+    written += _run_pictures(path, out, names)
     for written_path in written:
         print(f"wrote {written_path}")
     return 0
@@ -70,13 +70,17 @@ def _layer(model, given):
     return layer
 
 
-def _run_pictures(metrics_path, out, names):
-    """The training curves and confusion matrix of the run's metrics.json, when there is one."""
+def _run_pictures(checkpoint, out, names):
+    """The training curves and confusion matrix of the run's metrics.json, when there is one beside `checkpoint`:
+    best.npz's confusion matrix for best.npz (metrics.json's `best`), the final weights' for last.npz."""
+    metrics_path = checkpoint.parent / "metrics.json"
     if not metrics_path.exists():
         return []
     summary, written = json.loads(metrics_path.read_text()), []
     if summary.get("history"):
         written.append(save_training_curves(summary["history"], out / "training_curves.png"))
-    if summary.get("confusion_matrix"):
-        written.append(save_confusion_matrix(summary["confusion_matrix"], out / "confusion_matrix.png", names))
+    best = summary.get("best") if checkpoint.name == "best.npz" else None
+    confusion = (best or {}).get("confusion_matrix") or summary.get("confusion_matrix")
+    if confusion:
+        written.append(save_confusion_matrix(confusion, out / "confusion_matrix.png", names))
     return written

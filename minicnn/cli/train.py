@@ -1,8 +1,11 @@
 """`minicnn train`: check the flags, lock the run folder, build the run (minicnn/recipe.py), fit, report.
 
     minicnn train --model cnn --epochs 5       # a fresh folder runs/cnn-YYYYmmdd-N; runs/latest points at it
-    minicnn train --out runs/cnn               # a folder of your choice (refused if it holds a run)
+    minicnn train --out runs/cnn               # a folder of your choice (refused if it holds a run); runs/latest -> it
     minicnn train --resume runs/latest         # continue an interrupted run with its saved settings
+
+At the end it evaluates on the test set both the final weights (last.npz) and best.npz, which the other
+commands read, and writes both results to metrics.json.
 """
 
 import contextlib
@@ -11,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .. import backend, distributed, recipe, run_settings, runs
+from ..checkpoint import load_checkpoint
 from ..files import write_bytes_atomically
 from ..profiler import ProfileFirstEpoch, mean_epoch_seconds, peak_memory_mib
 from ..tensorboard import TensorBoard
@@ -47,7 +51,8 @@ def _model_and_data_flags(train):
                        help="training-time augmentation: crop (RandomCrop(size, padding=size // 8)), "
                             "flip (RandomHorizontalFlip)")
     train.add_argument("--normalize", **setting("normalize", default=None),
-                       help="per-channel normalisation (default: imagenet for resnet18, none otherwise)")
+                       help="per-channel normalisation (default: imagenet for resnet18 on colour images or "
+                            "with --weights, none otherwise)")
     train.add_argument("--weights", **setting("weights"),
                        help="--model resnet18: start from a PyTorch state dict (torchvision's resnet18-*.pth); "
                             "fc is replaced by a new Dense(512, classes)")
@@ -158,6 +163,12 @@ def run(args):
         return _train(args, settings, folder)
 
 
+def _continues(args):
+    """Whether this run loads a checkpoint: --resume of a folder with last.npz. A folder that holds best.npz
+    alone (a kill before epoch 1's last.npz) starts again from epoch 1 with the settings saved there."""
+    return args.resume is not None and runs.resume_checkpoint(args.resume).name == "last.npz"
+
+
 def _writes(args):
     """Whether this process writes the run's files and prints: always, except ranks 1, 2, ... of --distributed."""
     return getattr(args, "comm", None) is None or args.comm.rank == 0
@@ -168,7 +179,7 @@ def _train(args, settings, folder):
     backend.manual_seed(settings["seed"])
     comm = getattr(args, "comm", None)
     shard = (comm.rank, comm.size) if comm is not None and comm.size > 1 else None  # each process its part
-    built = recipe.build(settings, args.device, shard, load_weights=args.resume is None)  # resumed: weights from it
+    built = recipe.build(settings, args.device, shard, load_weights=not _continues(args))  # resumed: from last.npz
     trainer = Trainer(built.model, built.optimizer, comm=comm)
     trainer.schedule = built.schedule
     trainer.run_info = settings
@@ -180,8 +191,10 @@ def _train(args, settings, folder):
           + f"; checkpoints in {out}", flush=True)
     history, monitor = _fit(args, settings, trainer, built, out)
     result = trainer.evaluate(built.test)
+    best = _best_result(args, trainer, built.test, out, result)
     if _writes(args):
-        _report(args, settings, history, result, len(built.train), out)
+        monitor_name = "val_accuracy" if built.validation is not None else "accuracy"
+        _report(args, settings, history, (result, best, monitor_name), len(built.train), out)
         if monitor is not None:
             monitor.remove()
             print(f"wrote {save_health(monitor.history, out / 'health.png')}")
@@ -190,12 +203,18 @@ def _train(args, settings, folder):
 
 def _checkpoint_folder(args, trainer, settings, folder, steps_per_epoch):
     """Where the run's checkpoints go (None on ranks 1, 2, ...); a resumed trainer is loaded from its folder."""
-    if args.resume is not None:
-        loaded = trainer.resume(args.resume)
-        print(_resume_line(args.resume, loaded.state, steps_per_epoch, settings["epochs"]), flush=True)
-        return args.resume
-    if args.out is not None:
-        return args.out
+    if args.resume is not None or args.out is not None:
+        out = args.out if args.resume is None else args.resume
+        if _writes(args):
+            runs.point_latest(out)  # runs/latest follows every run, wherever it went
+        if _continues(args):
+            loaded = trainer.resume(args.resume)
+            print(_resume_line(args.resume, loaded.state, steps_per_epoch, settings["epochs"]), flush=True)
+        elif args.resume is not None:
+            print(f"resuming {args.resume} from the start: it holds best.npz but no last.npz (stopped before "
+                  f"epoch 1's last.npz was written), so epoch 1 runs again and best.npz is written again",
+                  flush=True)
+        return out
     if _writes(args):
         return folder.enter_context(runs.run_folder(runs.fresh_run_folder(settings["model"]), "the run folder"))
     return None  # ranks 1, 2, ... of a distributed run write nothing
@@ -215,6 +234,14 @@ def _fit(args, settings, trainer, built, out):
         if stop.args and out is not None and _writes(args):  # the Trainer's own stop: it saved last.npz
             print(f"continue with `minicnn train --resume {out}`", file=sys.stderr, flush=True)
         raise
+    except OSError as error:  # a full disk or a folder made read-only: Trainer.save's error names the file
+        if out is None:
+            raise
+        if runs.resume_checkpoint(out) is None:
+            raise type(error)(f"{error}; no checkpoint was written: once {out} can be written, train again") \
+                from error
+        raise type(error)(f"{error}; {out} keeps its last whole checkpoints: once it can be written, continue "
+                          f"with --resume {out}") from error
     finally:
         if profiler is not None:
             profiler.close()  # ends the profile if the first epoch was interrupted
@@ -233,21 +260,70 @@ def _tensorboard(folder, model, image, monitor):
     return board
 
 
-def _report(args, settings, history, result, steps_per_epoch, out):
-    """Write metrics.json and print the test results."""
+def _best_result(args, trainer, test, out, last_result):
+    """(epoch, test result) of best.npz's weights, which evaluate, show, predict and serve read; None without
+    a best.npz. When best.npz holds the final epoch that is last_result; otherwise its weights are loaded into
+    the trainer's model (training is over) and evaluated. Rank 0 reads the file; every rank evaluates."""
+    path = None if out is None else out / "best.npz"
+    best = load_checkpoint(path) if path is not None and path.is_file() else None
+    best_epoch = None if best is None else int(best.state["epoch"])
+    comm = getattr(args, "comm", None)
+    several = comm is not None and comm.size > 1
+    if several:
+        best_epoch = comm.allgather_object(best_epoch)[0]
+    if best_epoch is None:
+        return None
+    if best_epoch == len(trainer.history.get("loss", [])):
+        return best_epoch, last_result
+    if best is not None:
+        trainer.model.load_state_dict(best.model.state_dict())
+    if several:
+        comm.broadcast_parameters(trainer.model)
+    return best_epoch, trainer.evaluate(test)
+
+
+def _results(result):
+    return {"test_accuracy": result["accuracy"], "test_loss": result["loss"],
+            "confusion_matrix": result["confusion_matrix"].tolist()}
+
+
+def _report(args, settings, history, results, steps_per_epoch, out):
+    """Write metrics.json and print the test results of last.npz's weights and of best.npz's.
+
+    results: (the final weights' test result, (best.npz's epoch, its test result) or None, the history key
+    that chose best.npz). metrics.json's test_accuracy, test_loss and confusion_matrix are the final weights'
+    (last.npz, epoch `last.epoch`); `best` holds best.npz's.
+    """
+    result, best, monitor = results
+    epochs = len(history.get("loss", []))
     mean_seconds, partial = mean_epoch_seconds(history, steps_per_epoch)
     summary = {
-        "run": settings, "device": args.device, "test_accuracy": result["accuracy"], "test_loss": result["loss"],
+        "run": settings, "device": args.device, **_results(result),
+        "last": {"checkpoint": "last.npz", "epoch": epochs},
+        "best": None if best is None else {"checkpoint": "best.npz", "epoch": best[0], "chosen_by": monitor,
+                                           **_results(best[1])},
         "seconds_per_epoch": history.get("seconds", []), "mean_epoch_seconds": mean_seconds,
         "peak_memory_mib": round(peak_memory_mib(), 1), "gpu_pool_mib_per_epoch": history.get("gpu_pool_mib"),
-        "confusion_matrix": result["confusion_matrix"].tolist(), "history": dict(history),
+        "history": dict(history),
     }
-    write_bytes_atomically(out / "metrics.json", json.dumps(summary, indent=1).encode())
+    try:
+        write_bytes_atomically(out / "metrics.json", json.dumps(summary, indent=1).encode())
+    except OSError as error:
+        raise runs.cannot_write(out / "metrics.json", error) from error
+    if best is None or best[0] == epochs:
+        print(f"last.npz = best.npz (epoch {epochs}): {_accuracy_text(result)}")
+    else:
+        print(f"last.npz (epoch {epochs}, the final weights): {_accuracy_text(result)}")
+        print(f"best.npz (epoch {best[0]}, the best {monitor}; evaluate, show, predict and serve read it): "
+              f"{_accuracy_text(best[1])}")
     mean_text = "-" if mean_seconds is None else f"{mean_seconds:.1f} s"
     left_out = f" (leaving out {partial} epoch{'s' if partial > 1 else ''} resumed mid-way)" if partial else ""
-    print(f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}  mean epoch {mean_text}{left_out}"
-          f"  peak memory {summary['peak_memory_mib']:.0f} MiB")
+    print(f"mean epoch {mean_text}{left_out}  peak memory {summary['peak_memory_mib']:.0f} MiB")
     print(f"wrote {out / 'metrics.json'}")
+
+
+def _accuracy_text(result):
+    return f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}"
 
 
 def _resume_line(folder, state, steps_per_epoch, epochs):

@@ -30,7 +30,9 @@ Backends (`init(backend=...)`):
 Faults: an uncaught error on one rank must end the whole job, or the other ranks wait forever in
 their next collective. `comm.abort(message)` prints the message naming the rank and ends every rank
 (MPI_Abort); `abort_on_uncaught_exception(comm)` makes that the process's excepthook (the CLI
-catches errors itself and calls abort). A rank that is killed is noticed by MPICH's mpiexec, which
+catches errors itself and calls abort). A RanksDisagreeError is met by every rank at once (each
+compares what all of them sent): rank 0 alone says it, in one line, and ends the job
+(`comm.abort_together`). A rank that is killed is noticed by MPICH's mpiexec, which
 ends the others at once and names the dead process's PID; `describe()` lists which PID is which rank.
 """
 
@@ -53,7 +55,10 @@ LAUNCHER_VARIABLES = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK
 
 
 class RanksDisagreeError(ValueError):
-    """Ranks that should agree (model architecture, dataset size, batches per epoch) do not."""
+    """Ranks that should agree (model architecture, dataset size, batches per epoch, seed) do not.
+
+    Every rank raises it at the same point (check_agreement compares the values all ranks sent), so one
+    line from rank 0 says it for all (Communicator.abort_together)."""
 
 
 def launched_under_mpi():
@@ -106,6 +111,8 @@ def abort_on_uncaught_exception(comm):
     Sets sys.excepthook: a process-wide setting, so call it from an entry point (a script's main).
     """
     def hook(kind, value, trace):
+        if isinstance(value, RanksDisagreeError):  # every rank has it: one line, from rank 0
+            comm.abort_together(f"{kind.__name__}: {value}")
         traceback.print_exception(kind, value, trace)
         comm.abort(f"{kind.__name__}: {value}")
 
@@ -147,6 +154,14 @@ class Communicator:
     def abort(self, message, code=1):
         """Print `message` naming this rank, then end every rank of the job with exit status `code`."""
         raise NotImplementedError
+
+    def abort_together(self, message, code=1):
+        """End the job for an error every rank met at the same point (a RanksDisagreeError): rank 0 prints
+        `message` once (abort) and ends every rank; the others print nothing and wait for that end."""
+        if self.rank == 0:
+            self.abort(message, code)
+        self.barrier()  # rank 0 never comes: its abort ends this process here (a stand-in comm returns)
+        raise SystemExit(code)
 
     # ----- metrics ----------------------------------------------------------------------------------
     def allreduce(self, array, op="sum"):

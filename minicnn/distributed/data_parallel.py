@@ -93,8 +93,12 @@ class DataParallel(SingleProcess):
 
     @contextlib.contextmanager
     def failing_together(self):
+        from . import RanksDisagreeError  # the package's error; this module is imported by the package
+
         try:
             yield
+        except RanksDisagreeError as error:  # every rank met it together: one line, from rank 0
+            self.comm.abort_together(f"{type(error).__name__}: {error}")
         except Exception as error:
             traceback.print_exc()
             self.comm.abort(f"{type(error).__name__}: {error}")
@@ -107,6 +111,9 @@ class DataParallel(SingleProcess):
                              f"make it with shard=({rank}, {size})")
         self.comm.check_agreement("the number of training images", loader.num_samples)
         self.comm.check_agreement("the batches per epoch", len(loader))
+        # Each rank draws its part of a batch from the epoch's order, which the seed makes: with another seed
+        # a rank would train on images another rank also trains on, and miss others (minicnn train --seed).
+        self.comm.check_agreement("the data order's seed (the DataLoader's seed, minicnn train --seed)", loader.seed)
         self.comm.broadcast_parameters(model)
 
     def stepping(self, optimizer, model):
