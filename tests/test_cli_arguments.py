@@ -273,7 +273,7 @@ def test_the_commands_print_one_line_for_an_error_of_the_output_folder(command, 
         monkeypatch.setattr(cli.evaluate, "load_checkpoint", lambda path: (_ for _ in ()).throw(OSError(28, "No space left")))
         argv = ["evaluate", str(tmp_path / "x.npz")]
     else:
-        monkeypatch.setattr(cli.train, "write_bytes_atomically",
+        monkeypatch.setattr(cli.train_report, "write_bytes_atomically",
                             lambda path, content: (_ for _ in ()).throw(OSError(28, "No space left on device")))
         argv = ["train", "--out", str(tmp_path / "run"), *TINY]
     assert main(argv) == 1
@@ -392,7 +392,7 @@ def test_resume_of_a_folder_without_a_checkpoint_names_both_files(tmp_path, caps
 def test_a_file_that_cannot_be_written_mid_run_is_named_in_one_line(name, error, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     if name == "metrics.json":
-        monkeypatch.setattr(cli.train, "write_bytes_atomically",
+        monkeypatch.setattr(cli.train_report, "write_bytes_atomically",
                             lambda path, content: (_ for _ in ()).throw(error))
     else:
         _failing_writes(monkeypatch, name, error)

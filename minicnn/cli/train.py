@@ -9,18 +9,16 @@ commands read, and writes both results to metrics.json.
 """
 
 import contextlib
-import json
 import sys
 from pathlib import Path
 
 from .. import backend, distributed, recipe, run_settings, runs
-from ..checkpoint import load_checkpoint
-from ..files import write_bytes_atomically
-from ..profiler import ProfileFirstEpoch, mean_epoch_seconds, peak_memory_mib
+from ..profiler import ProfileFirstEpoch
 from ..tensorboard import TensorBoard
 from ..training import EarlyStopping, Trainer
 from ..viz.health import HealthMonitor
 from ..viz.plots import require_matplotlib, save_health
+from . import train_report
 from .arguments import folder_to_write, malloc_flag, setting
 
 
@@ -191,10 +189,10 @@ def _train(args, settings, folder):
           + f"; checkpoints in {out}", flush=True)
     history, monitor = _fit(args, settings, trainer, built, out)
     result = trainer.evaluate(built.test)
-    best = _best_result(args, trainer, built.test, out, result)
+    best = train_report.best_result(args, trainer, built.test, out, result)
     if _writes(args):
         monitor_name = "val_accuracy" if built.validation is not None else "accuracy"
-        _report(args, settings, history, (result, best, monitor_name), len(built.train), out)
+        train_report.report(args, settings, history, (result, best, monitor_name), len(built.train), out)
         if monitor is not None:
             monitor.remove()
             print(f"wrote {save_health(monitor.history, out / 'health.png')}")
@@ -209,7 +207,7 @@ def _checkpoint_folder(args, trainer, settings, folder, steps_per_epoch):
             runs.point_latest(out)  # runs/latest follows every run, wherever it went
         if _continues(args):
             loaded = trainer.resume(args.resume)
-            print(_resume_line(args.resume, loaded.state, steps_per_epoch, settings["epochs"]), flush=True)
+            print(train_report.resume_line(args.resume, loaded.state, steps_per_epoch, settings["epochs"]), flush=True)
         elif args.resume is not None:
             print(f"resuming {args.resume} from the start: it holds best.npz but no last.npz (stopped before "
                   f"epoch 1's last.npz was written), so epoch 1 runs again and best.npz is written again",
@@ -258,79 +256,3 @@ def _tensorboard(folder, model, image, monitor):
     board = TensorBoard(folder, model=model, image=image, health=monitor or False)
     print(f"TensorBoard logs in {folder} (view them with: tensorboard --logdir {folder})", flush=True)
     return board
-
-
-def _best_result(args, trainer, test, out, last_result):
-    """(epoch, test result) of best.npz's weights, which evaluate, show, predict and serve read; None without
-    a best.npz. When best.npz holds the final epoch that is last_result; otherwise its weights are loaded into
-    the trainer's model (training is over) and evaluated. Rank 0 reads the file; every rank evaluates."""
-    path = None if out is None else out / "best.npz"
-    best = load_checkpoint(path) if path is not None and path.is_file() else None
-    best_epoch = None if best is None else int(best.state["epoch"])
-    comm = getattr(args, "comm", None)
-    several = comm is not None and comm.size > 1
-    if several:
-        best_epoch = comm.allgather_object(best_epoch)[0]
-    if best_epoch is None:
-        return None
-    if best_epoch == len(trainer.history.get("loss", [])):
-        return best_epoch, last_result
-    if best is not None:
-        trainer.model.load_state_dict(best.model.state_dict())
-    if several:
-        comm.broadcast_parameters(trainer.model)
-    return best_epoch, trainer.evaluate(test)
-
-
-def _results(result):
-    return {"test_accuracy": result["accuracy"], "test_loss": result["loss"],
-            "confusion_matrix": result["confusion_matrix"].tolist()}
-
-
-def _report(args, settings, history, results, steps_per_epoch, out):
-    """Write metrics.json and print the test results of last.npz's weights and of best.npz's.
-
-    results: (the final weights' test result, (best.npz's epoch, its test result) or None, the history key
-    that chose best.npz). metrics.json's test_accuracy, test_loss and confusion_matrix are the final weights'
-    (last.npz, epoch `last.epoch`); `best` holds best.npz's.
-    """
-    result, best, monitor = results
-    epochs = len(history.get("loss", []))
-    mean_seconds, partial = mean_epoch_seconds(history, steps_per_epoch)
-    summary = {
-        "run": settings, "device": args.device, **_results(result),
-        "last": {"checkpoint": "last.npz", "epoch": epochs},
-        "best": None if best is None else {"checkpoint": "best.npz", "epoch": best[0], "chosen_by": monitor,
-                                           **_results(best[1])},
-        "seconds_per_epoch": history.get("seconds", []), "mean_epoch_seconds": mean_seconds,
-        "peak_memory_mib": round(peak_memory_mib(), 1), "gpu_pool_mib_per_epoch": history.get("gpu_pool_mib"),
-        "history": dict(history),
-    }
-    try:
-        write_bytes_atomically(out / "metrics.json", json.dumps(summary, indent=1).encode())
-    except OSError as error:
-        raise runs.cannot_write(out / "metrics.json", error) from error
-    if best is None or best[0] == epochs:
-        print(f"last.npz = best.npz (epoch {epochs}): {_accuracy_text(result)}")
-    else:
-        print(f"last.npz (epoch {epochs}, the final weights): {_accuracy_text(result)}")
-        print(f"best.npz (epoch {best[0]}, the best {monitor}; evaluate, show, predict and serve read it): "
-              f"{_accuracy_text(best[1])}")
-    mean_text = "-" if mean_seconds is None else f"{mean_seconds:.1f} s"
-    left_out = f" (leaving out {partial} epoch{'s' if partial > 1 else ''} resumed mid-way)" if partial else ""
-    print(f"mean epoch {mean_text}{left_out}  peak memory {summary['peak_memory_mib']:.0f} MiB")
-    print(f"wrote {out / 'metrics.json'}")
-
-
-def _accuracy_text(result):
-    return f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}"
-
-
-def _resume_line(folder, state, steps_per_epoch, epochs):
-    epoch, step = int(state["epoch"]), int(state.get("step", 0))
-    if epoch >= epochs:
-        return f"{folder} has finished its {epoch} epochs; pass --epochs above {epoch} to train it further"
-    where = (f"epoch {epoch + 1}, step {step + 1} of {steps_per_epoch} ({step} steps of that epoch were done)"
-             if step else f"the start of epoch {epoch + 1}")
-    return f"resuming {folder} at {where}, to {epochs} epochs"
-
