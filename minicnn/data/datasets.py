@@ -388,7 +388,10 @@ def _download(spec, url, path, verbose):
                     raise DataError(f"{url} sent more than {spec.file}'s {spec.size} bytes")
                 for digest in hashes.values():
                     digest.update(chunk)
-                file.write(chunk)
+                try:
+                    file.write(chunk)
+                except OSError as exc:  # a full disk: name the file, not the network
+                    raise DataError(f"cannot write {path} ({exc.strerror or exc})") from None
         if received != spec.size:
             raise ChecksumError(f"{url} sent {received} bytes, expected {spec.size}")
         wrong = _wrong_digests(spec, {algorithm: digest.hexdigest() for algorithm, digest in hashes.items()})
