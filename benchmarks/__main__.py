@@ -19,7 +19,10 @@ import numpy as np
 
 from minicnn import backend, kernels
 
-from .common import RESULTS, SCRATCH, machine_description, synchronizer, time_alternating, write_json
+from .common import (
+    RESULTS, SCRATCH, UNSTEADY_MARK, describe_load, is_unsteady, load_average, machine_description, spread, synchronizer,
+    time_alternating_rounds, unsteady_footnote, write_json,
+)
 from .suite import conv_rows, other_rows, resnet_rows, training_step
 
 SWEEP_BATCHES = (32, 64, 128, 256, 512, 1024)
@@ -81,11 +84,12 @@ def _measure(row, synchronize, torch_synchronize, repeat, warmup, rounds, settle
         runs["torch"] = (row.torch_run, torch_synchronize)
     if row.matmul_run is not None:
         runs["matmuls"] = (row.matmul_run, synchronize)
-    summaries, ratios = time_alternating(list(runs.values()), repeat, warmup, rounds, settle)
-    summaries, ratios = dict(zip(runs, summaries)), dict(zip(runs, ratios))
+    summaries, ratios, block_medians = time_alternating_rounds(list(runs.values()), repeat, warmup, rounds, settle)
+    summaries, ratios, block_medians = dict(zip(runs, summaries)), dict(zip(runs, ratios)), dict(zip(runs, block_medians))
     median, fastest, slowest = summaries["minicnn"]
     result = {"group": row.group, "name": row.name, "shape": row.shape, "median_ms": median * 1e3,
-              "min_ms": fastest * 1e3, "max_ms": slowest * 1e3}
+              "min_ms": fastest * 1e3, "max_ms": slowest * 1e3,
+              "round_medians_ms": [value * 1e3 for value in block_medians["minicnn"]]}
     if row.flops:
         result["flops"] = row.flops
         result["gflops_per_s"] = row.flops / median / 1e9
@@ -94,7 +98,10 @@ def _measure(row, synchronize, torch_synchronize, repeat, warmup, rounds, settle
         result["gb_per_s"] = row.bytes_moved / median / 1e9
     if "torch" in runs:
         result["torch_median_ms"] = summaries["torch"][0] * 1e3
+        result["torch_min_ms"], result["torch_max_ms"] = summaries["torch"][1] * 1e3, summaries["torch"][2] * 1e3
+        result["torch_round_medians_ms"] = [value * 1e3 for value in block_medians["torch"]]
         result["torch_over_minicnn"] = ratios["torch"]
+    result["spread"] = spread(result)  # flagged above SPREAD_LIMIT (is_unsteady)
     if "matmuls" in runs:
         # The same FLOPs as bare BLAS calls: their time over ours is the share of the BLAS rate we reach.
         result["matmul_median_ms"] = summaries["matmuls"][0] * 1e3
@@ -111,8 +118,9 @@ def _print_row(result):
               else f"{'-':>9} {'-':>6}")
     spread = result["max_ms"] - result["min_ms"]
     blas = f"  {result['share_of_matmul_rate']:.2f} of BLAS rate" if "share_of_matmul_rate" in result else ""
+    mark = f" {UNSTEADY_MARK}" if is_unsteady(result) else ""
     print(f"{result['group']:<22} {result['name']:<13} {result['shape']:<30} {result['median_ms']:9.2f} "
-          f"{spread:7.2f} {rate} {versus}{blas}", flush=True)
+          f"{spread:7.2f} {rate} {versus}{mark}{blas}", flush=True)
 
 
 def _warm_up(xp, torch, torch_device, batch, synchronize, torch_synchronize, calls):
@@ -146,9 +154,10 @@ def run_device(device, args, torch):
     # Let the other library's CPU threads stop spinning before each block (see time_alternating).
     settle = 0.3 if (device == "cpu" and torch is not None and not args.quick) else 0.0
 
+    load_at_start = load_average()
     print(f"\n{device.upper()}: median of {repeat} calls in {rounds} rounds, each after {warmup} warm-up calls "
           "and alternating with PyTorch;\nratio = torch / minicnn time, the median over the rounds: > 1 means minicnn "
-          "is faster")
+          f"is faster; {describe_load(load_at_start) or 'load average unknown'}")
     print(f"{'operation':<22} {'layer':<13} {'shape':<30} {'ms':>9} {'spread':>7} {'rate':>16} {'torch ms':>9} {'ratio':>6}")
     results = []
 
@@ -201,6 +210,11 @@ def run_device(device, args, torch):
                     row.group, row.shape = "image-size sweep", f"batch {batch}, {image_size}x{image_size}"
                     measure(row, images=batch, extra={"image_size": image_size, "batch": batch})
 
+    load_at_end = load_average()
+    footnote = unsteady_footnote(sum(map(is_unsteady, results)))
+    if footnote:
+        print(footnote)
+    print(f"at the end: {describe_load(load_at_end) or 'load average unknown'}")
     machine = machine_description(xp)
     machine["keep_freed_memory"] = args.keeping_freed_memory
     machine["minicnn_threads"] = kernels.num_threads()  # the memory-bound passes' pool (--threads)
@@ -210,7 +224,8 @@ def run_device(device, args, torch):
         machine["torch"] = torch.__version__
         machine["torch_threads"] = torch.get_num_threads()
     payload = {"device": device, "date": datetime.date.today().isoformat(), "machine": machine,
-               "repeat": repeat, "warmup": warmup, "rounds": rounds, "settle_s": settle, "rows": results}
+               "repeat": repeat, "warmup": warmup, "rounds": rounds, "settle_s": settle,
+               "load_average": {"start": load_at_start, "end": load_at_end}, "rows": results}
     if device == "gpu":
         payload["gpu_pool_mib"] = backend.gpu_pool_mib()  # CuPy's pool after every row: its high-water mark
     path = write_json(args.out, f"{device}-{payload['date']}.json", payload)

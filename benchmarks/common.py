@@ -13,6 +13,12 @@ import minicnn
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 SCRATCH = RESULTS / "scratch"  # quick runs: ignored by git, so they never replace the committed results
+# A row whose slowest round took more than this many times its fastest round (block medians, minicnn's or
+# PyTorch's) was measured while the machine's load changed; its ratio is flagged. Rounds, not single calls:
+# on the shared 2-core VM of results/cpu-2026-11-30.json single calls spread by more than 1.5x in half the
+# rows of a run whose ratios three runs reproduced, so a call-level flag would mark nearly everything.
+SPREAD_LIMIT = 1.5
+UNSTEADY_MARK = "!"
 
 
 def synchronizer(xp):
@@ -38,6 +44,13 @@ def time_alternating(runs, repeat, warmup=3, rounds=3, settle=0.0):
     lets them go to sleep. Warm-up keeps first-call allocation and kernel
     compilation out of the numbers.
     """
+    summaries, ratios, _ = time_alternating_rounds(runs, repeat, warmup, rounds, settle)
+    return summaries, ratios
+
+
+def time_alternating_rounds(runs, repeat, warmup=3, rounds=3, settle=0.0):
+    """time_alternating, and for each run its block medians, one per round (seconds): how far the rounds
+    disagree says whether the machine stayed quiet (see spread)."""
     times = [[] for _ in runs]
     block_medians = [[] for _ in runs]
     per_round = -(-repeat // rounds)
@@ -61,7 +74,45 @@ def time_alternating(runs, repeat, warmup=3, rounds=3, settle=0.0):
     summaries = [(statistics.median(samples), min(samples), max(samples)) for samples in times]
     ratios = [statistics.median(mine / first for first, mine in zip(block_medians[0], medians))
               for medians in block_medians]
-    return summaries, ratios
+    return summaries, ratios, block_medians
+
+
+def load_average():
+    """The machine's load average over 1, 5 and 15 minutes (os.getloadavg), or None where there is none."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (AttributeError, OSError):  # Windows has no load average
+        return None
+
+
+def describe_load(load):
+    """'load average 2.85, 2.72, 4.31 (1, 5, 15 min) on 2 CPUs', or '' when unknown."""
+    if not load:
+        return ""
+    return f"load average {', '.join(f'{value:.2f}' for value in load)} (1, 5, 15 min) on {os.cpu_count()} CPUs"
+
+
+def spread(row):
+    """The slowest round's median over the fastest round's of a result row, the larger of minicnn's and
+    PyTorch's; None for rows of results files written before the rounds were recorded."""
+    rounds = [row[key] for key in ("round_medians_ms", "torch_round_medians_ms") if row.get(key)]
+    ratios = [max(medians) / min(medians) for medians in rounds if min(medians) > 0]
+    return max(ratios) if ratios else None
+
+
+def is_unsteady(row):
+    """Whether the row's spread is over SPREAD_LIMIT: timed on a busy machine, its ratio is not to be trusted."""
+    value = spread(row)
+    return value is not None and value > SPREAD_LIMIT
+
+
+def unsteady_footnote(count):
+    """The line printed under a table with `count` flagged rows ('' when none is)."""
+    if not count:
+        return ""
+    return (f"{UNSTEADY_MARK} {count} row(s) whose slowest round took more than {SPREAD_LIMIT}x their fastest "
+            "(minicnn's or PyTorch's): the machine's load changed while they ran, so their ratio says little; "
+            "run them again on a quiet machine (see the load average above)")
 
 
 def _cpu_model_and_flags():

@@ -1,8 +1,8 @@
 """The CIFAR-10 CNN: Conv 32, pool, Conv 64, pool, Conv 64, Dense 64, Dense 10 on 3x32x32 images.
 
-CIFAR-10 cannot be downloaded from here: get the python-format archive
-cifar-10-python.tar.gz (163 MB) from https://www.cs.toronto.edu/~kriz/cifar.html and run
-    python3 examples/cifar10_style.py --data path/to/cifar-10-python.tar.gz
+It reads the python-format archive cifar-10-python.tar.gz (163 MB), given with --data, or else
+the one `minicnn fetch cifar10` downloads into $MINICNN_DATA/cifar10/ (fetched here if missing):
+    python3 examples/cifar10_style.py [--data path/to/cifar-10-python.tar.gz]
 The archive's batches are Python pickles; minicnn reads them without unpickling.
 """
 
@@ -11,11 +11,12 @@ import sys
 
 import minicnn
 from minicnn import metrics, models
-from minicnn.data import CIFAR10_CLASSES, load_cifar10
+from minicnn.data import CIFAR10_CLASSES, fetch_archive, load_cifar10
 from minicnn.training import Trainer
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--data", required=True, help="cifar-10-python.tar.gz or its extracted cifar-10-batches-py folder")
+parser.add_argument("--data", default=None, help="cifar-10-python.tar.gz or its extracted cifar-10-batches-py folder "
+                                                "(default: the one in $MINICNN_DATA/cifar10/, downloaded if missing)")
 parser.add_argument("--epochs", type=int, default=10)
 parser.add_argument("--limit", type=int, default=None, help="train on the first N images only")
 parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
@@ -24,10 +25,11 @@ args = parser.parse_args()
 minicnn.manual_seed(0)
 minicnn.set_default_device(args.device)
 try:
-    x_train, y_train = load_cifar10(args.data, "train")  # uint8 (50000, 3, 32, 32), int64 (50000,)
-    x_test, y_test = load_cifar10(args.data, "test")
-except (FileNotFoundError, minicnn.DataError) as error:
-    sys.exit(f"{error}\n{__doc__}")
+    archive = args.data or fetch_archive("cifar10")  # from the cache, else downloaded and checked
+    x_train, y_train = load_cifar10(archive, "train")  # uint8 (50000, 3, 32, 32), int64 (50000,)
+    x_test, y_test = load_cifar10(archive, "test")
+except minicnn.DataError as error:  # no archive and no network, a damaged archive: one line, no traceback
+    sys.exit(f"cifar10_style.py: {error}")
 
 x_train, y_train = x_train[: args.limit], y_train[: args.limit]
 held_out = max(1, len(x_train) // 10)  # validate on the last tenth of the training images; test once, at the end

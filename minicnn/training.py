@@ -44,7 +44,8 @@ from .errors import TrainingDivergedError
 from .tensor import no_grad
 
 LOSSES = {"cross_entropy": F.cross_entropy}
-LOSS_SPELLINGS = {"sparse_categorical_crossentropy": "cross_entropy"}  # Keras's name, as scripts written for it say
+# Keras's names, as scripts written for it say: F.cross_entropy takes class indices and class probabilities alike.
+LOSS_SPELLINGS = {"sparse_categorical_crossentropy": "cross_entropy", "categorical_crossentropy": "cross_entropy"}
 SUPPORTED_METRICS = ("accuracy",)
 _warned_nonfinite = weakref.WeakSet()  # the DataLoaders evaluate has warned about NaN or infinite images
 
@@ -171,7 +172,7 @@ class _EpochMeter:
 
     def add(self, step, logits, y, loss):
         self.pending.append((step, loss.data, y.shape[0]))
-        self.correct += (logits.data.argmax(axis=1) == y.data).sum()  # stays on the device until read
+        self.correct += (logits.data.argmax(axis=1) == class_indices(y.data)).sum()  # stays on the device until read
         self.seen += y.shape[0]
         self.images += y.shape[0]
         self.steps += 1
@@ -215,6 +216,12 @@ class _EpochMeter:
                 "seconds": time.perf_counter() - self.started, "steps": self.steps}
 
 
+def class_indices(labels):
+    """Class indices (N,) from labels: themselves, or the likeliest class of class probabilities (N, C),
+    as Keras's categorical accuracy takes them."""
+    return labels.argmax(axis=1) if labels.ndim == 2 else labels
+
+
 def _make_optimizer(optimizer, parameters, lr):
     if isinstance(optimizer, optim.Optimizer):
         if lr is not None:
@@ -236,8 +243,8 @@ def _ends_every_rank_on_error(method):
 class Trainer:
     """Trains `model` with an optimizer ('adam', 'sgd' (momentum 0.9) or an optim.Optimizer) and a loss.
 
-    loss: 'cross_entropy' (integer labels; Keras's 'sparse_categorical_crossentropy' names it too) or a
-    function (logits, labels) -> loss. comm: a minicnn.distributed communicator to train data-parallel
+    loss: 'cross_entropy' (integer labels (N,) or class probabilities (N, C); Keras's
+    'sparse_categorical_crossentropy' and 'categorical_crossentropy' name it too) or a function (logits, labels) -> loss. comm: a minicnn.distributed communicator to train data-parallel
     on its ranks (through distributed.DataParallel); None trains in this process alone.
     """
 
@@ -281,11 +288,12 @@ class Trainer:
             initial_epoch=0, callbacks=(), checkpoint_dir=None, verbose="auto"):
         """Train until `epochs` epochs are done (counting from initial_epoch, or from a resumed checkpoint).
 
-        x, y: NumPy images (N, H, W) or (N, C, H, W) (uint8 scaled to [0, 1]) and int labels (N,),
+        x, y: NumPy images (N, H, W) or (N, C, H, W) (uint8 scaled to [0, 1]) and int labels (N,) (or
+        float class probabilities (N, C), one-hot or soft),
         or x a DataLoader and y None. validation_data: (x, y) or a DataLoader, evaluated
         after each epoch. callbacks: objects with any of on_batch_end(trainer, epoch, step) (after
-        each optimizer step, gradients still in place; trainer.last_loss, last_logits, last_labels and
-        steps_per_epoch describe the step), on_epoch_end(trainer, epoch, logs) and
+        each optimizer step, gradients still in place; trainer.last_loss, last_logits, last_labels (class
+        indices) and steps_per_epoch describe the step), on_epoch_end(trainer, epoch, logs) and
         should_stop(epoch, logs, model) -> bool, such as EarlyStopping. verbose: 0 silent, 2 one line
         per epoch, 'auto' / 1 a progress bar (on a terminal) and one line per epoch.
         Returns the History (loss, accuracy, val_loss, val_accuracy, lr, seconds per epoch and
@@ -332,7 +340,7 @@ class Trainer:
 
     def _after_step(self, epoch, step, logits, y, loss, meter, checkpoint_dir, callbacks):
         """The callbacks' on_batch_end, the running metrics (and NaN check), then a pending stop request."""
-        self.last_loss, self.last_logits, self.last_labels = loss.data, logits.data, y.data
+        self.last_loss, self.last_logits, self.last_labels = loss.data, logits.data, class_indices(y.data)
         for callback in callbacks:
             if hasattr(callback, "on_batch_end"):
                 callback.on_batch_end(self, epoch, step)
@@ -430,7 +438,7 @@ class Trainer:
                 classes = logits.shape[1]
                 loss_sum += float(self.loss_fn(logits, targets).item()) * targets.shape[0]
                 predictions.append(backend.to_numpy(logits.data.argmax(axis=1)))
-                labels.append(backend.to_numpy(targets.data))
+                labels.append(backend.to_numpy(class_indices(targets.data)))
         labels, predictions = np.concatenate(labels), np.concatenate(predictions)
         confusion = metrics.confusion_matrix(labels, predictions, classes)
         count, accuracy = len(labels), metrics.accuracy(labels, predictions)

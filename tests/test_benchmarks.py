@@ -36,6 +36,10 @@ def test_quick_benchmark_run_writes_every_row(tmp_path):
     assert all(0 < row["share_of_matmul_rate"] for row in payload["rows"] if row["group"] == "conv2d fwd+bwd")
     assert "conv2d forward" in completed.stdout and "img/s" in completed.stdout
     assert payload["machine"]["keep_freed_memory"] is False
+    if hasattr(common.os, "getloadavg"):
+        assert len(payload["load_average"]["start"]) == 3 and len(payload["load_average"]["end"]) == 3
+        assert "load average" in completed.stdout
+    assert all(len(row["round_medians_ms"]) == payload["rounds"] and "spread" in row for row in payload["rows"])
 
 
 def test_quick_runs_write_to_the_scratch_folder_unless_told_otherwise(tmp_path):
@@ -97,3 +101,75 @@ def test_time_alternating_times_each_run_in_blocks_and_reports_its_ratio_to_the_
     assert pauses == [0.3] * 6
     assert summaries == [(2.0, 2.0, 2.0), (6.0, 6.0, 6.0), (1.0, 1.0, 1.0)]
     assert ratios == [1.0, 3.0, 0.5]
+
+
+def _row(name, round_medians, torch_round_medians=None, ratio=0.5):
+    row = {"group": "training step", "name": name, "shape": "batch 64", "median_ms": sorted(round_medians)[1],
+           "min_ms": min(round_medians), "max_ms": max(round_medians), "round_medians_ms": round_medians,
+           "images_per_s": 1000.0}
+    if torch_round_medians:
+        row.update(torch_median_ms=sorted(torch_round_medians)[1], torch_round_medians_ms=torch_round_medians,
+                   torch_over_minicnn=ratio)
+    return row
+
+
+def test_a_row_whose_rounds_disagree_is_flagged_and_the_load_average_heads_the_table():
+    from benchmarks.table import markdown
+
+    payload = {"device": "cpu", "date": "2026-12-06", "machine": {"cpu_model": "Some CPU"},
+               "load_average": {"start": [7.5, 3.25, 1.0], "end": [8.0, 4.0, 1.5]},
+               "rows": [_row("steady", [10.0, 11.0, 10.5], [5.0, 5.2, 5.1]),
+                        _row("loaded", [10.0, 11.0, 10.5], [5.0, 9000.0, 21150.0], ratio=2115.0),
+                        _row("no torch", [1.0, 4.0, 1.1])]}
+    table = markdown(payload)
+    header = table.splitlines()[0]
+    assert "load average 7.50, 3.25, 1.00 (1, 5, 15 min)" in header and "at the start" in header
+    assert "load average 8.00, 4.00, 1.50" in header and "Some CPU" in header
+    rows = {line.split(" | ")[1]: line for line in table.splitlines() if line.startswith("| training step")}
+    assert rows["loaded"].endswith("| 2115.00 ! |") and rows["no torch"].endswith("| - | - ! |")
+    assert "!" not in rows["steady"]
+    assert table.splitlines()[-1].startswith("! 2 row(s) whose slowest round took more than 1.5x their fastest")
+    assert common.spread(payload["rows"][1]) == pytest.approx(21150 / 5) and not common.is_unsteady(payload["rows"][0])
+
+
+def test_results_files_from_before_the_rounds_were_recorded_still_print():
+    from benchmarks.table import markdown
+
+    old = {"device": "cpu", "date": "2026-11-30", "machine": {"cpu_model": "Old CPU"},
+           "rows": [{"group": "im2col", "name": "cnn.conv1", "shape": "64x1x28x28", "median_ms": 1.0, "min_ms": 0.5,
+                     "max_ms": 9.0, "gb_per_s": 2.0, "torch_median_ms": 2.0, "torch_over_minicnn": 2.0}]}
+    table = markdown(old)
+    assert "load average not recorded" in table.splitlines()[0] and "!" not in table
+    assert "predates the rounds' medians" in table.splitlines()[-1]
+    assert common.spread(old["rows"][0]) is None
+
+
+def test_measure_records_each_rounds_median_and_the_spread(monkeypatch):
+    from benchmarks.__main__ import _measure
+    from benchmarks.suite import Row
+
+    clock, torch_calls = [0.0], [0]
+
+    def minicnn_run():
+        clock[0] += 0.002
+
+    def torch_run():  # the machine gets busy after its first round: each call takes 100 times longer
+        torch_calls[0] += 1
+        clock[0] += 0.001 if torch_calls[0] <= 4 else 0.1
+
+    monkeypatch.setattr(common.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(common.time, "sleep", lambda seconds: None)
+    result = _measure(Row("training step", "cnn", "batch 64", minicnn_run, torch_run=torch_run),
+                      lambda: None, lambda: None, repeat=6, warmup=2, rounds=3, settle=0.0)
+    assert result["round_medians_ms"] == pytest.approx([2.0, 2.0, 2.0])
+    assert result["torch_round_medians_ms"] == pytest.approx([1.0, 100.0, 100.0])
+    assert result["torch_min_ms"] == pytest.approx(1.0) and result["torch_max_ms"] == pytest.approx(100.0)
+    assert result["spread"] == pytest.approx(100.0) and common.is_unsteady(result)
+
+
+def test_load_average_is_three_numbers_where_the_system_has_one():
+    load = common.load_average()
+    if hasattr(common.os, "getloadavg"):
+        assert len(load) == 3 and all(value >= 0 for value in load)
+        assert common.describe_load(load).startswith("load average ")
+    assert common.describe_load(None) == ""

@@ -4,18 +4,21 @@ The writers here use `pickle.dumps` (the test makes its own trusted data);
 only the reader under test must never unpickle.
 """
 
+import dataclasses
+import hashlib
 import io
 import os
 import pickle
 import struct
 import tarfile
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from minicnn.data import CIFAR10_CLASSES, load_cifar10
+from minicnn.data import ARCHIVES, CIFAR10_CLASSES, fetch, fetch_archive, load_cifar10
 from minicnn.data.cifar import read_pickled_batch
-from minicnn.errors import DataError
+from minicnn.errors import ChecksumError, DataError
 
 IMAGES_PER_BATCH = 20
 TRAIN_FILES = [f"data_batch_{number}" for number in range(1, 6)]
@@ -276,3 +279,127 @@ def test_not_an_archive_and_missing_path_are_data_errors(tmp_path):
 def test_class_names():
     assert CIFAR10_CLASSES == ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                                "truck")
+
+
+# ----- fetching the archive: a local HTTP server serves a small archive in the official format ----------
+@pytest.fixture(scope="module")
+def small_archive(tmp_path_factory):
+    path = _write_archive(tmp_path_factory.mktemp("served") / "cifar-10-python.tar.gz",
+                          _all_files(FLAVOURS["python2 protocol 2"]))
+    return path.read_bytes()
+
+
+@pytest.fixture
+def cifar_server(small_archive, monkeypatch):
+    """http://127.0.0.1:PORT/: /good serves the archive, /damaged the archive with one byte changed,
+    /endless more bytes than the archive has, anything else 404; proxies are switched off."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    for variable in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+    damaged = bytearray(small_archive)
+    damaged[len(damaged) // 2] ^= 0xFF
+    routes = {"/good": small_archive, "/damaged": bytes(damaged), "/endless": small_archive * 3}
+    requests = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            body = routes.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            if self.path != "/endless":  # a server that does not say how much it sends
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield SimpleNamespace(url=f"http://127.0.0.1:{httpd.server_address[1]}", requests=requests)
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _served_spec(small_archive, *urls):
+    """The real CIFAR-10 spec pointed at the test's server, with the test archive's checksum injected."""
+    return dataclasses.replace(ARCHIVES["cifar10"], urls=urls, md5=hashlib.md5(small_archive).hexdigest(),
+                               size=len(small_archive))
+
+
+def test_the_published_url_and_checksum_are_the_ones_fetched():
+    spec = ARCHIVES["cifar10"]
+    assert spec.urls == ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",)
+    assert spec.md5 == "c58f30108f718f92721af3b95e74349a" and spec.file == "cifar-10-python.tar.gz"
+    assert spec.sha256 is None  # none is published; none is made up
+
+
+def test_fetch_downloads_verifies_and_caches_the_archive(tmp_path, small_archive, cifar_server, capsys):
+    spec = _served_spec(small_archive, f"{cifar_server.url}/missing", f"{cifar_server.url}/good")
+    path = fetch_archive(spec, root=tmp_path)
+    assert path == tmp_path / "cifar10" / "cifar-10-python.tar.gz" and path.read_bytes() == small_archive
+    assert sorted(item.name for item in path.parent.iterdir()) == ["cifar-10-python.tar.gz"]  # no temporary left
+    assert "MD5 verified" in capsys.readouterr().err
+    images, labels = load_cifar10(path, "test")
+    np.testing.assert_array_equal(images, _expected([6])[0])
+    # Fetched once: the next call finds it in the cache and asks the server nothing.
+    cifar_server.requests.clear()
+    assert fetch(spec, root=tmp_path, verbose=False) == path.parent and cifar_server.requests == []
+
+
+@pytest.mark.parametrize("route, error, message", [
+    ("/damaged", ChecksumError, r"sent a file with MD5 [0-9a-f]{32}, expected [0-9a-f]{32}"),
+    ("/endless", DataError, r"sent more than cifar-10-python.tar.gz's \d+ bytes"),
+])
+def test_a_wrong_download_leaves_nothing_in_the_cache(tmp_path, small_archive, cifar_server, route, error, message):
+    spec = _served_spec(small_archive, cifar_server.url + route)
+    with pytest.raises(error, match=message) as caught:
+        fetch_archive(spec, root=tmp_path, verbose=False)
+    assert "\n" not in str(caught.value) and spec.page in str(caught.value)
+    assert list((tmp_path / "cifar10").iterdir()) == []  # neither the archive nor a temporary
+
+
+def test_a_damaged_cached_archive_is_reported_and_replaced(tmp_path, small_archive, cifar_server):
+    spec = _served_spec(small_archive, f"{cifar_server.url}/good")
+    (tmp_path / "cifar10").mkdir()
+    (tmp_path / "cifar10" / "cifar-10-python.tar.gz").write_bytes(small_archive[:-10])
+    with pytest.raises(ChecksumError, match=r"cifar-10-python.tar.gz has MD5 [0-9a-f]{32}, expected"):
+        fetch_archive(spec, root=tmp_path, sources="cache", verbose=False)
+    assert fetch_archive(spec, root=tmp_path, verbose=False).read_bytes() == small_archive
+
+
+def test_without_network_one_line_says_where_to_get_the_file(tmp_path, small_archive, monkeypatch):
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # nothing listens there: as good as no network
+    with pytest.raises(DataError) as caught:
+        fetch_archive("cifar10", root=tmp_path, verbose=False)
+    message = str(caught.value)
+    assert "\n" not in message and not isinstance(caught.value, ChecksumError)
+    assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz is unreachable" in message
+    assert "get it from https://www.cs.toronto.edu/~kriz/cifar.html (MD5 c58f30108f718f92721af3b95e74349a)" in message
+    assert str(tmp_path / "cifar10") in message and list((tmp_path / "cifar10").iterdir()) == []
+
+
+def test_minicnn_fetch_knows_cifar10_and_train_reads_the_cached_archive(tmp_path, monkeypatch):
+    from minicnn.cli import build_parser
+    from minicnn.cli.train import _check_image_flags
+
+    assert build_parser().parse_args(["fetch", "cifar10"]).dataset == "cifar10"
+    monkeypatch.setenv("MINICNN_DATA", str(tmp_path))
+    args = build_parser().parse_args(["train", "--model", "cifar_cnn", "--dataset", "cifar10"])
+    with pytest.raises(DataError, match=r"^--dataset cifar10 without --data reads the archive in the cache, which "
+                                        r"`minicnn fetch cifar10` downloads; .* is not there"):
+        _check_image_flags(args)
+    # An archive with the published checksum in the cache is what --data becomes.
+    cached = tmp_path / "cifar10" / "cifar-10-python.tar.gz"
+    cached.parent.mkdir()
+    cached.write_bytes(b"stand-in")
+    monkeypatch.setitem(ARCHIVES, "cifar10", dataclasses.replace(ARCHIVES["cifar10"],
+                                                                  md5=hashlib.md5(b"stand-in").hexdigest()))
+    args = build_parser().parse_args(["train", "--model", "cifar_cnn", "--dataset", "cifar10"])
+    _check_image_flags(args)
+    assert args.data == cached

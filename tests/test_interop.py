@@ -211,6 +211,25 @@ def test_missing_and_unexpected_keys_are_listed_and_nothing_changes():
         np.testing.assert_array_equal(array, before[name])
 
 
+def test_keys_from_a_pth_are_shown_escaped_and_cut_in_the_mismatch_message(tmp_path):
+    # A newline or a terminal escape in a key cannot forge lines on the user's terminal; a long key
+    # or thousands of keys do not flood it.
+    hostile = "w\n\x1b[2J\x1b[31mforged: all weights loaded" + "x" * 5000
+    state = interop.to_torch_state_dict(small_model())
+    state[hostile] = np.zeros(1, np.float32)
+    state.update({f"extra{index}": np.zeros(1, np.float32) for index in range(1000)})
+    path = tmp_path / "hostile.pth"
+    interop.write_torch_state_dict(state, path)
+    with pytest.raises(CheckpointError) as caught:
+        interop.load_torch_state_dict(small_model(), path)
+    message = str(caught.value)
+    assert "\n" not in message and "\x1b" not in message and len(message) < 1000, message[:300]
+    assert "unexpected keys: ['w\\n\\x1b[2J" in message and "and 993 more" in message
+    # A mapping given in Python may hold keys of any type: they are unexpected, not a crash.
+    with pytest.raises(CheckpointError, match=r"unexpected keys: \[7\]"):
+        interop.load_torch_state_dict(small_model(), {**interop.to_torch_state_dict(small_model()), 7: 1})
+
+
 def test_strict_false_loads_the_rest_and_reports_what_it_skipped():
     source, model = small_model(), small_model()
     state = interop.to_torch_state_dict(source)

@@ -157,3 +157,63 @@ def test_wrong_image_shape_names_model_and_shapes():
 def test_fit_before_compile_says_what_to_do():
     with pytest.raises(RuntimeError, match="compile"):
         _small().fit(*_bars_channels_last())
+
+
+def test_categorical_crossentropy_trains_on_one_hot_labels_as_keras_does():
+    images, labels = _bars_channels_last()
+    one_hot = keras.utils.to_categorical(labels)
+    assert one_hot.dtype == np.float32 and one_hot.shape == (len(labels), 3)
+    np.testing.assert_array_equal(one_hot.argmax(axis=1), labels)
+    trained = {}
+    for loss, y in (("sparse_categorical_crossentropy", labels), ("categorical_crossentropy", one_hot)):
+        minicnn.manual_seed(0)
+        model = _small()
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.02), loss=loss, metrics=["accuracy"])
+        history = model.fit(images, y, epochs=3, batch_size=16, verbose=0, validation_data=(images, y))
+        trained[loss] = model, history.history
+    model, history = trained["categorical_crossentropy"]
+    sparse_model, sparse_history = trained["sparse_categorical_crossentropy"]
+    # One-hot rows give the same gradients as their class indices: the same training, step for step.
+    for name in ("accuracy", "val_accuracy"):
+        assert history[name] == sparse_history[name]
+    np.testing.assert_allclose(history["loss"], sparse_history["loss"], rtol=1e-5)
+    for ours, theirs in zip(model.network.parameters(), sparse_model.network.parameters()):
+        np.testing.assert_allclose(ours.data, theirs.data, rtol=1e-5, atol=1e-6)
+    loss, accuracy = model.evaluate(images, one_hot, verbose=0)
+    assert accuracy > 0.5 and loss < history["loss"][0]
+    # The loss is Keras's: -sum(y * log(p)) per sample, averaged; soft labels weight every class.
+    soft = 0.8 * one_hot + 0.2 / 3
+    probabilities = model.predict(images)
+    expected = -(soft * np.log(probabilities)).sum(axis=1).mean()
+    assert model.evaluate(images, soft, verbose=0)[0] == pytest.approx(expected, rel=1e-4)
+    # Accuracy compares the likeliest class of each label with the prediction, as Keras's categorical accuracy.
+    assert model.evaluate(images, soft, verbose=0)[1] == pytest.approx(accuracy)
+
+
+def test_labels_of_the_other_kind_get_what_keras_would_advise():
+    images, labels = _bars_channels_last()
+    sparse, categorical = _small(), _small()
+    sparse.compile(loss="sparse_categorical_crossentropy")
+    categorical.compile(loss=keras.losses.CategoricalCrossentropy())
+    with pytest.raises(ValueError, match=r"^sequential.fit: loss='sparse_categorical_crossentropy' takes integer "
+                                         r"labels \(N,\), got labels of shape \(\d+, 3\), which look one-hot; .*"
+                                         r"use loss='categorical_crossentropy'"):
+        sparse.fit(images, keras.utils.to_categorical(labels), verbose=0)
+    with pytest.raises(ValueError, match=r"takes one-hot labels \(N, classes\), got labels of shape \(\d+,\).*"
+                                         r"loss='sparse_categorical_crossentropy'.*to_categorical"):
+        categorical.fit(images, labels, verbose=0)
+    with pytest.raises(minicnn.ShapeError, match="one-hot labels of shape .* for a model with 3 outputs"):
+        categorical.evaluate(images, keras.utils.to_categorical(labels, 5), verbose=0)
+    # Keras's own (N, 1) integer labels (its CIFAR-10 gives them so) are class indices to the sparse loss.
+    assert sparse.evaluate(images, labels[:, None], verbose=0) == sparse.evaluate(images, labels, verbose=0)
+
+
+def test_trainer_takes_keras_categorical_name_and_class_probabilities():
+    images, labels = bars_dataset()
+    model = nn.Sequential(nn.Flatten(), nn.Dense(144, 3))
+    trainer = minicnn.training.Trainer(model, loss="categorical_crossentropy")
+    one_hot = np.eye(3, dtype=np.float32)[labels]
+    by_index, by_one_hot = trainer.evaluate(images, labels), trainer.evaluate(images, one_hot)
+    assert by_one_hot["loss"] == pytest.approx(by_index["loss"], rel=1e-6)
+    assert by_one_hot["accuracy"] == by_index["accuracy"]
+    np.testing.assert_array_equal(by_one_hot["confusion_matrix"], by_index["confusion_matrix"])

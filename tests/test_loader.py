@@ -170,7 +170,9 @@ def test_shift_images_moves_by_the_given_offsets_with_zero_fill():
 
 @pytest.mark.parametrize("kwargs, error, message", [
     (dict(labels=np.arange(9)), ShapeError, "10 images but 9 labels"),
-    (dict(labels=np.zeros((10, 1), dtype=int)), ShapeError, "labels must be 1-d"),
+    (dict(labels=np.zeros((10, 1), dtype=int)), ShapeError, r"labels must be class indices \(N,\) or, as floats, "
+                                                            r"class probabilities \(N, classes\)"),
+    (dict(labels=np.full((10, 3), -0.5)), DataError, "class probabilities .* must be finite and non-negative"),
     (dict(labels=np.linspace(0, 1, 10)), DataError, "labels must be integer"),
     (dict(labels=np.arange(10) - 1), DataError, "non-negative"),
     (dict(batch_size=0), ValueError, "batch_size must be at least 1"),

@@ -100,6 +100,41 @@ def test_cross_entropy_matches_torch(device, case):
     np.testing.assert_allclose(to_host(logits.grad), logits_torch.grad.numpy(), rtol=1e-10, atol=1e-14)
 
 
+@CHECKS
+@given(case=classification_cases(), soft=st.booleans())
+def test_cross_entropy_with_class_probabilities_matches_torch(device, case, soft):
+    # One-hot labels (Keras's categorical_crossentropy) and soft ones, as torch's cross_entropy takes them.
+    torch = pytest.importorskip("torch")
+    logits_array, labels = case
+    count, classes = logits_array.shape
+    targets = np.eye(classes)[labels]
+    if soft:
+        targets = np.random.default_rng(count).dirichlet(np.ones(classes), size=count)
+    logits = minicnn.tensor(logits_array, requires_grad=True, device=device)
+    loss = F.cross_entropy(logits, minicnn.tensor(targets, device=device))
+    logits_torch = torch.tensor(logits_array, requires_grad=True)
+    expected = torch.nn.functional.cross_entropy(logits_torch, torch.from_numpy(targets))
+    assert loss.shape == ()
+    assert float(to_host(loss)) == pytest.approx(expected.item(), rel=1e-12, abs=1e-14)
+    loss.backward()
+    expected.backward()
+    np.testing.assert_allclose(to_host(logits.grad), logits_torch.grad.numpy(), rtol=1e-10, atol=1e-14)
+    if not soft:  # one-hot rows: the same loss as their class indices
+        assert float(to_host(loss)) == pytest.approx(
+            float(to_host(F.cross_entropy(logits, labels_tensor(labels, device)))), rel=1e-12, abs=1e-14)
+
+
+def test_cross_entropy_with_class_probabilities_by_hand_and_shape_checked():
+    logits = minicnn.tensor(np.array([[2.0, 0.0, -1.0], [0.5, 0.5, 0.5]]), requires_grad=True)
+    targets = np.array([[0.9, 0.1, 0.0], [0.0, 0.0, 1.0]])
+    log_softmax = logits.data - np.log(np.exp(logits.data).sum(axis=1, keepdims=True))
+    loss = F.cross_entropy(logits, targets)
+    assert loss.item() == pytest.approx(-(targets * log_softmax).sum() / 2, rel=1e-12)
+    minicnn.gradcheck(lambda z: F.cross_entropy(z, targets), logits)
+    with pytest.raises(minicnn.ShapeError, match=r"class probabilities must have the logits' shape \(2, 3\)"):
+        F.cross_entropy(logits, np.ones((2, 4)) / 4)
+
+
 def test_cross_entropy_is_the_mean_of_minus_log_softmax_at_the_labels(device):
     logits_array = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 3.0]])
     log_probs = logits_array - np.log(np.exp(logits_array).sum(axis=1, keepdims=True))

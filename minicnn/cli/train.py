@@ -12,7 +12,8 @@ import contextlib
 import sys
 from pathlib import Path
 
-from .. import backend, distributed, recipe, run_settings, runs
+from .. import backend, data, distributed, recipe, run_settings, runs
+from ..errors import DataError
 from ..profiler import ProfileFirstEpoch
 from ..tensorboard import TensorBoard
 from ..training import EarlyStopping, Trainer
@@ -38,7 +39,8 @@ def _model_and_data_flags(train):
                        help="cifar10 and imagefolder read --data (imagefolder: DIR/train and DIR/test or DIR/val, "
                             "one sub-folder per class)")
     train.add_argument("--data", **setting("data"),
-                       help="cifar-10-python.tar.gz (or its cifar-10-batches-py folder), or the picture folder")
+                       help="cifar-10-python.tar.gz (or its cifar-10-batches-py folder), or the picture folder; "
+                            "cifar10 without --data reads the archive `minicnn fetch cifar10` put in the cache")
     train.add_argument("--depth", **setting("depth"), help="--model resnet: depth 6n+2 (default 20)")
     train.add_argument("--image-size", **setting("image_size"),
                        help="the model's input size: imagefolder pictures are read at this size (default 64); other "
@@ -115,6 +117,12 @@ def _settings_of_flags(args):
 
 def _check_image_flags(args):
     """The flags of the image pipeline (--data, --weights, --freeze-backbone) that only make sense together."""
+    if args.dataset in data.ARCHIVES and args.data is None:
+        try:  # the archive `minicnn fetch` downloaded and checked, checked again here (once per process)
+            args.data = data.fetch_archive(args.dataset, sources="cache", verbose=False)
+        except DataError as error:
+            raise DataError(f"--dataset {args.dataset} without --data reads the archive in the cache, which "
+                            f"`minicnn fetch {args.dataset}` downloads; {error}") from None
     if args.dataset in run_settings.PATH_DATASETS and args.data is None:
         raise ValueError(f"--dataset {args.dataset} reads --data PATH; pass the "
                          + ("cifar-10-python.tar.gz archive" if args.dataset == "cifar10" else "picture folder"))

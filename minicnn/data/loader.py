@@ -23,7 +23,8 @@ class DataLoader:
         images. uint8 is scaled to float32 in [0, 1]; floats are cast to float32;
         (N, H, W) gets a channel axis, (N, 1, H, W). The array is kept as it is
         (a uint8 dataset stays uint8 in memory); each batch is converted alone.
-    labels: integer array (N,) of class indices, or None to serve images only.
+    labels: integer array (N,) of class indices, or float array (N, C) of class probabilities (one-hot
+        or soft labels, for F.cross_entropy), or None to serve images only.
     batch_size: samples per batch; the last batch is smaller unless drop_last.
     shuffle: a new order each epoch, np.random.default_rng([seed, epoch]).permutation(N).
     seed: non-negative int that fixes every order and every augmentation.
@@ -42,7 +43,7 @@ class DataLoader:
         The ranks together serve every sample exactly once per epoch, in the same number of
         batches. len() is that number; num_samples stays the whole dataset's count.
 
-    Iterating yields (x, y): x float32 (B, C, H, W) (or (B, F)), y int64 (B,);
+    Iterating yields (x, y): x float32 (B, C, H, W) (or (B, F)), y int64 (B,) (float32 (B, C) for probabilities);
     or x alone when labels is None. Each full iteration serves epoch `self.epoch`
     and then advances it by one.
     """
@@ -207,8 +208,15 @@ def _checked_images(images):
 
 def _checked_labels(labels, num_samples):
     labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.dtype.kind == "f":  # class probabilities (N, C): one-hot or soft labels
+        if len(labels) != num_samples:
+            raise ShapeError(f"DataLoader: {num_samples} images but {len(labels)} labels")
+        if not np.isfinite(labels).all() or labels.min() < 0:
+            raise DataError("DataLoader: class probabilities (N, C) must be finite and non-negative")
+        return labels.astype(np.float32)
     if labels.ndim != 1:
-        raise ShapeError(f"DataLoader: labels must be 1-d (N,), got shape {labels.shape}")
+        raise ShapeError(f"DataLoader: labels must be class indices (N,) or, as floats, class probabilities "
+                         f"(N, classes) such as one-hot labels; got shape {labels.shape} of {labels.dtype}")
     if len(labels) != num_samples:
         raise ShapeError(f"DataLoader: {num_samples} images but {len(labels)} labels")
     if labels.dtype.kind not in "iu":

@@ -1,4 +1,5 @@
-"""Softmax, log-softmax and softmax cross-entropy, all shifted by the maximum for stability."""
+"""Softmax, log-softmax and softmax cross-entropy (against class indices, or against class
+probabilities such as one-hot labels), all shifted by the maximum for stability."""
 
 from ..backend import get_array_module
 from ..errors import ShapeError
@@ -88,6 +89,35 @@ class CrossEntropyOp(Operation):
         return grad_logits * (grad / count), None
 
 
+class ProbabilityCrossEntropyOp(Operation):
+    """Mean softmax cross-entropy against class probabilities.  logits: (N, C) float, targets: (N, C) float -> ().
+
+    loss = -sum(targets * log_softmax(logits)) / N: one-hot targets give the same loss as their
+    class indices in CrossEntropyOp; soft ones (label smoothing, mixup) weight every class's log-probability.
+    The gradient is (softmax * row sum of targets - targets) / N, softmax - targets when rows sum to 1.
+    """
+
+    input_names = ("logits", "targets")
+
+    def forward(self, logits, targets):
+        if logits.ndim != 2:
+            raise ShapeError(f"cross_entropy: logits must have shape (N, classes), got {logits.shape}")
+        if logits.shape[0] == 0:
+            raise ShapeError(f"cross_entropy: the batch is empty (logits {logits.shape}); give at least one sample")
+        if targets.shape != logits.shape:
+            raise ShapeError(f"cross_entropy: class probabilities must have the logits' shape {logits.shape}, "
+                             f"got {targets.shape}")
+        self.log_probs = _log_softmax(logits, axis=1)
+        self.targets = targets.astype(logits.dtype, copy=False)
+        return -(self.targets * self.log_probs).sum() / logits.shape[0]
+
+    def backward(self, grad):
+        xp = get_array_module(grad)
+        count = self.targets.shape[0]
+        grad_logits = xp.exp(self.log_probs) * self.targets.sum(axis=1, keepdims=True) - self.targets
+        return grad_logits * (grad / count), None
+
+
 def softmax(x, axis=-1):
     return SoftmaxOp(axis)(x)
 
@@ -97,11 +127,15 @@ def log_softmax(x, axis=-1):
 
 
 def cross_entropy(logits, labels, check_labels=True):
-    """Mean softmax cross-entropy of logits (N, C) against integer labels (N,).
+    """Mean softmax cross-entropy of logits (N, C) against integer labels (N,), or, as PyTorch's
+    cross_entropy and Keras's categorical_crossentropy take them, against class probabilities (N, C)
+    of a floating type (one-hot labels, or soft ones).
 
-    labels: a Tensor, an array or a list of class indices. check_labels=False
-    trades the ValueError for out-of-range labels for a NaN loss and no host sync.
+    labels: a Tensor, an array or a list. check_labels=False trades the ValueError for out-of-range
+    class indices for a NaN loss and no host sync (probabilities have no range to check).
     """
     if not isinstance(labels, Tensor) and not hasattr(labels, "dtype"):
         labels = get_array_module(logits.data).asarray(labels)
+    if labels.ndim == 2 and labels.dtype.kind == "f":
+        return ProbabilityCrossEntropyOp()(logits, labels)
     return CrossEntropyOp(check_labels)(logits, labels)

@@ -16,6 +16,7 @@ import numpy as np
 from .. import backend
 from ..errors import CheckpointError
 from ..nn import BatchNorm1D, BatchNorm2D, Dense
+from ..pickle_reader import short_repr
 from ..tensor import Tensor
 from .torch_reader import read_torch_state_dict
 from .torch_writer import write_torch_state_dict
@@ -25,6 +26,7 @@ LoadReport = collections.namedtuple("LoadReport", ["missing_keys", "unexpected_k
 
 BATCH_NORMS = (BatchNorm1D, BatchNorm2D)
 COUNTER = "num_batches_tracked"
+SHOWN_KEYS = 8  # a message lists this many keys, then says how many more there are
 
 
 def _named_modules(module, prefix=""):
@@ -103,7 +105,7 @@ def load_torch_state_dict(model, state_or_path, strict=True):
     unexpected = [name for name in state if name not in targets and not _is_ignored_counter(name, owners)]
     if strict and (missing or unexpected):
         raise CheckpointError(f"{where}: the state dict does not match the model; missing keys: "
-                              f"{missing or 'none'}; unexpected keys: {unexpected or 'none'}")
+                              f"{_listed(missing)}; unexpected keys: {_listed(unexpected)}")
     arrays = {}
     for name, (owner, attribute, _) in targets.items():
         if name in state:
@@ -118,7 +120,18 @@ def load_torch_state_dict(model, state_or_path, strict=True):
     return LoadReport(missing, unexpected)
 
 
+def _listed(keys):
+    """Keys as a message shows them: the first SHOWN_KEYS, each escaped as repr() does and cut
+    (short_repr), so that a newline or a terminal escape in a key from a file cannot forge lines."""
+    if not keys:
+        return "none"
+    more = f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
+    return "[" + ", ".join(short_repr(key) for key in keys[:SHOWN_KEYS]) + "]" + more
+
+
 def _is_ignored_counter(name, owners):
+    if not isinstance(name, str):  # a mapping given in Python may hold any key; none is a counter
+        return False
     prefix, _, attribute = name.rpartition(".")
     owner = owners.get(prefix + "." if prefix else "")
     return attribute == COUNTER and isinstance(owner, BATCH_NORMS)

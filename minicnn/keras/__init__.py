@@ -15,8 +15,8 @@ Images are channels-last NumPy arrays, as in Keras; see keras.models for what is
 copied from Keras and keras.layers for the layers offered.
 """
 
-from . import callbacks, datasets, layers, losses, models, optimizers
+from . import callbacks, datasets, layers, losses, models, optimizers, utils
 from .layers import Input
 from .models import Sequential
 
-__all__ = ["Input", "Sequential", "callbacks", "datasets", "layers", "losses", "models", "optimizers"]
+__all__ = ["Input", "Sequential", "callbacks", "datasets", "layers", "losses", "models", "optimizers", "utils"]

@@ -3,9 +3,10 @@
 Each returns ((x_train, y_train), (x_test, y_test)). MNIST and Fashion-MNIST: uint8
 images (N, 28, 28), fetched once and verified by SHA-256 (see minicnn.data).
 CIFAR-10: uint8 images channels-last (N, 32, 32, 3), as Keras gives them, read from
-the python-version archive without unpickling. It cannot be downloaded here: pass
-load_data(path=...) or put cifar-10-python.tar.gz in $MINICNN_DATA/cifar10/ (by
-default ~/.cache/minicnn/cifar10/). Labels are int64 (N,) for all three (Keras
+the python-version archive without unpickling: load_data(path=...) reads the archive
+given, load_data() the one in $MINICNN_DATA/cifar10/ (by default ~/.cache/minicnn/cifar10/),
+downloaded there first as Keras does when it is not there yet (minicnn.data.fetch_archive,
+checked against its published MD5). Labels are int64 (N,) for all three (Keras
 gives CIFAR-10's as (N, 1); minicnn's losses take class indices (N,)).
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from .. import data
 
-CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
+CIFAR10_ARCHIVE = data.ARCHIVES["cifar10"].file
 
 
 def _loader(load):
@@ -27,11 +28,7 @@ def _loader(load):
 def _cifar10_load_data(path=None):
     """((x_train (50000, 32, 32, 3), y_train (50000,)), (x_test (10000, 32, 32, 3), y_test (10000,)))."""
     if path is None:
-        path = data.data_dir() / "cifar10" / CIFAR10_ARCHIVE
-        if not path.exists():
-            raise FileNotFoundError(
-                f"keras.datasets.cifar10.load_data: {path} not found; download {CIFAR10_ARCHIVE} from "
-                "https://www.cs.toronto.edu/~kriz/cifar.html and put it there, or pass load_data(path=...)")
+        path = data.fetch_archive("cifar10")  # DataError in one line, saying where to get it, when it cannot
 
     def load(split):
         images, labels = data.load_cifar10(Path(path), split)

@@ -25,7 +25,7 @@ from . import losses, optimizers
 from .callbacks import History
 from .layers import InputLayer, Layer
 
-ACCURACY_NAMES = ("accuracy", "acc", "sparse_categorical_accuracy")
+ACCURACY_NAMES = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy")
 
 
 class Sequential:
@@ -116,14 +116,16 @@ class Sequential:
     # ----- training -------------------------------------------------------------------------------
     def compile(self, optimizer="adam", loss=None, metrics=None):
         """optimizer: 'adam', 'sgd' or keras.optimizers.Adam/SGD(...); loss: 'sparse_categorical_crossentropy'
-        or keras.losses.SparseCategoricalCrossentropy(from_logits=...); metrics: None or ['accuracy'].
+        (integer labels), 'categorical_crossentropy' (one-hot or soft labels, (N, classes)) or their classes
+        in keras.losses, e.g. SparseCategoricalCrossentropy(from_logits=True); metrics: None or ['accuracy'].
         """
         metrics = list(metrics or [])
         unknown = [name for name in metrics if name not in ACCURACY_NAMES]
         if unknown:
             raise ValueError(f"{self.name}.compile: unknown metrics {unknown}; minicnn.keras offers 'accuracy'")
         if loss is None:
-            raise ValueError(f"{self.name}.compile: pass loss='sparse_categorical_crossentropy'")
+            raise ValueError(f"{self.name}.compile: pass loss='sparse_categorical_crossentropy' (integer labels) "
+                             "or loss='categorical_crossentropy' (one-hot labels)")
         self.compiled = (optimizers.get(optimizer), losses.get(loss), metrics)
         self.trainer = None
 
@@ -149,21 +151,52 @@ class Sequential:
         elif not from_logits:
             raise ValueError(f"{self.name}: the loss expects probabilities (from_logits=False) but the last layer "
                              "has no softmax; give it activation='softmax', or use "
-                             "keras.losses.SparseCategoricalCrossentropy(from_logits=True)")
+                             f"keras.losses.{type(self.compiled[1]).__name__}(from_logits=True)")
         return self.network
+
+    def _labels(self, y, method):
+        """y as the compiled loss takes it: integer class indices (N,) for the sparse loss (Keras's (N, 1)
+        too), float class probabilities (N, classes) for the categorical one. Labels of the other kind
+        are refused with what Keras would advise, before a DataLoader sees them."""
+        loss = self.compiled[1]
+        y = np.asarray(y.numpy() if isinstance(y, Tensor) else y)
+        classes = self.layers[-1].output_shape[-1] if self.layers and self.layers[-1].output_shape else None
+        if loss.one_hot:
+            if y.ndim != 2 or y.shape[1] == 1:
+                raise ValueError(
+                    f"{self.name}.{method}: loss='categorical_crossentropy' takes one-hot labels (N, classes), got "
+                    f"labels of shape {y.shape}, which are class indices; as Keras says: use "
+                    "loss='sparse_categorical_crossentropy' with integer labels, or one-hot them with "
+                    "keras.utils.to_categorical(y)")
+            if classes is not None and y.shape[1] != classes:
+                raise ShapeError(f"{self.name}.{method}: one-hot labels of shape {y.shape} for a model with "
+                                 f"{classes} outputs; each label needs one column per class")
+            return y.astype(backend.DEFAULT_FLOAT)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]  # Keras's CIFAR-10 labels, (N, 1)
+        if y.ndim != 1:
+            raise ValueError(
+                f"{self.name}.{method}: loss='sparse_categorical_crossentropy' takes integer labels (N,), got "
+                f"labels of shape {y.shape}, which look one-hot; as Keras says: use loss='categorical_crossentropy' "
+                "with one-hot labels, or pass integer labels (y.argmax(axis=1))")
+        if y.dtype.kind == "f" and np.array_equal(y, np.round(y)):
+            y = y.astype(np.int64)  # whole numbers stored as floats, which Keras casts too
+        return y
 
     def fit(self, x, y, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
             validation_data=None, shuffle=True, initial_epoch=0):
-        """Train on images x (N, H, W, C) or (N, H, W) and integer labels y (N,); returns a History."""
-        x, y = self._images(x), np.asarray(y)
+        """Train on images x (N, H, W, C) or (N, H, W) and labels y: integer (N,) for the sparse loss,
+        one-hot (N, classes) for the categorical one. Returns a History."""
+        x = self._images(x)
         trainer = self._trainer("fit")
+        y = self._labels(y, "fit")
         if validation_split and validation_data is None:
             # As Keras: the last fraction of the data, taken before any shuffling.
             keep = int(len(x) * (1 - validation_split))
             validation_data = (x[keep:], y[keep:])
             x, y = x[:keep], y[:keep]
         elif validation_data is not None:
-            validation_data = (self._images(validation_data[0]), np.asarray(validation_data[1]))
+            validation_data = (self._images(validation_data[0]), self._labels(validation_data[1], "fit"))
         already = {key: len(values) for key, values in trainer.history.items()}
         # A new shuffle seed for each call, so that a second fit does not repeat the first one's order.
         trainer.fit(x, y, epochs=epochs, batch_size=batch_size or 32, validation_data=validation_data,
@@ -182,7 +215,8 @@ class Sequential:
 
     def evaluate(self, x, y, batch_size=None, verbose="auto", return_dict=False):
         """The loss on x, y, or [loss, accuracy] when compiled with metrics=['accuracy'] (a dict with return_dict)."""
-        result = self._trainer("evaluate").evaluate(self._images(x), np.asarray(y), batch_size or 32)
+        trainer = self._trainer("evaluate")
+        result = trainer.evaluate(self._images(x), self._labels(y, "evaluate"), batch_size or 32)
         names = ["loss"] + self.compiled[2]
         values = [result["loss"]] + [result["accuracy"]] * len(self.compiled[2])
         if verbose:
