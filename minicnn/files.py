@@ -35,9 +35,27 @@ def write_atomically(path, write):
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except OSError as error:  # a full disk, a folder made read-only: name the file, not the temporary
+        temporary.unlink(missing_ok=True)
+        raise cannot_write(path, error) from error
+    except BaseException:  # KeyboardInterrupt too: never leave a half-written temporary behind
         temporary.unlink(missing_ok=True)
         raise
+
+
+def cannot_write(path, error):
+    """`error`, an OSError met writing `path`, as one of the same kind whose message names `path`.
+
+    A full disk says only '[Errno 28] No space left on device', and a read-only folder names the temporary
+    file written first (.NAME.tmp-PID), not the file that could not be written. An error that names
+    `path` already is returned as it is.
+    """
+    message = f"cannot write {path}: "
+    if str(error).startswith(message):
+        return error
+    named = type(error)(message + str(error.strerror or error))
+    named.errno = error.errno
+    return named
 
 
 def write_bytes_atomically(path, content):

@@ -25,6 +25,8 @@ import re
 import sys
 from pathlib import Path
 
+from .files import write_bytes_atomically
+
 RUNS = Path("runs")  # where a run without --out gets its own folder
 RUN_FILES = ("last.npz", "best.npz", "metrics.json")  # a folder holding any of them holds a run
 LOCK_FILE = ".lock"  # in a run folder while a `train` writes there: the holder's process id
@@ -51,9 +53,22 @@ def follow_latest(path):
             continue
         if prefix.is_symlink():
             return (prefix.parent / os.readlink(prefix)).joinpath(*path.parts[depth:])
-        if prefix.is_file():
-            return (prefix.parent / prefix.read_text().strip()).joinpath(*path.parts[depth:])
+        named = _folder_named_in(prefix)
+        if named is not None:
+            return named.joinpath(*path.parts[depth:])
     return path
+
+
+def _folder_named_in(latest):
+    """The run folder a text file `latest` names (where symlinks cannot be made), or None when `latest` is
+    anything else: a checkpoint someone named 'latest', a file that is not a short text naming a folder."""
+    try:
+        if not latest.is_file() or latest.stat().st_size > 4096:
+            return None
+        folder = latest.parent / latest.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return folder if folder.is_dir() else None
 
 
 def resolve_checkpoint(path):
@@ -87,17 +102,6 @@ def check_out_folder(out, overwrite):
         choices = f"add --overwrite to replace it, or continue it with --resume {out}"
     raise ValueError(f"--out {out} already holds a run ({', '.join(held)}); choose another --out, leave --out "
                      f"out for a fresh folder under {RUNS}/, {choices}")
-
-
-def cannot_write(path, error):
-    """`error`, an OSError met writing `path`, as one of the same kind whose message names `path`.
-
-    A full disk says only '[Errno 28] No space left on device', and a read-only folder names the temporary
-    file written first (.NAME.tmp-PID), not the file the run could not write.
-    """
-    named = type(error)(f"cannot write {path}: {error.strerror or error}")
-    named.errno = error.errno
-    return named
 
 
 def made_and_writable(folder, flag):
@@ -242,9 +246,15 @@ def point_latest(folder, root=RUNS):
     name = target.name if inside else str(target)
     if target == latest.resolve() and latest.is_symlink():
         return  # already there (a resumed run reached through runs/latest)
-    if latest.is_symlink() or latest.exists():
-        latest.unlink()
+    # A new link beside it, renamed over it: `latest` always names a run, even if this is interrupted.
+    temporary = root / f".latest.tmp-{os.getpid()}"
     try:
-        latest.symlink_to(name, target_is_directory=True)
-    except OSError:
-        latest.write_text(name + "\n")
+        temporary.unlink(missing_ok=True)
+        try:
+            temporary.symlink_to(name, target_is_directory=True)
+            os.replace(temporary, latest)
+        except OSError:
+            temporary.unlink(missing_ok=True)
+            write_bytes_atomically(latest, (name + "\n").encode())
+    except OSError as error:  # a read-only runs folder: the run itself can still be written
+        _note(f"{latest} could not be pointed at {folder} ({error.strerror or error}); it is left as it was")

@@ -37,10 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backend, checkpoint, distributed, metrics, optim, runs
+from . import backend, checkpoint, distributed, metrics, optim
 from . import functional as F
 from .data import DataLoader
 from .errors import TrainingDivergedError
+from .files import cannot_write
 from .tensor import no_grad
 
 LOSSES = {"cross_entropy": F.cross_entropy}
@@ -475,7 +476,7 @@ class Trainer:
         try:
             checkpoint.save_checkpoint(path, self.model, self.optimizer, self.schedule, state)
         except OSError as error:  # a full disk or a read-only folder: say which checkpoint could not be written
-            raise runs.cannot_write(path, error) from error
+            raise cannot_write(path, error) from error
         return Path(path)
 
     def resume(self, path):

@@ -61,9 +61,24 @@ def test_resume_reads_last_npz_else_best_npz(tmp_path):
     assert runs.resume_checkpoint(tmp_path) == tmp_path / "last.npz"
 
 
-def test_a_write_error_names_the_file_and_keeps_its_kind():
-    named = runs.cannot_write(Path("runs/x/last.npz"), PermissionError(13, "Permission denied", ".last.npz.tmp-7"))
-    assert isinstance(named, PermissionError) and named.errno == 13
-    assert str(named) == "cannot write runs/x/last.npz: Permission denied"
-    assert str(runs.cannot_write("m.json", OSError(28, "No space left on device"))) == \
-        "cannot write m.json: No space left on device"
+
+
+def test_a_file_named_latest_that_names_no_folder_is_a_file_not_a_link(tmp_path):
+    # A checkpoint saved as 'latest' was read as text (a UnicodeDecodeError without the file's name).
+    latest = tmp_path / "latest"
+    latest.write_bytes(b"PK\x03\x04\xe9\xff binary")
+    assert runs.follow_latest(latest) == latest and runs.resolve_checkpoint(latest) == latest
+    latest.write_text("no-such-run\n")
+    assert runs.follow_latest(latest) == latest
+    (tmp_path / "cnn-1").mkdir()
+    latest.write_text("cnn-1\n")
+    assert runs.follow_latest(latest / "best.npz") == tmp_path / "cnn-1" / "best.npz"
+
+
+def test_point_latest_replaces_the_link_in_one_step(tmp_path):
+    root = tmp_path / "runs"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    runs.point_latest(root / "a", root=root)
+    runs.point_latest(root / "b", root=root)
+    assert os.readlink(root / "latest") == "b" and sorted(p.name for p in root.iterdir()) == ["a", "b", "latest"]

@@ -3,9 +3,8 @@ best.npz's, printed and written to metrics.json."""
 
 import json
 
-from .. import runs
 from ..checkpoint import load_checkpoint
-from ..files import write_bytes_atomically
+from ..files import cannot_write, write_bytes_atomically
 from ..profiler import mean_epoch_seconds, peak_memory_mib
 
 
@@ -58,7 +57,7 @@ def report(args, settings, history, results, steps_per_epoch, out):
     try:
         write_bytes_atomically(out / "metrics.json", json.dumps(summary, indent=1).encode())
     except OSError as error:
-        raise runs.cannot_write(out / "metrics.json", error) from error
+        raise cannot_write(out / "metrics.json", error) from error
     if best is None or best[0] == epochs:
         print(f"last.npz = best.npz (epoch {epochs}): {_accuracy_text(result)}")
     else:
