@@ -49,7 +49,7 @@ import numpy as np
 from . import data, nn
 from . import functional as F
 from .checkpoint import load_checkpoint
-from .data.images import convert_picture, read_picture, shown
+from .data.images import convert_picture, read_picture, require_pillow, shown
 from .errors import CheckpointError, DataError, ShapeError
 from .runs import resolve_checkpoint
 from .tensor import Tensor
@@ -71,14 +71,6 @@ def class_names(dataset):
     return list(data.class_names(dataset))
 
 
-def _pillow():
-    try:
-        from PIL import Image, ImageOps
-    except ImportError:
-        raise ImportError('reading images needs Pillow: python3 -m pip install -e ".[images]"') from None
-    return Image, ImageOps
-
-
 # ----- reading and preparing one picture ----------------------------------------------------------------
 
 def read_grey(image):
@@ -89,7 +81,7 @@ def read_grey(image):
     formats in PICTURE_FORMATS, at most MAX_PICTURE_PIXELS); one that cannot be read, or whose mode
     cannot become grey, raises DataError naming it.
     """
-    _, ImageOps = _pillow()
+    _, ImageOps = require_pillow()
     if isinstance(image, (str, Path)):
         picture, where = ImageOps.exif_transpose(read_picture(image)), shown(image)
     elif isinstance(image, np.ndarray):
@@ -125,7 +117,7 @@ def _grey_of_array(array):
 
 def _flatten_transparency(rgba):
     """Lay an RGBA picture on black or white, whichever contrasts with its opaque pixels' mean luma."""
-    Image, _ = _pillow()
+    Image, _ = require_pillow()
     pixels = np.asarray(rgba, dtype=np.float32) / 255
     alpha = pixels[..., 3]
     luma = pixels[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -164,7 +156,7 @@ def _ink_box(grey):
 
 def _scaled(grey, longer_side):
     """The (H, W) array resized (Lanczos, float pixels) so that its longer side is `longer_side`."""
-    Image, _ = _pillow()
+    Image, _ = require_pillow()
     height, width = grey.shape
     scale = longer_side / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))  # Pillow: (width, height)

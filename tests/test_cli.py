@@ -316,6 +316,17 @@ def test_show_of_an_earlier_layer_without_metrics_and_bad_arguments(trained_run,
     assert "--layer '40' is not a layer of the model" in capsys.readouterr().err
 
 
+
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b'{"history": 3}', b"\xe9\xff"],
+                         ids=["broken", "a list", "history of a number", "not text"])
+def test_show_skips_a_damaged_metrics_json_in_one_line(trained_run, shown, tmp_path, capsys, content):
+    (tmp_path / "best.npz").write_bytes((trained_run / "best.npz").read_bytes())
+    (tmp_path / "metrics.json").write_bytes(content)
+    assert main(["show", str(tmp_path), "--image-index", "7"]) == 0
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and str(tmp_path / "metrics.json") in error and "Traceback" not in error
+    assert len(list((tmp_path / "show").glob("*.png"))) == 7  # the model's pictures, without the run's
+
 @pytest.mark.slow
 def test_train_profile_prints_the_first_epochs_operations_and_health_draws(tmp_path, capsys):
     out = tmp_path / "run"

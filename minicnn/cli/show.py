@@ -1,6 +1,7 @@
 """`minicnn show`: pictures of a trained model on one image: feature maps, filters, saliency, Grad-CAM."""
 
 import json
+import sys
 from pathlib import Path
 
 from .. import data, recipe, runs
@@ -76,11 +77,16 @@ def _run_pictures(checkpoint, out, names):
     metrics_path = checkpoint.parent / "metrics.json"
     if not metrics_path.exists():
         return []
-    summary, written = json.loads(metrics_path.read_text()), []
-    if summary.get("history"):
-        written.append(save_training_curves(summary["history"], out / "training_curves.png"))
-    best = summary.get("best") if checkpoint.name == "best.npz" else None
-    confusion = (best or {}).get("confusion_matrix") or summary.get("confusion_matrix")
-    if confusion:
-        written.append(save_confusion_matrix(confusion, out / "confusion_matrix.png", names))
+    written = []
+    try:
+        summary = json.loads(metrics_path.read_text(encoding="utf-8"))
+        if summary.get("history"):
+            written.append(save_training_curves(summary["history"], out / "training_curves.png"))
+        best = summary.get("best") if checkpoint.name == "best.npz" else None
+        confusion = (best or {}).get("confusion_matrix") or summary.get("confusion_matrix")
+        if confusion:
+            written.append(save_confusion_matrix(confusion, out / "confusion_matrix.png", names))
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as error:  # damaged or foreign
+        print(f"note: {metrics_path} is not a run's metrics.json ({type(error).__name__}: "
+              f"{str(error)[:120]!r}); its curves and confusion matrix are left out", file=sys.stderr)
     return written

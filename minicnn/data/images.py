@@ -46,12 +46,14 @@ MAX_PICTURE_PIXELS = 2**26
 MAX_SHOWN = 200  # characters of a name from the disk shown in a message
 
 
-def _pillow():
+def require_pillow():
+    """(PIL.Image, PIL.ImageOps): Pillow, the `images` extra, imported only when a picture is read; an
+    ImportError naming the extra when it is missing."""
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, ImageOps
     except ImportError:
         raise ImportError('reading pictures needs Pillow: python3 -m pip install -e ".[images]"') from None
-    return Image, UnidentifiedImageError
+    return Image, ImageOps
 
 
 def shown(path):
@@ -89,7 +91,7 @@ def read_picture(path):
     not a regular file (a FIFO, a device: checked on the opened descriptor, never read), an empty
     file, a format outside PICTURE_FORMATS, a picture over MAX_PICTURE_PIXELS, a damaged file.
     """
-    Image, UnidentifiedImageError = _pillow()
+    Image, _ = require_pillow()
     try:
         file = open_regular_file(path, "a picture", DataError)
     except FileNotFoundError:
@@ -101,7 +103,7 @@ def read_picture(path):
             raise DataError(f"{shown(path)}: empty file")
         try:
             image = Image.open(file, formats=PICTURE_FORMATS)
-        except UnidentifiedImageError:
+        except Image.UnidentifiedImageError:
             raise DataError(f"{shown(path)}: not a readable image (its content is none of the formats "
                             f"minicnn reads: {', '.join(PICTURE_FORMATS)})") from None
         except Exception as error:  # a damaged header: Pillow's plugins raise many kinds of error
@@ -167,7 +169,7 @@ def _size_pair(image_size):
 
 def read_image(path, image_size, color_mode="rgb"):
     """One picture as uint8 (C, height, width): C = 3 for 'rgb', 1 for 'grayscale'. DataError names a bad file."""
-    Image, _ = _pillow()
+    Image, _ = require_pillow()
     height, width = _size_pair(image_size)
     mode = {"rgb": "RGB", "grayscale": "L"}[color_mode]
     try:
@@ -191,7 +193,7 @@ def load_image_folder(root, image_size, color_mode="rgb"):
     if color_mode not in ("rgb", "grayscale"):
         raise ValueError(f"load_image_folder: color_mode must be 'rgb' or 'grayscale', got {color_mode!r}")
     height, width = _size_pair(image_size)
-    _pillow()  # the missing extra is named before the folder is walked
+    require_pillow()  # the missing extra is named before the folder is walked
     class_names = find_classes(root)
     samples = image_files(root, class_names)
     images = np.empty((len(samples), 3 if color_mode == "rgb" else 1, height, width), dtype=np.uint8)
