@@ -30,7 +30,7 @@ def saved_settings(folder):
     last.npz: see runs.resume_checkpoint), each checked as its flag would be (CheckpointError if not)."""
     path = runs.resume_checkpoint(folder)
     if path is None:
-        raise FileNotFoundError(f"--resume {folder}: no last.npz or best.npz there (is it the folder of a run?)")
+        raise FileNotFoundError(f"{folder}: no last.npz or best.npz there, so it is not the folder of a run")
     saved = load_checkpoint(path).state.get("run")
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path}: holds no run settings to resume (state 'run' is {type(saved).__name__})")
@@ -58,7 +58,7 @@ def image_folder_split(root, split):
     for name in candidates:
         if (root / name).is_dir():
             return root / name
-    raise FileNotFoundError(f"--data {root}: no {' or '.join(candidates)} sub-folder; imagefolder expects "
+    raise FileNotFoundError(f"{root}: no {' or '.join(candidates)} sub-folder; imagefolder expects "
                             f"{root}/train/<class>/... and {root}/test/<class>/... (or val/)")
 
 

@@ -244,9 +244,10 @@ def _ends_every_rank_on_error(method):
 class Trainer:
     """Trains `model` with an optimizer ('adam', 'sgd' (momentum 0.9) or an optim.Optimizer) and a loss.
 
-    loss: 'cross_entropy' (integer labels (N,) or class probabilities (N, C); Keras's
-    'sparse_categorical_crossentropy' and 'categorical_crossentropy' name it too) or a function (logits, labels) -> loss. comm: a minicnn.distributed communicator to train data-parallel
-    on its ranks (through distributed.DataParallel); None trains in this process alone.
+    loss: 'cross_entropy' (integer labels (N,) or class probabilities (N, C)) or a function
+    (logits, labels) -> loss; Keras's names for it (LOSS_SPELLINGS) are accepted for scripts written
+    against earlier versions. comm: a minicnn.distributed communicator to train data-parallel on its
+    ranks (through distributed.DataParallel); None trains in this process alone.
     """
 
     def __init__(self, model, optimizer="adam", loss="cross_entropy", metrics=("accuracy",),

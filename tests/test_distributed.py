@@ -279,8 +279,8 @@ def test_another_seed_on_one_rank_is_refused_in_one_line_said_by_rank_0_alone(ra
     error = capsys.readouterr().err
     if rank == 0:
         assert error.count("\n") == 1 and "Traceback" not in error, error
-        assert ("RanksDisagreeError: ranks disagree on the data order's seed (the DataLoader's seed, minicnn train "
-                "--seed): rank 0 has 12345, rank 1 has 54321") in error
+        assert ("RanksDisagreeError: ranks disagree on the data order's seed (the DataLoader's seed): "
+                "rank 0 has 12345, rank 1 has 54321") in error
     else:
         assert error == ""  # rank 0 says it for both
 

@@ -280,7 +280,7 @@ def test_another_seed_on_one_rank_is_refused_in_one_line_said_once(mpiexec, tmp_
     result = subprocess.run(command, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "PYTHONPATH": str(REPOSITORY)})
     assert result.returncode != 0
-    message = "ranks disagree on the data order's seed (the DataLoader's seed, minicnn train --seed): rank 0 has 3, " \
+    message = "ranks disagree on the data order's seed (the DataLoader's seed): rank 0 has 3, " \
               "rank 1 has 4"
     assert result.stderr.count(message) == 1 and "Traceback" not in result.stderr, result.stderr
     assert not (tmp_path / "run" / "last.npz").exists()

@@ -32,6 +32,7 @@ import traceback
 
 from .. import __version__, backend, distributed
 from ..errors import BackendUnavailableError, CheckpointError, DataError, ShapeError, TrainingDivergedError
+from ..training import TrainingInterrupted
 from . import evaluate, export, fetch, graph, predict, serve, show, train
 
 COMMANDS = (train, evaluate, fetch, graph, show, export, predict, serve)  # in the order `minicnn --help` lists them
@@ -81,8 +82,8 @@ def main(argv=None):
             args.comm = _start_distributed(args)
         return args.run(args)
     except KeyboardInterrupt as stop:
-        if args.comm is not None and args.comm.size > 1 and not stop.args:
-            # Not the stop every rank agreed on (Trainer's carries the signal's name): the others may be waiting.
+        if args.comm is not None and args.comm.size > 1 and not isinstance(stop, TrainingInterrupted):
+            # Not the stop every rank agreed on (the Trainer's own): the others may be waiting.
             args.comm.abort("interrupted", code=130)
         print("stopped.", file=sys.stderr)
         return 130

@@ -16,7 +16,7 @@ from .. import backend, data, distributed, recipe, run_settings, runs
 from ..errors import DataError
 from ..profiler import ProfileFirstEpoch
 from ..tensorboard import TensorBoard
-from ..training import EarlyStopping, Trainer
+from ..training import EarlyStopping, Trainer, TrainingInterrupted
 from ..viz.health import HealthMonitor
 from ..viz.plots import require_matplotlib, save_health
 from . import train_report
@@ -237,7 +237,7 @@ def _fit(args, settings, trainer, built, out):
         history = trainer.fit(built.train, epochs=settings["epochs"], validation_data=built.validation,
                               callbacks=callbacks, checkpoint_dir=out, verbose=2 if args.quiet else "auto")
     except KeyboardInterrupt as stop:
-        if stop.args and out is not None and _writes(args):  # the Trainer's own stop: it saved last.npz
+        if isinstance(stop, TrainingInterrupted) and out is not None and _writes(args):  # it saved last.npz
             print(f"continue with `minicnn train --resume {out}`", file=sys.stderr, flush=True)
         raise
     except OSError as error:  # a full disk or a folder made read-only: Trainer.save's error names the file

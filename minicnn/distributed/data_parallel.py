@@ -112,8 +112,8 @@ class DataParallel(SingleProcess):
         self.comm.check_agreement("the number of training images", loader.num_samples)
         self.comm.check_agreement("the batches per epoch", len(loader))
         # Each rank draws its part of a batch from the epoch's order, which the seed makes: with another seed
-        # a rank would train on images another rank also trains on, and miss others (minicnn train --seed).
-        self.comm.check_agreement("the data order's seed (the DataLoader's seed, minicnn train --seed)", loader.seed)
+        # a rank would train on images another rank also trains on, and miss others (the seed each rank was given).
+        self.comm.check_agreement("the data order's seed (the DataLoader's seed)", loader.seed)
         self.comm.broadcast_parameters(model)
 
     def stepping(self, optimizer, model):

@@ -51,6 +51,7 @@ class MaxPool2dOp(Operation):
         self.kernel_size, self.stride, self.padding = _pool_settings("max_pool2d", kernel_size, stride, padding)
 
     def forward(self, x):
+        """x: (N, C, H, W) -> (N, C, OH, OW), each window's maximum (padding is -inf, never the maximum)."""
         # The reference copies every window (rows below); the fast paths are held to the same bound.
         out_size = _check_pool_input("max_pool2d", x, self.kernel_size, self.stride, self.padding,
                                      copies_windows=True)
@@ -93,6 +94,7 @@ class AvgPool2dOp(Operation):
         self.kernel_size, self.stride, self.padding = _pool_settings("avg_pool2d", kernel_size, stride, padding)
 
     def forward(self, x):
+        """x: (N, C, H, W) -> (N, C, OH, OW), each window's mean (padding counts as zeros)."""
         # The mean reads the windows through a view: only the padded image is new.
         _check_pool_input("avg_pool2d", x, self.kernel_size, self.stride, self.padding, copies_windows=False)
         padded = pad_image(x, self.padding)
