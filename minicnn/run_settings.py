@@ -20,8 +20,8 @@ from .errors import CheckpointError
 
 SEED_LIMIT = 2**32  # seeds are 0 .. 2**32 - 1, which every generator minicnn seeds (NumPy's, CuPy's) accepts
 DEFAULT_EPOCHS = 5  # `minicnn train` without --epochs (a resumed run keeps its own)
-FETCHED_DATASETS = ("fashion-mnist", "mnist")  # fetched and verified by minicnn.data
-PATH_DATASETS = ("cifar10", "imagefolder")  # read from a path the user gives (--data)
+FETCHED_DATASETS = ("fashion-mnist", "mnist")  # the grey 28x28 IDX datasets, fetched and verified by minicnn.data
+PATH_DATASETS = ("cifar10", "imagefolder")  # read from a path (cifar10: the fetched archive when none is given)
 DATASETS = FETCHED_DATASETS + PATH_DATASETS
 AUGMENTATIONS = ("crop", "flip")
 SCHEDULES = ("none", "step", "cosine")

@@ -8,8 +8,8 @@ the add_argument keywords of one. A value the parser refuses ends the command wi
 import argparse
 from pathlib import Path
 
-from .. import run_settings
-from ..errors import CheckpointError
+from .. import data, run_settings
+from ..errors import CheckpointError, DataError
 from ..run_settings import SETTINGS
 
 CHECKPOINT_HELP = "a .npz checkpoint, or a run folder (uses best.npz)"
@@ -119,3 +119,37 @@ def dataset_of(path, loaded, given):
         raise CheckpointError(f"{path}: names the dataset {dataset!r}, which minicnn does not know "
                               f"({', '.join(run_settings.DATASETS)}); pass --dataset")
     return dataset
+
+
+# ----- train's flags as a run's settings ----------------------------------------------------------------
+
+def settings_of_flags(args):
+    """The settings that define a run (run_settings.SETTINGS), saved in its checkpoints so --resume can reuse them."""
+    _check_image_flags(args)
+    given = {**vars(args), "augment": list(args.augment)}
+    for name in ("data", "weights"):  # saved as absolute paths, so that a resumed run finds them from anywhere
+        given[name] = None if given[name] is None else str(given[name].resolve())
+    return run_settings.completed(given)
+
+
+def _check_image_flags(args):
+    """The flags of the image pipeline (--data, --weights, --freeze-backbone) that only make sense together."""
+    if args.dataset in data.ARCHIVES and args.data is None:
+        try:  # the archive `minicnn fetch` downloaded and checked, checked again here (once per process)
+            args.data = data.fetch_archive(args.dataset, sources="cache", verbose=False)
+        except DataError as error:
+            raise DataError(f"--dataset {args.dataset} without --data reads the archive in the cache, which "
+                            f"`minicnn fetch {args.dataset}` downloads; {error}") from None
+    if args.dataset in run_settings.PATH_DATASETS and args.data is None:
+        raise ValueError(f"--dataset {args.dataset} reads --data PATH; pass the "
+                         + ("cifar-10-python.tar.gz archive" if args.dataset == "cifar10" else "picture folder"))
+    if args.dataset not in run_settings.PATH_DATASETS and args.data is not None:
+        raise ValueError(f"--data is for --dataset {' or '.join(run_settings.PATH_DATASETS)}; {args.dataset} is "
+                         "fetched by minicnn")
+    if args.weights is not None and args.model != "resnet18":
+        raise ValueError(f"--weights loads a PyTorch ResNet-18 state dict; use it with --model resnet18, "
+                         f"not {args.model}")
+    if args.weights is not None and not args.weights.is_file():
+        raise FileNotFoundError(f"--weights {args.weights}: no such file")
+    if args.freeze_backbone and args.model not in ("resnet", "resnet18"):
+        raise ValueError(f"--freeze-backbone trains only the layer fc, which --model {args.model} does not have")

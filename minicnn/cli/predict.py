@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import runs
 from ..errors import DataError
+from ..pictures import class_names, classify, load_model, prepare
 from .arguments import MODEL_FILE_HELP, count, dataset_flag
 
 
@@ -27,8 +28,6 @@ def add_to(commands):
 
 
 def run(args):
-    from ..pictures import class_names, classify, load_model, prepare
-
     model, dataset = load_model(runs.resolve_checkpoint(args.checkpoint), args.dataset)
     prepared, sources, failed = [], [], 0
     for path in args.images:

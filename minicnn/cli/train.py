@@ -12,15 +12,14 @@ import contextlib
 import sys
 from pathlib import Path
 
-from .. import backend, data, distributed, recipe, run_settings, runs
-from ..errors import DataError
+from .. import backend, distributed, optim, recipe, run_settings, runs
 from ..profiler import ProfileFirstEpoch
 from ..tensorboard import TensorBoard
 from ..training import EarlyStopping, Trainer, TrainingInterrupted
 from ..viz.health import HealthMonitor
 from ..viz.plots import require_matplotlib, save_health
 from . import train_report
-from .arguments import folder_to_write, malloc_flag, setting
+from .arguments import folder_to_write, malloc_flag, setting, settings_of_flags
 
 
 def add_to(commands):
@@ -67,8 +66,11 @@ def _run_flags(train):
                        help=f"default {run_settings.DEFAULT_EPOCHS} (with --resume: the run's own)")
     train.add_argument("--batch-size", **setting("batch_size"))
     train.add_argument("--optimizer", **setting("optimizer", default=None),
-                       help="default: adam for cnn, sgd with momentum 0.9 for lenet")
-    train.add_argument("--lr", **setting("lr"), help="default: 1e-3 for adam, 0.01 for sgd")
+                       help="default: the model's own: " + ", ".join(
+                           f"{opt} for {model}" for model, opt in run_settings.DEFAULT_OPTIMIZER.items())
+                       + " (sgd with momentum 0.9)")
+    train.add_argument("--lr", **setting("lr"), help="default: " + ", ".join(
+        f"{rate:g} for {name}" for name, rate in optim.DEFAULT_LR.items()))
     train.add_argument("--schedule", **setting("schedule"),
                        help="learning-rate schedule per epoch: step (x0.1 every 2 epochs) or cosine to 0")
     train.add_argument("--patience", **setting("patience"),
@@ -104,40 +106,6 @@ def _run_flags(train):
                             "has a GPU, else mpi)")
 
 
-# ----- the settings of the run ------------------------------------------------------------------------
-
-def _settings_of_flags(args):
-    """The settings that define a run (run_settings.SETTINGS), saved in its checkpoints so --resume can reuse them."""
-    _check_image_flags(args)
-    given = {**vars(args), "augment": list(args.augment)}
-    for name in ("data", "weights"):  # saved as absolute paths, so that a resumed run finds them from anywhere
-        given[name] = None if given[name] is None else str(given[name].resolve())
-    return run_settings.completed(given)
-
-
-def _check_image_flags(args):
-    """The flags of the image pipeline (--data, --weights, --freeze-backbone) that only make sense together."""
-    if args.dataset in data.ARCHIVES and args.data is None:
-        try:  # the archive `minicnn fetch` downloaded and checked, checked again here (once per process)
-            args.data = data.fetch_archive(args.dataset, sources="cache", verbose=False)
-        except DataError as error:
-            raise DataError(f"--dataset {args.dataset} without --data reads the archive in the cache, which "
-                            f"`minicnn fetch {args.dataset}` downloads; {error}") from None
-    if args.dataset in run_settings.PATH_DATASETS and args.data is None:
-        raise ValueError(f"--dataset {args.dataset} reads --data PATH; pass the "
-                         + ("cifar-10-python.tar.gz archive" if args.dataset == "cifar10" else "picture folder"))
-    if args.dataset not in run_settings.PATH_DATASETS and args.data is not None:
-        raise ValueError(f"--data is for --dataset {' or '.join(run_settings.PATH_DATASETS)}; {args.dataset} is "
-                         "fetched by minicnn")
-    if args.weights is not None and args.model != "resnet18":
-        raise ValueError(f"--weights loads a PyTorch ResNet-18 state dict; use it with --model resnet18, "
-                         f"not {args.model}")
-    if args.weights is not None and not args.weights.is_file():
-        raise FileNotFoundError(f"--weights {args.weights}: no such file")
-    if args.freeze_backbone and args.model not in ("resnet", "resnet18"):
-        raise ValueError(f"--freeze-backbone trains only the layer fc, which --model {args.model} does not have")
-
-
 # ----- the command ----------------------------------------------------------------------------------------
 
 def run(args):
@@ -159,7 +127,7 @@ def run(args):
             saved = recipe.saved_settings(args.resume)
             settings = {**saved, "epochs": saved["epochs"] if args.epochs is None else args.epochs}
         else:
-            settings = _settings_of_flags(args)
+            settings = settings_of_flags(args)
             if args.out is not None and writes:
                 folder.enter_context(runs.run_folder(args.out, "--out"))
                 runs.check_out_folder(args.out, args.overwrite)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CheckpointError
+from ..files import write_atomically
 from .torch_reader import STORAGE_DTYPES
 
 STORAGE_TYPES = {np.dtype(dtype): name for name, dtype in STORAGE_DTYPES.items() if dtype != "bfloat16"}
@@ -117,8 +118,14 @@ def write_torch_state_dict(state, path):
         # astype keeps 0-d arrays 0-d (np.ascontiguousarray would make them 1-d).
         arrays[name] = array.astype(array.dtype.newbyteorder("<"), order="C", copy=False)
     path = Path(path).expanduser()
+    write_atomically(path, lambda file: _write_archive(file, arrays))  # a kill mid-write leaves no half file
+    return path
+
+
+def _write_archive(file, arrays):
+    """torch.save's zip layout of `arrays` ({name: little-endian C-contiguous array}) into the open `file`."""
     prefix = ARCHIVE_NAME + "/"
-    with open(path, "wb") as file, zipfile.ZipFile(file, "w", compression=zipfile.ZIP_STORED) as archive:
+    with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr(prefix + "data.pkl", state_dict_pickle(arrays))
         archive.writestr(prefix + "byteorder", b"little")
         for number, array in enumerate(arrays.values()):
@@ -126,7 +133,6 @@ def write_torch_state_dict(state, path):
             entry.extra = _alignment_padding(file.tell(), len(entry.filename))
             archive.writestr(entry, array.tobytes())
         archive.writestr(prefix + "version", FORMAT_VERSION)
-    return path
 
 
 def _alignment_padding(header_offset, name_length):
