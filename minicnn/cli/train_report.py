@@ -61,7 +61,7 @@ def report(args, settings, history, results, steps_per_epoch, out):
     if best is None or best[0] == epochs:
         print(f"last.npz = best.npz (epoch {epochs}): {_accuracy_text(result)}")
     else:
-        print(f"last.npz (epoch {epochs}, the final weights): {_accuracy_text(result)}")
+        print(f"last.npz (epoch {epochs}): {_accuracy_text(result)}")
         print(f"best.npz (epoch {best[0]}, the best {monitor}; evaluate, show, predict and serve read it): "
               f"{_accuracy_text(best[1])}")
     mean_text = "-" if mean_seconds is None else f"{mean_seconds:.1f} s"
