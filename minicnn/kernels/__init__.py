@@ -5,7 +5,8 @@ its forward and of its backward it asks this module once, through the door for
 that phase, and runs its reference only when the door answers None:
 
     door (this module)              asked by (minicnn.functional)     fast path
-    conv2d, conv2d_backward         conv.Conv2dOp                     convolution.py over a window module
+    conv2d, conv2d_backward         conv.Conv2dOp                     convolution.py: im2col over a window
+                                                                      module, or Winograd (winograd.py)
     max_pool2d, max_pool2d_backward pooling.MaxPool2dOp               the window module
     im2col, col2im                  conv.im2col, conv.col2im          the window module
     relu, relu_backward             activations.ReLUOp                cpu_layout.py
@@ -21,7 +22,9 @@ Otherwise the window doors (all but relu) pick a window module by the input arra
   one-byte argmax), array-module code for every other array (CuPy float16 too);
 - convolution.py: the convolution's steps (columns, products, layouts) over the
   chosen window module, the products through threads.matmul and the layouts
-  through cpu_layout.py on NumPy arrays;
+  through cpu_layout.py on NumPy arrays; or, for 3x3 stride-1 layers of enough
+  channels on NumPy arrays, winograd.py's F(4x4, 3x3), fewer products than im2col
+  (`convolution.algorithm` says which; MINICNN_WINOGRAD=0 turns off only this);
 - threads.py: the thread pool the NumPy passes are cut over (`set_num_threads`,
   MINICNN_NUM_THREADS) and the split products (`share_cores_with_blas`).
 

@@ -11,19 +11,50 @@ its fast part:
 - the layouts of the output and of its gradient by cpu_layout on C-contiguous NumPy
   arrays, one pass each; other arrays (CuPy) take the reference's formulas, which are
   these few lines here because kernels sits below functional.
+
+Winograd: a 3x3 convolution with stride 1 and padding 0 or 1 on NumPy float arrays of at
+least WINOGRAD_MIN_CHANNELS input channels runs F(4x4, 3x3) (winograd.py) instead of
+im2col, from the same door; `algorithm` says which, from the shapes alone, so backward
+picks what forward picked. The rule was measured (benchmarks/conv_algorithms.py,
+benchmarks/NOTES.md "Winograd convolution"): F(4x4, 3x3) ran every such layer of the
+models 1.3-2.7x faster than im2col from 16 channels up, and F(2x2, 3x3) was never the
+fastest; with 1 input channel (cnn.conv1) im2col was 1.7x faster, at 3 (cifar_cnn.conv1)
+they tied. MINICNN_WINOGRAD=0 (read at import) keeps every convolution on im2col, whose
+float32 rounding is that of the reference; CuPy arrays always stay on im2col.
 """
 
+import os
+
 from ..backend import get_array_module, is_cupy_array
-from . import cpu_layout
+from . import cpu_layout, winograd
 from .threads import matmul
+
+WINOGRAD_MIN_CHANNELS = 8
+WINOGRAD_TILE = 4
+_winograd = os.environ.get("MINICNN_WINOGRAD", "1") != "0"
+
+
+def algorithm(x, weight_shape, stride, padding):
+    """"im2col", or the Winograd tile m of F(m x m, 3 x 3) for x: (N, C, H, W) (or a gradient of its dtype).
+
+    weight_shape: (F, C, KH, KW); stride, padding: (h, w) pairs.
+    """
+    if not _winograd or is_cupy_array(x) or x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8):
+        return "im2col"
+    if tuple(weight_shape[2:]) != (3, 3) or tuple(stride) != (1, 1) or max(padding) > 1:
+        return "im2col"
+    return WINOGRAD_TILE if weight_shape[1] >= WINOGRAD_MIN_CHANNELS else "im2col"
 
 
 def forward(windows, x, weight, bias, stride, padding, out_size):
     """x: (N, C, H, W), weight: (F, C, KH, KW), bias: (F,) or None -> (out: (N, F, OH, OW), col: (N*OH*OW, C*KH*KW)).
 
     windows: cpu_windows or cupy_windows. col, kept for the weight's gradient, is a transposed
-    view of the columns by channel.
+    view of the columns by channel; or, where `algorithm` picks Winograd, col is winograd.WinogradTiles.
     """
+    tile = algorithm(x, weight.shape, stride, padding)
+    if tile != "im2col":
+        return winograd.forward(x, weight, bias, padding, out_size, tile)
     N, F = x.shape[0], weight.shape[0]
     columns = windows.columns_by_channel(x, weight.shape[2:], stride, padding, out_size)  # (C*KH*KW, N*OH*OW)
     out_matrix = matmul(weight.reshape(F, -1), columns)  # (F, N*OH*OW), filter-major as in the reference
@@ -43,6 +74,11 @@ def backward(windows, grad, weight, col, x_shape, stride, padding, wanted):
     windows: cpu_windows or cupy_windows; weight: (F, C, KH, KW); col: forward's (N*OH*OW, C*KH*KW)
     (None when the weight's gradient is not wanted); wanted: three booleans, for x, weight and bias.
     """
+    if isinstance(col, winograd.WinogradTiles):
+        return winograd.backward(grad, weight, col, x_shape, padding, wanted, col.tile)
+    tile = algorithm(grad, weight.shape, stride, padding)
+    if col is None and tile != "im2col":  # the input's gradient alone: the same numbers either way
+        return winograd.backward(grad, weight, None, x_shape, padding, wanted, tile)
     wants_x, wants_weight, wants_bias = wanted
     F = grad.shape[1]
     if _numpy_c_contiguous(grad):

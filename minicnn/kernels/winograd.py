@@ -44,7 +44,6 @@ where cuDNN's Winograd would be the thing to match; `choose` answers None for th
 
 import numpy
 
-from .threads import matmul
 
 # (Bᵀ, G, Aᵀ) for F(m x m, 3 x 3), m = 2 and 4 (Lavin and Gray 2015, sections 4.1 and 4.2).
 TRANSFORMS = {
@@ -73,13 +72,33 @@ def matrices(tile, dtype):
     return _matrices[key]
 
 
+_two_sided = {}
+
+
+def two_sided_matrix(tile, dtype, name):
+    """kron(L, L) for L = Bᵀ, G, Aᵀ (name "BT", "G", "AT") or their transposes ("B", "GT", "A").
+
+    kron(L, L) @ X.reshape(k*k, -1) is L X Lᵀ for every k x k block X: one product with k*k terms a
+    sum. It measured faster than the separable form (two products with k terms) for every shape
+    here: one pass over the blocks instead of two, and a product BLAS runs well (benchmarks/NOTES.md).
+    """
+    key = tile, numpy.dtype(dtype), name
+    if key not in _two_sided:
+        BT, G, AT = matrices(tile, dtype)
+        left = {"BT": BT, "B": BT.T, "G": G, "GT": G.T, "AT": AT, "A": AT.T}[name]
+        _two_sided[key] = numpy.kron(left, left)
+    return _two_sided[key]
+
+
 class WinogradTiles:
-    """What forward keeps for backward: tile, transformed_input V: (a*a, C, P), transformed_weight U: (a*a, F, C)."""
+    """What forward keeps for backward: the tile size m, the transformed weight U: (a*a, F, C) and the
+    transformed input V, one (a*a, C, P) array per block of images (P = TH*TW*images in the block)."""
 
-    __slots__ = ("tile", "transformed_input", "transformed_weight")
+    __slots__ = ("tile", "block", "transformed_input", "transformed_weight")
 
-    def __init__(self, tile, transformed_input, transformed_weight):
-        self.tile, self.transformed_input, self.transformed_weight = tile, transformed_input, transformed_weight
+    def __init__(self, tile, block, transformed_input, transformed_weight):
+        self.tile, self.block = tile, block
+        self.transformed_input, self.transformed_weight = transformed_input, transformed_weight
 
 
 def tile_counts(out_size, tile):
@@ -87,75 +106,81 @@ def tile_counts(out_size, tile):
     return -(-out_size[0] // tile), -(-out_size[1] // tile)
 
 
-def two_sided(left, blocks):
-    """left: (r, k), blocks: (k, k, ...) -> (r, r, ...): left @ block @ leftᵀ for each block along the trailing axes.
+# A block of images holds at most about this many bytes of transformed tiles (a*a * max(C, F) * P), so that
+# a block's transforms, products and layouts run in the L2 cache (2 MiB a core on the machine measured).
+BLOCK_BYTES = 1 << 21
 
-    Two BLAS products: the rows (one (r, k) @ (k, k*rest) product), then the columns (k batched ones).
-    """
-    k = blocks.shape[0]
-    rows = matmul(left, blocks.reshape(k, -1)).reshape(left.shape[0], k, -1)  # (r, k, rest)
-    return numpy.matmul(left, rows).reshape((left.shape[0],) * 2 + blocks.shape[2:])  # (r, r, rest)
+
+def block_size(shape, filters, tile, out_size, itemsize):
+    """Images per block: (a*a * max(C, F) * TH*TW) * itemsize bytes each, BLOCK_BYTES a block, at least 1."""
+    TH, TW = tile_counts(out_size, tile)
+    per_image = (tile + 2) ** 2 * max(shape[1], filters) * TH * TW * itemsize
+    return max(1, min(shape[0], BLOCK_BYTES // per_image))
 
 
 def transform_weight(weight, tile):
     """weight: (F, C, 3, 3) -> U = G w Gᵀ: (a*a, F, C)."""
-    _, G, _ = matrices(tile, weight.dtype)
     F, C = weight.shape[:2]
     a = tile + 2
-    return two_sided(G, numpy.ascontiguousarray(weight.transpose(2, 3, 0, 1))).reshape(a * a, F, C)
+    taps = numpy.ascontiguousarray(weight.transpose(2, 3, 0, 1)).reshape(9, F * C)
+    return (two_sided_matrix(tile, weight.dtype, "G") @ taps).reshape(a * a, F, C)
 
 
-def batch_last_padded(x, padding, tile, out_size):
-    """x: (N, C, H, W) -> (C, TH*tile + 2, TW*tile + 2, N): zero-padded by `padding` (and to whole tiles), batch last."""
+def transform_input(x, padding, tile, out_size):
+    """x: (N, C, H, W) -> V = Bᵀ d B: (a*a, C, P), P = TH*TW*N tiles in (th, tw, n) order.
+
+    The image is zero-padded into batch-last order (C, TH*m + 2, TW*m + 2, N), then the tiles are
+    gathered with one copy through a strided view, (a, a, C, TH, TW, N), whose inner loop runs along N.
+    """
     N, C, H, W = x.shape
     TH, TW = tile_counts(out_size, tile)
     PH, PW = padding
+    a = tile + 2
     padded = numpy.empty((C, TH * tile + 2, TW * tile + 2, N), dtype=x.dtype)
     padded[:, :PH] = 0  # only the border is zeroed: the image is written over the rest
     padded[:, PH + H:] = 0
     padded[:, PH:PH + H, :PW] = 0
     padded[:, PH:PH + H, PW + W:] = 0
     padded[:, PH:PH + H, PW:PW + W] = x.transpose(1, 2, 3, 0)
-    return padded
-
-
-def input_tiles(padded, tile, tiles):
-    """padded: (C, Hp, Wp, N) -> (a, a, C, TH, TW, N): tile (th, tw) of image n is padded[:, th*m:th*m+a, tw*m:tw*m+a, n].
-
-    One copy through a strided view; its inner loop runs along N.
-    """
-    C, _, _, N = padded.shape
-    a = tile + 2
     sC, sH, sW, sN = padded.strides
-    view = numpy.lib.stride_tricks.as_strided(padded, (a, a, C, *tiles, N), (sH, sW, sC, tile * sH, tile * sW, sN),
+    view = numpy.lib.stride_tricks.as_strided(padded, (a, a, C, TH, TW, N), (sH, sW, sC, tile * sH, tile * sW, sN),
                                               writeable=False)
-    gathered = numpy.empty(view.shape, dtype=padded.dtype)
-    numpy.copyto(gathered, view)
-    return gathered
+    tiles = numpy.empty(view.shape, dtype=x.dtype)
+    numpy.copyto(tiles, view)
+    return (two_sided_matrix(tile, x.dtype, "BT") @ tiles.reshape(a * a, -1)).reshape(a * a, C, -1)
 
 
-def forward(x, weight, bias, padding, out_size, tile):
-    """x: (N, C, H, W), weight: (F, C, 3, 3), bias: (F,) or None -> (out: (N, F, OH, OW), WinogradTiles)."""
-    N, C = x.shape[:2]
-    F = weight.shape[0]
-    a = tile + 2
-    BT, _, AT = matrices(tile, x.dtype)
-    tiles = tile_counts(out_size, tile)
-    gathered = input_tiles(batch_last_padded(x, padding, tile, out_size), tile, tiles)  # (a, a, C, TH, TW, N)
-    V = two_sided(BT, gathered).reshape(a * a, C, -1)  # Bᵀ d B: (a*a, C, P)
-    U = transform_weight(weight, tile)  # (a*a, F, C)
-    M = numpy.matmul(U, V)  # (a*a, F, P): the a*a products
-    Y = two_sided(AT, M.reshape(a, a, -1)).reshape(tile, tile, F, *tiles, N)  # Aᵀ M A
-    out = numpy.empty((N, F, *out_size), dtype=x.dtype)
+def write_output(out, products, bias, tile):
+    """products: M, (a*a, F, P) -> out: (N, F, OH, OW) = Aᵀ M A laid out and cropped, plus the bias."""
+    N, F, OH, OW = out.shape
+    TH, TW = tile_counts((OH, OW), tile)
+    Y = (two_sided_matrix(tile, out.dtype, "AT") @ products.reshape(products.shape[0], -1))
+    Y = Y.reshape(tile, tile, F, TH, TW, N)
     for r in range(tile):
         for c in range(tile):
-            rows, cols = len(range(r, out_size[0], tile)), len(range(c, out_size[1], tile))
+            rows, cols = len(range(r, OH, tile)), len(range(c, OW, tile))
             source = Y[r, c, :, :rows, :cols].transpose(3, 0, 1, 2)  # (N, F, rows, cols)
             if bias is None:
                 out[:, :, r::tile, c::tile] = source
             else:
                 numpy.add(source, bias[:, None, None], out=out[:, :, r::tile, c::tile])
-    return out, WinogradTiles(tile, V, U)
+
+
+def forward(x, weight, bias, padding, out_size, tile):
+    """x: (N, C, H, W), weight: (F, C, 3, 3), bias: (F,) or None -> (out: (N, F, OH, OW), WinogradTiles).
+
+    Block by block of images (`block_size`): transform the input, the a*a products, the output.
+    """
+    N, F = x.shape[0], weight.shape[0]
+    U = transform_weight(weight, tile)  # (a*a, F, C)
+    block = block_size(x.shape, F, tile, out_size, x.itemsize)
+    out = numpy.empty((N, F, *out_size), dtype=x.dtype)
+    kept = []
+    for start in range(0, N, block):
+        V = transform_input(x[start:start + block], padding, tile, out_size)  # (a*a, C, P)
+        write_output(out[start:start + block], numpy.matmul(U, V), bias, tile)  # U V: (a*a, F, P)
+        kept.append(V)
+    return out, WinogradTiles(tile, block, kept, U)
 
 
 def backward(grad, weight, kept, x_shape, padding, wanted, tile):
@@ -167,49 +192,55 @@ def backward(grad, weight, kept, x_shape, padding, wanted, tile):
     N, F, OH, OW = grad.shape
     C = x_shape[1]
     a = tile + 2
-    BT, G, AT = matrices(tile, grad.dtype)
-    tiles = tile_counts((OH, OW), tile)
-    grad_tiles = output_tiles(grad, tile, tiles)  # (m, m, F, TH, TW, N)
-    dM = two_sided(AT.T, grad_tiles).reshape(a * a, F, -1)  # A dY Aᵀ: (a*a, F, P)
-    grad_x = grad_weight = grad_bias = None
-    if wants_bias:
-        grad_bias = grad.sum(axis=(0, 2, 3))
-    if wants_weight:
-        dU = numpy.matmul(dM, kept.transformed_input.transpose(0, 2, 1))  # (a*a, F, C)
-        grad_weight = two_sided(G.T, dU.reshape(a, a, -1)).reshape(3, 3, F, C).transpose(2, 3, 0, 1)
-        grad_weight = numpy.ascontiguousarray(grad_weight)
-    if wants_x:
-        U = kept.transformed_weight if kept is not None else transform_weight(weight, tile)
-        dV = numpy.matmul(U.transpose(0, 2, 1), dM)  # (a*a, C, P)
-        grad_d = two_sided(BT.T, dV.reshape(a, a, -1)).reshape(a, a, C, *tiles, N)  # B dV Bᵀ
-        grad_x = add_input_tiles(grad_d, x_shape, padding, tile)
+    block = kept.block if kept is not None else block_size(x_shape, F, tile, (OH, OW), grad.itemsize)
+    U = kept.transformed_weight if kept is not None else transform_weight(weight, tile)
+    grad_x = numpy.empty(x_shape, dtype=grad.dtype) if wants_x else None
+    grad_U = numpy.zeros((a * a, F, C), dtype=grad.dtype) if wants_weight else None
+    for index, start in enumerate(range(0, N, block)):
+        dM = grad_products(grad[start:start + block], tile)  # A dY Aᵀ: (a*a, F, P)
+        if wants_weight:
+            V = kept.transformed_input[index]
+            for point in range(a * a):  # a loop of 2-d products measured faster than matmul on the stack here
+                grad_U[point] += dM[point] @ V[point].T
+        if wants_x:
+            dV = numpy.matmul(U.transpose(0, 2, 1), dM)  # Uᵀ dM: (a*a, C, P)
+            add_input_tiles(grad_x[start:start + block], dV, padding, tile)
+    grad_weight = None
+    if wants_weight:  # Gᵀ dU G, back to (F, C, 3, 3)
+        taps = two_sided_matrix(tile, grad.dtype, "GT") @ grad_U.reshape(a * a, -1)
+        grad_weight = numpy.ascontiguousarray(taps.reshape(3, 3, F, C).transpose(2, 3, 0, 1))
+    grad_bias = grad.sum(axis=(0, 2, 3)) if wants_bias else None
     return grad_x, grad_weight, grad_bias
 
 
-def output_tiles(grad, tile, tiles):
-    """grad: (N, F, OH, OW) -> (m, m, F, TH, TW, N), zeros where the tiles run past the output."""
+def grad_products(grad, tile):
+    """grad: (N, F, OH, OW) -> dM = A dY Aᵀ: (a*a, F, P), dY the output's tiles (zeros past its edge)."""
     N, F, OH, OW = grad.shape
+    TH, TW = tile_counts((OH, OW), tile)
     ragged = OH % tile or OW % tile
-    grad_tiles = (numpy.zeros if ragged else numpy.empty)((tile, tile, F, *tiles, N), dtype=grad.dtype)
+    grad_tiles = (numpy.zeros if ragged else numpy.empty)((tile, tile, F, TH, TW, N), dtype=grad.dtype)
     for r in range(tile):
         for c in range(tile):
             rows, cols = len(range(r, OH, tile)), len(range(c, OW, tile))
             grad_tiles[r, c, :, :rows, :cols] = grad[:, :, r::tile, c::tile].transpose(1, 2, 3, 0)
-    return grad_tiles
+    dM = two_sided_matrix(tile, grad.dtype, "A") @ grad_tiles.reshape(tile * tile, -1)
+    return dM.reshape((tile + 2) ** 2, F, -1)
 
 
-def add_input_tiles(grad_d, x_shape, padding, tile):
-    """grad_d: (a, a, C, TH, TW, N), the input tiles' gradients -> (N, C, H, W), summed where tiles overlap.
+def add_input_tiles(grad_x, grad_transformed, padding, tile):
+    """grad_transformed: dV, (a*a, C, P) -> grad_x: (N, C, H, W), written: B dV Bᵀ summed where tiles overlap.
 
-    The adjoint of `input_tiles` and `batch_last_padded`: one `+=` per tile offset (k, l), each over
-    every tile once (tiles m apart never share a pixel at the same offset), so `+=` is exact; its inner
-    loop runs along N.
+    The adjoint of `transform_input`: one `+=` per tile offset (k, l), each over every tile once
+    (tiles m apart never share a pixel at the same offset), so `+=` is exact; its inner loop runs along N.
     """
-    a, _, C, TH, TW, N = grad_d.shape
-    _, _, H, W = x_shape
+    N, C, H, W = grad_x.shape
+    a = tile + 2
+    grad_tiles = two_sided_matrix(tile, grad_x.dtype, "B") @ grad_transformed.reshape(a * a, -1)
+    TH, TW = tile_counts((H + 2 * padding[0] - 2, W + 2 * padding[1] - 2), tile)
+    grad_tiles = grad_tiles.reshape(a, a, C, TH, TW, N)
     PH, PW = padding
-    image = numpy.zeros((C, TH * tile + 2, TW * tile + 2, N), dtype=grad_d.dtype)
+    image = numpy.zeros((C, TH * tile + 2, TW * tile + 2, N), dtype=grad_x.dtype)
     for k in range(a):
         for l in range(a):
-            image[:, k:k + tile * TH:tile, l:l + tile * TW:tile] += grad_d[k, l]
-    return numpy.ascontiguousarray(image[:, PH:PH + H, PW:PW + W].transpose(3, 0, 1, 2))
+            image[:, k:k + tile * TH:tile, l:l + tile * TW:tile] += grad_tiles[k, l]
+    grad_x[...] = image[:, PH:PH + H, PW:PW + W].transpose(3, 0, 1, 2)
