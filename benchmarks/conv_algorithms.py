@@ -8,8 +8,11 @@ medians are printed (and written as JSON with --json).
     python3 -m benchmarks.conv_algorithms --batch 256 --layers cnn.conv2,cnn.conv3
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python3 -m benchmarks.conv_algorithms   # OpenBLAS's own kernels
 
---blas-threads 1 limits OpenBLAS to one thread (threadpoolctl); on a loaded machine its spinning
-threads otherwise measure the load more than the algorithm. --torch adds PyTorch's same layer.
+--blas-threads 1 limits OpenBLAS to one thread (threadpoolctl, and PyTorch's to one with --torch); on a
+loaded machine its spinning threads otherwise measure the load more than the algorithm. --cpu-time
+times this thread's CPU time instead of the wall clock: with one BLAS thread that is all the work,
+and it hardly moves with the load of other processes. --block-bytes sets winograd.BLOCK_BYTES.
+--torch adds PyTorch's same layer.
 """
 
 import argparse
@@ -19,6 +22,7 @@ import time
 
 import numpy as np
 
+from minicnn import backend
 from minicnn.kernels import convolution, cpu_windows, winograd
 
 # name: (C, H = W, F, padding), the input of each 3x3 stride-1 layer of the models in minicnn.models.
@@ -68,7 +72,7 @@ def torch_layer(torch, x, weight, bias, grad, padding):
     return run
 
 
-def measure(name, batch, rounds, torch=None):
+def measure(name, batch, rounds, torch=None, clock=time.perf_counter):
     """{algorithm: median ms} for layer `name` at `batch`, the algorithms alternating round by round."""
     C, size, F, pad = LAYERS[name]
     rng = np.random.default_rng(0)
@@ -85,9 +89,9 @@ def measure(name, batch, rounds, torch=None):
     times = {key: [] for key in runs}
     for _ in range(rounds):
         for key, run in runs.items():
-            started = time.perf_counter()
+            started = clock()
             run()
-            times[key].append((time.perf_counter() - started) * 1e3)
+            times[key].append((clock() - started) * 1e3)
     return {key: statistics.median(values) for key, values in times.items()}
 
 
@@ -108,19 +112,28 @@ def main(argv=None):
     parser.add_argument("--layers", default=",".join(LAYERS), help=f"comma-separated, of: {', '.join(LAYERS)}")
     parser.add_argument("--blas-threads", type=int, default=None, help="limit OpenBLAS's threads (threadpoolctl)")
     parser.add_argument("--torch", action="store_true", help="also PyTorch's same layer (torch's own threads)")
+    parser.add_argument("--cpu-time", action="store_true", help="this thread's CPU time, not the wall clock")
+    parser.add_argument("--block-bytes", type=int, default=None, help="winograd.BLOCK_BYTES (bytes of a block)")
     parser.add_argument("--json", default=None, help="also write the medians to this JSON file")
     args = parser.parse_args(argv)
+    backend.keep_freed_memory()  # as the training command does: no page faults for the large arrays of a step
     torch = None
     if args.torch:
         import torch
+        if args.blas_threads:
+            torch.set_num_threads(args.blas_threads)
     limit = None
     if args.blas_threads:
         import threadpoolctl
         limit = threadpoolctl.threadpool_limits(limits=args.blas_threads, user_api="blas")
-    print(f"OpenBLAS: {blas_kernel()}; batch {args.batch}; medians of {args.rounds} rounds, ms forward + backward")
+    if args.block_bytes:
+        winograd.BLOCK_BYTES = args.block_bytes
+    clock = time.thread_time if args.cpu_time else time.perf_counter
+    print(f"OpenBLAS: {blas_kernel()}; batch {args.batch}; medians of {args.rounds} rounds, ms forward + backward"
+          f" ({'CPU time of this thread' if args.cpu_time else 'wall clock'}; blocks of {winograd.BLOCK_BYTES} bytes)")
     results = {}
     for name in args.layers.split(","):
-        medians = measure(name, args.batch, args.rounds, torch)
+        medians = measure(name, args.batch, args.rounds, torch, clock)
         results[name] = medians
         fastest = min((key for key in medians if key != "torch"), key=medians.get)
         row = "  ".join(f"{key} {value:8.2f}" for key, value in medians.items())
