@@ -110,7 +110,7 @@ def tile_counts(out_size, tile):
 
 # A block of images holds at most about this many bytes of transformed tiles (a*a * max(C, F) * P), so that
 # a block's transforms, products and layouts run in the L2 cache (2 MiB a core on the machine measured).
-BLOCK_BYTES = 1 << 21
+BLOCK_BYTES = 1 << 24
 
 
 def block_size(shape, filters, tile, out_size, itemsize):
