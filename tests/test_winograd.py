@@ -33,7 +33,7 @@ def layers(draw):
     """(N, C, H, W), filters, padding, dtype, seed: sizes from the smallest the kernel fits to a few tiles."""
     padding = draw(st.integers(0, 1))
     H, W = draw(st.integers(3 - 2 * padding, 13)), draw(st.integers(3 - 2 * padding, 13))
-    shape = (draw(st.integers(1, 3)), draw(st.sampled_from([1, 2, 3, 8])), H, W)
+    shape = (draw(st.integers(1, 3)), draw(st.sampled_from([1, 2, 3, 16])), H, W)
     return shape, draw(st.integers(1, 5)), padding, draw(st.sampled_from([np.float32, np.float64])), \
         draw(st.integers(0, 999))
 
@@ -135,7 +135,7 @@ def test_the_rule_picks_per_layer(monkeypatch, name, x_shape, weight_shape, padd
 
 
 @needs_fast_paths
-@pytest.mark.parametrize("channels, winograd_expected", [(8, True), (3, False)])
+@pytest.mark.parametrize("channels, winograd_expected", [(16, True), (8, False)])
 def test_the_door_runs_what_the_rule_picks(monkeypatch, channels, winograd_expected):
     monkeypatch.setattr(convolution, "_winograd", True)
     rng, x, weight, bias = draw_arrays((2, channels, 7, 7), 4, np.float32, 1)
@@ -162,7 +162,7 @@ def test_minicnn_winograd_0_and_minicnn_fast_0_in_the_environment():
         "import numpy as np\n"
         "from minicnn import kernels\n"
         "from minicnn.kernels import convolution\n"
-        "x, w = np.ones((1, 8, 5, 5), np.float32), np.ones((2, 8, 3, 3), np.float32)\n"
+        "x, w = np.ones((1, 16, 5, 5), np.float32), np.ones((2, 16, 3, 3), np.float32)\n"
         "answer = kernels.conv2d(x, w, None, (1, 1), (0, 0), (3, 3))\n"
         "kept = None if answer is None else type(answer[1]).__name__\n"
         "print(convolution.algorithm(x, w.shape, (1, 1), (0, 0)), kept)\n"
@@ -182,8 +182,8 @@ def test_minicnn_winograd_0_and_minicnn_fast_0_in_the_environment():
 def test_gradcheck_through_the_winograd_path(monkeypatch):
     monkeypatch.setattr(convolution, "_winograd", True)
     rng = np.random.default_rng(3)
-    x = minicnn.tensor(rng.standard_normal((2, 8, 6, 5)), requires_grad=True)
-    weight = minicnn.tensor(rng.standard_normal((3, 8, 3, 3)), requires_grad=True)
-    bias = minicnn.tensor(rng.standard_normal(3), requires_grad=True)
+    x = minicnn.tensor(rng.standard_normal((2, 16, 5, 4)), requires_grad=True)
+    weight = minicnn.tensor(rng.standard_normal((2, 16, 3, 3)), requires_grad=True)
+    bias = minicnn.tensor(rng.standard_normal(2), requires_grad=True)
     assert convolution.algorithm(x.data, weight.shape, (1, 1), (1, 1)) == convolution.WINOGRAD_TILE
     minicnn.gradcheck(lambda x, w, b: F.conv2d(x, w, b, padding=1), x, weight, bias, atol=1e-6, rtol=1e-5)

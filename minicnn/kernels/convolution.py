@@ -16,11 +16,13 @@ Winograd: a 3x3 convolution with stride 1 and padding 0 or 1 on NumPy float arra
 least WINOGRAD_MIN_CHANNELS input channels runs F(4x4, 3x3) (winograd.py) instead of
 im2col, from the same door; `algorithm` says which, from the shapes alone, so backward
 picks what forward picked. The rule was measured (benchmarks/conv_algorithms.py,
-benchmarks/NOTES.md "Winograd convolution"): F(4x4, 3x3) ran every such layer of the
-models 1.3-2.7x faster than im2col from 16 channels up, and F(2x2, 3x3) was never the
-fastest; with 1 input channel (cnn.conv1) im2col was 1.7x faster, at 3 (cifar_cnn.conv1)
-they tied. MINICNN_WINOGRAD=0 (read at import) keeps every convolution on im2col, whose
-float32 rounding is that of the reference; CuPy arrays always stay on im2col.
+benchmarks/NOTES.md "Winograd convolution"; forward + backward at batch 64, CPU time with
+one BLAS thread): F(4x4, 3x3) ran every 3x3 layer of the models with 16 channels or more
+1.2-1.9x faster than im2col (cnn.conv2 1.18x, ResNet-20's 64-channel layers 1.9x) and
+F(2x2, 3x3) was never the fastest; with 1, 3 or 4 input channels im2col was 1.4-3.4x
+faster, and at 8 they took turns. MINICNN_WINOGRAD=0 (read at import) keeps every
+convolution on im2col, whose float32 rounding is that of the reference; CuPy arrays
+always stay on im2col.
 """
 
 import os
@@ -29,7 +31,7 @@ from ..backend import get_array_module, is_cupy_array
 from . import cpu_layout, winograd
 from .threads import matmul
 
-WINOGRAD_MIN_CHANNELS = 8
+WINOGRAD_MIN_CHANNELS = 16
 WINOGRAD_TILE = 4
 _winograd = os.environ.get("MINICNN_WINOGRAD", "1") != "0"
 
