@@ -48,12 +48,9 @@ def algorithms(x, weight, bias, grad, padding, out_size):
     wanted = (True, True, True)
 
     def im2col():
-        saved, convolution._winograd = convolution._winograd, False  # as MINICNN_WINOGRAD=0: the rule says im2col
-        try:
+        with convolution.im2col_only():  # else the rule would send the larger layers to Winograd
             out, col = convolution.forward(cpu_windows, x, weight, bias, (1, 1), padding, out_size)
             convolution.backward(cpu_windows, grad, weight, col, x.shape, (1, 1), padding, wanted)
-        finally:
-            convolution._winograd = saved
 
     def winograd_with(tile):
         def run():

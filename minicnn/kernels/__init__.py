@@ -24,7 +24,8 @@ Otherwise the window doors (all but relu) pick a window module by the input arra
   chosen window module, the products through threads.matmul and the layouts
   through cpu_layout.py on NumPy arrays; or, for 3x3 stride-1 layers of enough
   channels on NumPy arrays, winograd.py's F(4x4, 3x3), fewer products than im2col
-  (`convolution.algorithm` says which; MINICNN_WINOGRAD=0 turns off only this);
+  (`convolution.algorithm` says which; MINICNN_WINOGRAD=0 in the environment and
+  `with kernels.im2col_only():` turn off only this);
 - threads.py: the thread pool the NumPy passes are cut over (`set_num_threads`,
   MINICNN_NUM_THREADS) and the split products (`share_cores_with_blas`).
 
@@ -38,6 +39,7 @@ import os
 
 from ..backend import is_cupy_array
 from . import convolution, cpu_layout, cpu_windows, cupy_windows, threads
+from .convolution import im2col_only
 from .threads import num_threads, set_num_threads, share_cores_with_blas
 
 _fast = os.environ.get("MINICNN_FAST", "1") != "0"

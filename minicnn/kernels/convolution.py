@@ -25,6 +25,7 @@ convolution on im2col, whose float32 rounding is that of the reference; CuPy arr
 always stay on im2col.
 """
 
+import contextlib
 import os
 
 from ..backend import get_array_module, is_cupy_array
@@ -34,6 +35,17 @@ from .threads import matmul
 WINOGRAD_MIN_CHANNELS = 16
 WINOGRAD_TILE = 4
 _winograd = os.environ.get("MINICNN_WINOGRAD", "1") != "0"
+
+
+@contextlib.contextmanager
+def im2col_only():
+    """Within the block every convolution runs im2col, as under MINICNN_WINOGRAD=0."""
+    global _winograd
+    saved, _winograd = _winograd, False
+    try:
+        yield
+    finally:
+        _winograd = saved
 
 
 def algorithm(x, weight_shape, stride, padding):
