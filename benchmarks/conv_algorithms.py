@@ -130,7 +130,8 @@ def main(argv=None):
     if args.block_bytes:
         winograd.BLOCK_BYTES = args.block_bytes
     clock = time.thread_time if args.cpu_time else time.perf_counter
-    print(f"OpenBLAS: {blas_kernel()}; batch {args.batch}; medians of {args.rounds} rounds, ms forward + backward"
+    blas = blas_kernel()  # within the limit, if any
+    print(f"OpenBLAS: {blas}; batch {args.batch}; medians of {args.rounds} rounds, ms forward + backward"
           f" ({'CPU time of this thread' if args.cpu_time else 'wall clock'}; blocks of {winograd.BLOCK_BYTES} bytes)")
     results = {}
     for name in args.layers.split(","):
@@ -143,7 +144,7 @@ def main(argv=None):
         limit.restore_original_limits()
     if args.json:
         with open(args.json, "w") as file:
-            json.dump({"batch": args.batch, "blas": blas_kernel(), "medians_ms": results}, file, indent=1)
+            json.dump({"batch": args.batch, "blas": blas, "cpu_time": args.cpu_time, "medians_ms": results}, file, indent=1)
 
 
 if __name__ == "__main__":
