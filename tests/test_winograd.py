@@ -114,34 +114,39 @@ MODEL_LAYERS = [
     ("cnn.conv1", (64, 1, 28, 28), (32, 1, 3, 3), 0, "im2col"),
     ("cnn.conv2", (64, 32, 13, 13), (64, 32, 3, 3), 0, 4),
     ("cnn.conv3", (64, 64, 5, 5), (64, 64, 3, 3), 0, 4),
+    ("cnn.conv3 at batch 8 (8 tiles)", (8, 64, 5, 5), (64, 64, 3, 3), 0, "im2col"),
     ("cifar_cnn.conv1", (64, 3, 32, 32), (32, 3, 3, 3), 1, "im2col"),
     ("resnet20.16", (64, 16, 32, 32), (16, 16, 3, 3), 1, 4),
-    ("resnet18.512", (8, 512, 7, 7), (512, 512, 3, 3), 1, 4),
+    ("resnet18.512 at batch 8 (32 tiles)", (8, 512, 7, 7), (512, 512, 3, 3), 1, "im2col"),
+    ("resnet18.512 at batch 16 (64 tiles)", (16, 512, 7, 7), (512, 512, 3, 3), 1, 4),
 ]
 
 
 @pytest.mark.parametrize("name, x_shape, weight_shape, padding, expected", MODEL_LAYERS)
 def test_the_rule_picks_per_layer(monkeypatch, name, x_shape, weight_shape, padding, expected):
     monkeypatch.setattr(convolution, "_winograd", True)
-    x = np.zeros((1,) + x_shape[1:], dtype=np.float32)
-    assert convolution.algorithm(x, weight_shape, (1, 1), (padding, padding)) == expected
+    x = np.zeros((1, 1, 1, 1), dtype=np.float32)  # the rule reads the dtype and the backend from the array
+    size = x_shape[2] + 2 * padding - 2
+    batch, out_size, pad = x_shape[0], (size, size), (padding, padding)
+    assert convolution.algorithm(x, weight_shape, (1, 1), pad, batch, out_size) == expected
     # Never for a stride, a padding or a kernel it does not do, nor for integers or float16.
-    assert convolution.algorithm(x, weight_shape, (2, 2), (padding, padding)) == "im2col"
-    assert convolution.algorithm(x, weight_shape, (1, 1), (2, 2)) == "im2col"
-    assert convolution.algorithm(x, weight_shape[:2] + (5, 5), (1, 1), (padding, padding)) == "im2col"
-    assert convolution.algorithm(x.astype(np.float16), weight_shape, (1, 1), (padding, padding)) == "im2col"
-    monkeypatch.setattr(convolution, "_winograd", False)
-    assert convolution.algorithm(x, weight_shape, (1, 1), (padding, padding)) == "im2col"
+    assert convolution.algorithm(x, weight_shape, (2, 2), pad, batch, out_size) == "im2col"
+    assert convolution.algorithm(x, weight_shape, (1, 1), (2, 2), batch, out_size) == "im2col"
+    assert convolution.algorithm(x, weight_shape[:2] + (5, 5), (1, 1), pad, batch, out_size) == "im2col"
+    assert convolution.algorithm(x.astype(np.float16), weight_shape, (1, 1), pad, batch, out_size) == "im2col"
+    assert convolution.algorithm(x.astype(np.int32), weight_shape, (1, 1), pad, batch, out_size) == "im2col"
+    with kernels.im2col_only():
+        assert convolution.algorithm(x, weight_shape, (1, 1), pad, batch, out_size) == "im2col"
 
 
 @needs_fast_paths
 @pytest.mark.parametrize("channels, winograd_expected", [(16, True), (8, False)])
 def test_the_door_runs_what_the_rule_picks(monkeypatch, channels, winograd_expected):
     monkeypatch.setattr(convolution, "_winograd", True)
-    rng, x, weight, bias = draw_arrays((2, channels, 7, 7), 4, np.float32, 1)
-    out, kept = kernels.conv2d(x, weight, bias, (1, 1), (1, 1), (7, 7))
+    rng, x, weight, bias = draw_arrays((4, channels, 16, 16), 4, np.float32, 1)  # 4 x 4 x 4 = 64 tiles
+    out, kept = kernels.conv2d(x, weight, bias, (1, 1), (1, 1), (16, 16))
     assert isinstance(kept, winograd.WinogradTiles) == winograd_expected
-    assert (kept.tile == convolution.WINOGRAD_TILE) if winograd_expected else kept.shape == (2 * 49, channels * 9)
+    assert (kept.tile == convolution.WINOGRAD_TILE) if winograd_expected else kept.shape == (4 * 256, channels * 9)
     grad = rng.standard_normal(out.shape).astype(np.float32)
     expected, expected_grads = reference(x, weight, bias, 1, grad, (True, True, True))
     assert_within_bound(out, expected, np.float32, 4)
@@ -152,7 +157,7 @@ def test_the_door_runs_what_the_rule_picks(monkeypatch, channels, winograd_expec
             if want:
                 assert_within_bound(got, reference_grad, np.float32, 4)
     with kernels.reference_only():
-        assert kernels.conv2d(x, weight, bias, (1, 1), (1, 1), (7, 7)) is None
+        assert kernels.conv2d(x, weight, bias, (1, 1), (1, 1), (16, 16)) is None
 
 
 @needs_fast_paths
@@ -162,10 +167,10 @@ def test_minicnn_winograd_0_and_minicnn_fast_0_in_the_environment():
         "import numpy as np\n"
         "from minicnn import kernels\n"
         "from minicnn.kernels import convolution\n"
-        "x, w = np.ones((1, 16, 5, 5), np.float32), np.ones((2, 16, 3, 3), np.float32)\n"
+        "x, w = np.ones((64, 16, 5, 5), np.float32), np.ones((2, 16, 3, 3), np.float32)\n"
         "answer = kernels.conv2d(x, w, None, (1, 1), (0, 0), (3, 3))\n"
         "kept = None if answer is None else type(answer[1]).__name__\n"
-        "print(convolution.algorithm(x, w.shape, (1, 1), (0, 0)), kept)\n"
+        "print(convolution.algorithm(x, w.shape, (1, 1), (0, 0), 64, (3, 3)), kept)\n"
     )
     root = pathlib.Path(__file__).resolve().parents[1]
     printed = {}
@@ -181,9 +186,10 @@ def test_minicnn_winograd_0_and_minicnn_fast_0_in_the_environment():
 @needs_fast_paths
 def test_gradcheck_through_the_winograd_path(monkeypatch):
     monkeypatch.setattr(convolution, "_winograd", True)
+    monkeypatch.setattr(convolution, "WINOGRAD_MIN_TILES", 1)  # a small input, so that each difference is cheap
     rng = np.random.default_rng(3)
     x = minicnn.tensor(rng.standard_normal((2, 16, 5, 4)), requires_grad=True)
     weight = minicnn.tensor(rng.standard_normal((2, 16, 3, 3)), requires_grad=True)
     bias = minicnn.tensor(rng.standard_normal(2), requires_grad=True)
-    assert convolution.algorithm(x.data, weight.shape, (1, 1), (1, 1)) == convolution.WINOGRAD_TILE
+    assert convolution.algorithm(x.data, weight.shape, (1, 1), (1, 1), 2, (5, 4)) == convolution.WINOGRAD_TILE
     minicnn.gradcheck(lambda x, w, b: F.conv2d(x, w, b, padding=1), x, weight, bias, atol=1e-6, rtol=1e-5)
