@@ -25,9 +25,9 @@ loop runs along the N images, contiguous, however small the image (an MNIST map 
 6 tiles a row; a gather along rows would be loops of 6 elements). A tile's index is
 (th, tw, n), P = TH*TW*N of them; the transformed tiles are (a*a, C, P). Every
 transform L X Lᵀ is one BLAS product kron(L, L) @ X over all the tiles of a block
-(`two_sided_matrix`). The batch is cut into blocks of images whose transformed
-tiles fit the L2 cache (`block_size`), each block transformed, multiplied and laid
-out before the next.
+(`two_sided_matrix`). A large batch is cut into blocks of images (`block_size`),
+each block transformed, multiplied and laid out before the next, which bounds the
+transformed tiles in memory at once.
 
 Sizes that do not divide into tiles: the output is computed on TH*m x TW*m
 (TH = ceil(OH / m)) from an input padded with zeros to TH*m + 2 rows, and cropped;
@@ -108,8 +108,9 @@ def tile_counts(out_size, tile):
     return -(-out_size[0] // tile), -(-out_size[1] // tile)
 
 
-# A block of images holds at most about this many bytes of transformed tiles (a*a * max(C, F) * P), so that
-# a block's transforms, products and layouts run in the L2 cache (2 MiB a core on the machine measured).
+# A block of images holds at most about this many bytes of transformed tiles (a*a * max(C, F) * P). Blocks that
+# fit a core's L2 (2 MiB) measured no faster in CPU time and, with OpenBLAS on 2 threads, slower: 3x as many
+# small products, each a barrier of BLAS's threads (benchmarks/NOTES.md). 16 MiB: cnn.conv2 in one block to 200.
 BLOCK_BYTES = 1 << 24
 
 
