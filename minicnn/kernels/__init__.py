@@ -70,7 +70,8 @@ def conv2d(x, weight, bias, stride, padding, out_size):
     """x: (N, C, H, W), weight: (F, C, KH, KW), bias: (F,) or None -> (out: (N, F, OH, OW), col), or None.
 
     col: (N*OH*OW, C*KH*KW), the windows as functional.conv.im2col lays them out (a transposed
-    view), for conv2d_backward.
+    view), for conv2d_backward; or, where convolution.algorithm picks Winograd, a
+    winograd.WinogradTiles (the transformed input and weight), which conv2d_backward takes alike.
     """
     windows = _window_module(x)
     return None if windows is None else convolution.forward(windows, x, weight, bias, stride, padding, out_size)
