@@ -193,3 +193,18 @@ def test_gradcheck_through_the_winograd_path(monkeypatch):
     bias = minicnn.tensor(rng.standard_normal(2), requires_grad=True)
     assert convolution.algorithm(x.data, weight.shape, (1, 1), (1, 1), 2, (5, 4)) == convolution.WINOGRAD_TILE
     minicnn.gradcheck(lambda x, w, b: F.conv2d(x, w, b, padding=1), x, weight, bias, atol=1e-6, rtol=1e-5)
+
+
+@needs_fast_paths
+def test_a_winograd_forward_gets_its_backward_inside_reference_only():
+    """The reference cannot read Winograd's kept tiles, so the door answers for them even with the fast paths off."""
+    rng, x, weight, bias = draw_arrays((4, 16, 16, 16), 3, np.float64, 2)
+    x, weight, bias = (minicnn.tensor(array, requires_grad=True) for array in (x, weight, bias))
+    out = F.conv2d(x, weight, bias, padding=1)
+    assert isinstance(out.creator.col, winograd.WinogradTiles)
+    grad = rng.standard_normal(out.shape)
+    with kernels.reference_only():
+        out.backward(minicnn.tensor(grad))
+        expected, expected_grads = reference(x.data, weight.data, bias.data, 1, grad, (True, True, True))
+    for got, reference_grad in zip((x.grad, weight.grad, bias.grad), expected_grads):
+        assert_within_bound(got, reference_grad, np.float64, 4)

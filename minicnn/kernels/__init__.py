@@ -38,7 +38,7 @@ import contextlib
 import os
 
 from ..backend import is_cupy_array
-from . import convolution, cpu_layout, cpu_windows, cupy_windows, threads
+from . import convolution, cpu_layout, cpu_windows, cupy_windows, threads, winograd
 from .convolution import im2col_only
 from .threads import num_threads, set_num_threads, share_cores_with_blas
 
@@ -84,6 +84,8 @@ def conv2d_backward(grad, weight, col, x_shape, stride, padding, wanted):
     wanted: three booleans, for x, weight and bias.
     """
     windows = _window_module(grad)
+    if windows is None and isinstance(col, winograd.WinogradTiles):
+        windows = cpu_windows  # a forward run on Winograd before the fast paths were turned off: only it reads col
     return None if windows is None else convolution.backward(windows, grad, weight, col, x_shape, stride, padding,
                                                              wanted)
 
