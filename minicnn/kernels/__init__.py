@@ -12,8 +12,10 @@ that phase, and runs its reference only when the door answers None:
     relu, relu_backward             activations.ReLUOp                cpu_layout.py
 
 A door answers None when the fast paths are off: with MINICNN_FAST=0 in the
-environment (read at import) and inside `with kernels.reference_only():`. The
-relu doors also answer None for arrays that are not C-contiguous NumPy arrays.
+environment (read at import) and inside `with kernels.reference_only():` (but
+conv2d_backward answers for a forward that kept Winograd's tiles: only winograd.py
+reads them). The relu doors also answer None for arrays that are not C-contiguous
+NumPy arrays.
 Otherwise the window doors (all but relu) pick a window module by the input array:
 
 - cupy_windows.py + windows.cu: CuPy raw kernels, for float32/float64 CuPy arrays
