@@ -5,14 +5,17 @@ its forward and of its backward it asks this module once, through the door for
 that phase, and runs its reference only when the door answers None:
 
     door (this module)              asked by (minicnn.functional)     fast path
-    conv2d, conv2d_backward         conv.Conv2dOp                     convolution.py over a window module
+    conv2d, conv2d_backward         conv.Conv2dOp                     convolution.py: im2col over a window
+                                                                      module, or Winograd (winograd.py)
     max_pool2d, max_pool2d_backward pooling.MaxPool2dOp               the window module
     im2col, col2im                  conv.im2col, conv.col2im          the window module
     relu, relu_backward             activations.ReLUOp                cpu_layout.py
 
 A door answers None when the fast paths are off: with MINICNN_FAST=0 in the
-environment (read at import) and inside `with kernels.reference_only():`. The
-relu doors also answer None for arrays that are not C-contiguous NumPy arrays.
+environment (read at import) and inside `with kernels.reference_only():` (but
+conv2d_backward answers for a forward that kept Winograd's tiles: only winograd.py
+reads them). The relu doors also answer None for arrays that are not C-contiguous
+NumPy arrays.
 Otherwise the window doors (all but relu) pick a window module by the input array:
 
 - cupy_windows.py + windows.cu: CuPy raw kernels, for float32/float64 CuPy arrays
@@ -21,7 +24,10 @@ Otherwise the window doors (all but relu) pick a window module by the input arra
   one-byte argmax), array-module code for every other array (CuPy float16 too);
 - convolution.py: the convolution's steps (columns, products, layouts) over the
   chosen window module, the products through threads.matmul and the layouts
-  through cpu_layout.py on NumPy arrays;
+  through cpu_layout.py on NumPy arrays; or, for 3x3 stride-1 layers of enough
+  channels on NumPy arrays, winograd.py's F(4x4, 3x3), fewer products than im2col
+  (`convolution.algorithm` says which; MINICNN_WINOGRAD=0 in the environment and
+  `with kernels.im2col_only():` turn off only this);
 - threads.py: the thread pool the NumPy passes are cut over (`set_num_threads`,
   MINICNN_NUM_THREADS) and the split products (`share_cores_with_blas`).
 
@@ -34,7 +40,8 @@ import contextlib
 import os
 
 from ..backend import is_cupy_array
-from . import convolution, cpu_layout, cpu_windows, cupy_windows, threads
+from . import convolution, cpu_layout, cpu_windows, cupy_windows, threads, winograd
+from .convolution import im2col_only
 from .threads import num_threads, set_num_threads, share_cores_with_blas
 
 _fast = os.environ.get("MINICNN_FAST", "1") != "0"
@@ -65,7 +72,8 @@ def conv2d(x, weight, bias, stride, padding, out_size):
     """x: (N, C, H, W), weight: (F, C, KH, KW), bias: (F,) or None -> (out: (N, F, OH, OW), col), or None.
 
     col: (N*OH*OW, C*KH*KW), the windows as functional.conv.im2col lays them out (a transposed
-    view), for conv2d_backward.
+    view), for conv2d_backward; or, where convolution.algorithm picks Winograd, a
+    winograd.WinogradTiles (the transformed input and weight), which conv2d_backward takes alike.
     """
     windows = _window_module(x)
     return None if windows is None else convolution.forward(windows, x, weight, bias, stride, padding, out_size)
@@ -78,6 +86,8 @@ def conv2d_backward(grad, weight, col, x_shape, stride, padding, wanted):
     wanted: three booleans, for x, weight and bias.
     """
     windows = _window_module(grad)
+    if windows is None and isinstance(col, winograd.WinogradTiles):
+        windows = cpu_windows  # a forward run on Winograd before the fast paths were turned off: only it reads col
     return None if windows is None else convolution.backward(windows, grad, weight, col, x_shape, stride, padding,
                                                              wanted)
 
