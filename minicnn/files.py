@@ -7,9 +7,15 @@ before a library opens the path), pictures and ONNX models (open_regular_file, w
 opened descriptor, so the file cannot be swapped between the check and the read).
 """
 
+import errno
 import os
 import stat
 from pathlib import Path
+
+# The errors of writing a file (a full disk, a folder made read-only, ...), which write_atomically names
+# the file for; a callback's other errors (a download's HTTPError, a timeout) pass through as they are.
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG,
+                 errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
 
 # What a path may be instead of a regular file, as a message names it.
 _OTHER_KINDS = (
@@ -35,9 +41,11 @@ def write_atomically(path, write):
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except OSError as error:  # a full disk, a folder made read-only: name the file, not the temporary
+    except OSError as error:
         temporary.unlink(missing_ok=True)
-        raise cannot_write(path, error) from error
+        if error.errno in _WRITE_ERRORS and type(error).__module__ == "builtins":  # not a download's error
+            raise cannot_write(path, error) from error
+        raise
     except BaseException:  # KeyboardInterrupt too: never leave a half-written temporary behind
         temporary.unlink(missing_ok=True)
         raise

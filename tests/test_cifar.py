@@ -386,7 +386,7 @@ def test_without_network_one_line_says_where_to_get_the_file(tmp_path, small_arc
 
 def test_minicnn_fetch_knows_cifar10_and_train_reads_the_cached_archive(tmp_path, monkeypatch):
     from minicnn.cli import build_parser
-    from minicnn.cli.train import _check_image_flags
+    from minicnn.cli.arguments import _check_image_flags
 
     assert build_parser().parse_args(["fetch", "cifar10"]).dataset == "cifar10"
     monkeypatch.setenv("MINICNN_DATA", str(tmp_path))

@@ -457,7 +457,7 @@ def test_metrics_json_and_the_last_lines_say_which_weights_scored_what(tmp_path,
     assert summary["last"] == {"checkpoint": "last.npz", "epoch": 2}
     best = summary["best"]
     assert best["checkpoint"] == "best.npz" and best["epoch"] == 1 and best["chosen_by"] == "val_accuracy"
-    assert f"last.npz (epoch 2, the final weights): test accuracy {summary['test_accuracy']:.4f}" in printed
+    assert f"last.npz (epoch 2): test accuracy {summary['test_accuracy']:.4f}" in printed
     assert f"best.npz (epoch 1, the best val_accuracy; evaluate, show, predict and serve read it): " \
            f"test accuracy {best['test_accuracy']:.4f}" in printed
     for name, expected in (("best.npz", best), ("last.npz", summary)):  # what evaluate says of each file

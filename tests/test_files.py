@@ -39,3 +39,13 @@ def test_open_regular_file_refuses_a_fifo_without_waiting_and_escapes_the_name(t
     assert "\n" not in message and "a FIFO (named pipe), not a regular file; a picture is read" in message
     with files.open_regular_file(__file__, "a test") as file:
         assert file.read(3) == b'"""'
+
+
+def test_a_callbacks_own_error_passes_through_unnamed(tmp_path):
+    # A download streamed into the file fails with the download's error (here a timeout), not "cannot write".
+    def download(file):
+        raise TimeoutError("timed out")
+
+    with pytest.raises(TimeoutError, match="^timed out$"):
+        files.write_atomically(tmp_path / "archive.tar.gz", download)
+    assert list(tmp_path.iterdir()) == []
