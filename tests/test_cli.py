@@ -317,8 +317,7 @@ def test_show_of_an_earlier_layer_without_metrics_and_bad_arguments(trained_run,
 
 
 
-@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b'{"history": 3}', b"\xe9\xff"],
-                         ids=["broken", "a list", "history of a number", "not text"])
+@pytest.mark.parametrize("content", [b"{not json\xe9", b'[1, {"history": 3}]'], ids=["broken", "a list"])
 def test_show_skips_a_damaged_metrics_json_in_one_line(trained_run, shown, tmp_path, capsys, content):
     (tmp_path / "best.npz").write_bytes((trained_run / "best.npz").read_bytes())
     (tmp_path / "metrics.json").write_bytes(content)
