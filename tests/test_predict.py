@@ -257,3 +257,16 @@ def test_an_exported_onnx_file_predicts_as_its_checkpoint(checkpoint, tmp_path, 
            [[g["index"] for g in r["predictions"]] for r in from_npz]
     np.testing.assert_allclose([g["probability"] for r in from_onnx for g in r["predictions"]],
                                [g["probability"] for r in from_npz for g in r["predictions"]], atol=1e-5)
+
+
+def test_non_finite_outputs_are_null_with_a_warning_and_the_answer_is_valid_json():
+    # A diverged model's NaN logits made `predict --json` write NaN, which is not JSON.
+    from minicnn import pictures
+
+    def diverged(batch):
+        return np.full((len(batch), 10), np.nan, dtype=np.float32)
+
+    results = pictures.classify(diverged, np.ones((2, 28, 28), np.float32), [str(d) for d in range(10)], top=3)
+    assert all(guess["probability"] is None for result in results for guess in result["predictions"])
+    assert all(result["warning"] == pictures.NON_FINITE_WARNING for result in results)
+    json.dumps(results, allow_nan=False)  # raises ValueError on NaN
