@@ -218,6 +218,7 @@ def _page_faults_of_five_conv_steps(mode):
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="needs glibc's mallopt")
+@pytest.mark.slow  # times page faults over many steps: in the slow suite
 def test_freed_memory_is_reused_instead_of_page_faulted_in_again_each_step():
     """Page faults (not time) of five conv2d steps in a process that calls keep_freed_memory() and in one that
     only imports minicnn: importing must leave malloc alone, so the second faults its arrays in again each step."""

@@ -92,6 +92,7 @@ def test_evaluate_reads_an_onnx_file_as_show_predict_and_serve_do(trained_run, t
         assert printed[1:] == reference[1:]  # the report and the confusion matrix
 
 
+@pytest.mark.slow  # trains several runs: in the slow suite, for the default suite's 60 s
 def test_resume_says_where_it_resumes_and_continues_to_more_epochs(trained_run, tmp_path, capsys):
     run = _copy_run(trained_run, tmp_path / "copy")
     assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 0
@@ -152,6 +153,7 @@ def test_out_holding_a_run_is_refused_unless_overwrite(trained_run, tmp_path, ca
     assert json.loads((run / "metrics.json").read_text())["run"]["model"] == "lenet"
 
 
+@pytest.mark.slow  # trains several runs: in the slow suite, for the default suite's 60 s
 def test_validation_scales_with_limit_and_a_hold_out_leaving_nothing_says_what_to_pass(capsys, tmp_path):
     assert main(["train", "--limit", "3000", "--validation", "3000", "--out", str(tmp_path), "--quiet"]) == 1
     error = capsys.readouterr().err

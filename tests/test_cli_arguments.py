@@ -417,6 +417,7 @@ def test_a_file_that_cannot_be_written_mid_run_is_named_in_one_line(name, error,
         assert "no checkpoint was written" in message
 
 
+@pytest.mark.slow  # trains several runs: in the slow suite, for the default suite's 60 s
 def test_latest_points_at_every_run_wherever_it_went(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--out", "runs/cnn", *TINY]) == 0  # README's: a folder of your choice under runs/
