@@ -98,7 +98,7 @@ def backward(windows, grad, weight, col, x_shape, stride, padding, wanted):
     if isinstance(col, winograd.WinogradTiles):
         return winograd.backward(grad, weight, col, x_shape, padding, wanted, col.tile)
     tile = algorithm(grad, weight.shape, stride, padding, grad.shape[0], grad.shape[2:])
-    if col is None and tile != "im2col":  # the input's gradient alone: the same numbers either way
+    if col is None and tile != "im2col":  # a frozen weight: forward kept nothing; the rule picks what it picked
         return winograd.backward(grad, weight, None, x_shape, padding, wanted, tile)
     wants_x, wants_weight, wants_bias = wanted
     F = grad.shape[1]
