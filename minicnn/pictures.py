@@ -41,17 +41,15 @@ others (`minicnn predict` then exits with 1). A blank or fully transparent pictu
 a 'warning' (BLANK_WARNING): the model had nothing to go on.
 """
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 
 from . import data, nn
 from . import functional as F
-from .checkpoint import load_checkpoint
 from .data.images import convert_picture, read_picture, require_pillow, shown
 from .errors import CheckpointError, DataError, ShapeError
-from .runs import resolve_checkpoint
+from .runs import read_checkpoint, resolve_checkpoint
 from .tensor import Tensor
 from .training import Trainer
 
@@ -218,20 +216,10 @@ def load_model(checkpoint, dataset=None):
     (N, 1, 28, 28) -> logits (N, classes) as a NumPy array.
     """
     path = resolve_checkpoint(checkpoint)
-    loaded = _read_onnx(path) if path.suffix.lower() == ".onnx" else load_checkpoint(path)
+    loaded = read_checkpoint(path)
     if dataset is None:
         dataset = loaded.dataset
     return _as_function(loaded.model, path), _checked_dataset(path, dataset)
-
-
-def _read_onnx(path):
-    """An .onnx file read by minicnn.onnx (the `onnx` extra) as a checkpoint.Checkpoint."""
-    if importlib.util.find_spec("minicnn.onnx") is None:
-        raise ImportError(f"{path}: .onnx checkpoints need minicnn.onnx, which this version of minicnn does "
-                          "not have; use the .npz checkpoint")
-    from . import onnx as onnx_format  # raises ImportError naming the `onnx` extra when it is missing
-
-    return onnx_format.read(path)
 
 
 def _checked_dataset(path, dataset):

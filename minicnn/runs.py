@@ -25,6 +25,7 @@ import re
 import sys
 from pathlib import Path
 
+from .checkpoint import load_checkpoint
 from .files import write_bytes_atomically
 
 RUNS = Path("runs")  # where a run without --out gets its own folder
@@ -69,6 +70,16 @@ def _folder_named_in(latest):
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     return folder if folder.is_dir() else None
+
+
+def read_checkpoint(path):
+    """The checkpoint.Checkpoint in the file at `path` (resolved already): a .npz by load_checkpoint, an .onnx
+    file by minicnn.onnx.read (the `onnx` extra, imported only for such a file)."""
+    if Path(path).suffix.lower() == ".onnx":
+        from .onnx import read
+
+        return read(path)
+    return load_checkpoint(path)
 
 
 def resolve_checkpoint(path):

@@ -270,7 +270,7 @@ def test_evaluate_of_a_checkpoint_naming_an_unknown_dataset_is_one_line(tmp_path
 def test_the_commands_print_one_line_for_an_error_of_the_output_folder(command, tmp_path, monkeypatch, capsys):
     """An OSError (here a disk that fills up when metrics.json is written) is one line, never a traceback."""
     if command == "evaluate":
-        monkeypatch.setattr(cli.evaluate, "load_checkpoint", lambda path: (_ for _ in ()).throw(OSError(28, "No space left")))
+        monkeypatch.setattr(runs, "load_checkpoint", lambda path: (_ for _ in ()).throw(OSError(28, "No space left")))
         argv = ["evaluate", str(tmp_path / "x.npz")]
     else:
         monkeypatch.setattr(cli.train_report, "write_bytes_atomically",

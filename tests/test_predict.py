@@ -216,13 +216,6 @@ def test_cli_json_is_a_list_with_top_classes_per_file(checkpoint, tmp_path, caps
         assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1 + 1e-9
 
 
-@pytest.mark.skipif(importlib.util.find_spec("minicnn.onnx") is not None, reason="minicnn.onnx exists")
-def test_onnx_files_need_minicnn_onnx(tmp_path, capsys):
-    Image.fromarray(synthetic_seven()).save(tmp_path / "seven.png")
-    assert main(["predict", str(tmp_path / "model.onnx"), str(tmp_path / "seven.png"), "--dataset", "mnist"]) == 1
-    assert "need minicnn.onnx" in capsys.readouterr().err
-
-
 def test_without_pillow_the_error_names_the_images_extra(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "PIL", None)  # as if Pillow were not installed
     with pytest.raises(ImportError, match=r'pip install -e "\.\[images\]"'):

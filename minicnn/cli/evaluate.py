@@ -4,8 +4,6 @@ split of its dataset."""
 from pathlib import Path
 
 from .. import backend, data, metrics, nn, recipe, run_settings, runs
-from ..checkpoint import load_checkpoint
-from ..onnx import read as read_onnx  # the `onnx` package is imported only when used
 from ..training import Trainer
 from .arguments import MODEL_FILE_HELP, count, dataset_flag, dataset_of, malloc_flag
 
@@ -26,7 +24,7 @@ def add_to(commands):
 def run(args):
     path = runs.resolve_checkpoint(args.checkpoint)
     backend.set_default_device(args.device)
-    loaded = read_onnx(path) if path.suffix.lower() == ".onnx" else load_checkpoint(path)
+    loaded = runs.read_checkpoint(path)
     model = _logits_model(loaded.model).to(args.device)
     dataset = dataset_of(path, loaded, args.dataset)
     saved = loaded.state.get("run") if isinstance(loaded.state.get("run"), dict) else {}

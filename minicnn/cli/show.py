@@ -5,8 +5,6 @@ import sys
 from pathlib import Path
 
 from .. import data, recipe, runs
-from ..checkpoint import load_checkpoint
-from ..onnx import read as read_onnx  # the `onnx` package is imported only when used
 from ..viz.plots import (
     require_matplotlib, save_confusion_matrix, save_feature_maps, save_filters, save_saliency, save_training_curves,
 )
@@ -37,7 +35,7 @@ def add_to(commands):
 def run(args):
     require_matplotlib()
     path = runs.resolve_checkpoint(args.checkpoint)
-    loaded = read_onnx(path) if path.suffix.lower() == ".onnx" else load_checkpoint(path)
+    loaded = runs.read_checkpoint(path)
     model = loaded.model
     dataset = dataset_of(path, loaded, args.dataset)
     if dataset not in recipe.LOADERS:

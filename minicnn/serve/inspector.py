@@ -23,10 +23,9 @@ import threading
 import numpy as np
 
 from .. import backend, data, nn
-from ..checkpoint import load_checkpoint
 from ..errors import ShapeError
 from ..pictures import DATASETS as DRAWABLE_DATASETS, prepare, softmax
-from ..runs import resolve_checkpoint
+from ..runs import read_checkpoint, resolve_checkpoint
 from ..tensor import Tensor, no_grad
 from ..viz.saliency import grad_cam, grad_cam_layer, image_batch, named_layers, saliency_map
 
@@ -135,12 +134,7 @@ class Inspector:
     def open(cls, checkpoint, dataset=None, test_images=None):
         """An Inspector for a checkpoint path: a .npz, a run folder (its best.npz) or an .onnx file."""
         path = resolve_checkpoint(checkpoint)
-        if path.suffix.lower() == ".onnx":
-            from ..onnx import read  # the `onnx` extra, needed only for .onnx files
-
-            loaded = read(path)
-        else:
-            loaded = load_checkpoint(path)
+        loaded = read_checkpoint(path)
         if importlib.util.find_spec("PIL") is None:
             raise ImportError('minicnn serve prepares drawings with Pillow: python3 -m pip install -e ".[images]"')
         return cls(loaded.model, dataset or loaded.dataset, path.name, test_images)
