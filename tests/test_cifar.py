@@ -11,7 +11,6 @@ import os
 import pickle
 import struct
 import tarfile
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,6 +18,8 @@ import pytest
 from minicnn.data import ARCHIVES, CIFAR10_CLASSES, fetch, fetch_archive, load_cifar10
 from minicnn.data.cifar import read_pickled_batch
 from minicnn.errors import ChecksumError, DataError
+
+from local_http import serving, without_proxies
 
 IMAGES_PER_BATCH = 20
 TRAIN_FILES = [f"data_batch_{number}" for number in range(1, 6)]
@@ -293,37 +294,12 @@ def small_archive(tmp_path_factory):
 def cifar_server(small_archive, monkeypatch):
     """http://127.0.0.1:PORT/: /good serves the archive, /damaged the archive with one byte changed,
     /endless more bytes than the archive has, anything else 404; proxies are switched off."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    for variable in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(variable, raising=False)
+    without_proxies(monkeypatch)
     damaged = bytearray(small_archive)
     damaged[len(damaged) // 2] ^= 0xFF
     routes = {"/good": small_archive, "/damaged": bytes(damaged), "/endless": small_archive * 3}
-    requests = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            requests.append(self.path)
-            body = routes.get(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            if self.path != "/endless":  # a server that does not say how much it sends
-                self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield SimpleNamespace(url=f"http://127.0.0.1:{httpd.server_address[1]}", requests=requests)
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(routes, unsized={"/endless"}) as server:
+        yield server
 
 
 def _served_spec(small_archive, *urls):

@@ -11,7 +11,6 @@ import hashlib
 import io
 import os
 import tarfile
-import threading
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,6 +23,8 @@ from minicnn.data import DATASETS, DatasetSpec, data_dir, fetch, load_dataset, l
 from minicnn.data import datasets as datasets_module
 from minicnn.data import sources as sources_module
 from minicnn.errors import ChecksumError, DataError
+
+from local_http import serving, without_proxies
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -63,36 +64,14 @@ def server(tiny):
         damaged = bytearray(content)
         damaged[-1] ^= 0xFF
         routes[f"/corrupt/{name}.gz"] = gzip.compress(bytes(damaged))
-    requests = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            requests.append(self.path)
-            body = routes.get(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield SimpleNamespace(url=f"http://127.0.0.1:{httpd.server_address[1]}", requests=requests)
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(routes) as server:
+        yield server
 
 
 @pytest.fixture
 def mirror(server, monkeypatch):
     """The server, with proxies switched off so that urllib talks to 127.0.0.1 directly."""
-    for variable in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(variable, raising=False)
+    without_proxies(monkeypatch)
     server.requests.clear()
     return server
 
