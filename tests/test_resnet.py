@@ -18,6 +18,7 @@ from minicnn import functional as F
 from minicnn.checkpoint import load_checkpoint, save_checkpoint
 from minicnn.errors import ShapeError
 
+from benchmarks.torch_resnet import cifar_resnet as torch_cifar_resnet
 from benchmarks.torch_resnet import resnet18 as torch_resnet18
 
 
@@ -234,6 +235,45 @@ def test_resnet20_shapes_and_gradients():
     assert np.abs(model.layer1[0].conv1.weight.grad).sum() > 0
     with pytest.raises(ValueError, match="6n\\+2"):
         models.resnet(18)
+
+
+@pytest.mark.parametrize("depth", [8, 20])
+def test_the_torch_cifar_resnet_is_minicnns_name_for_name_and_shape_for_shape(depth):
+    """benchmarks.torch_resnet.cifar_resnet, the twin the 'resnet20 train step' rows time, has every parameter and
+    buffer of models.resnet(depth) in the same order with the same shape (torch's num_batches_tracked aside)."""
+    torch = pytest.importorskip("torch")
+    model = models.resnet(depth)
+    with torch.device("meta"):
+        twin = torch_cifar_resnet(torch, depth)
+    assert [(name, tuple(parameter.shape)) for name, parameter in model.named_parameters()] == \
+        [(name, tuple(parameter.shape)) for name, parameter in twin.named_parameters()]
+    assert [(name, tuple(array.shape)) for name, array in model.named_buffers()] == \
+        [(name, tuple(array.shape)) for name, array in twin.named_buffers() if not name.endswith("num_batches_tracked")]
+    if depth == 20:
+        assert sum(parameter.numel() for parameter in twin.parameters()) == 272_474
+
+
+def test_the_torch_cifar_resnet_computes_what_minicnns_does():
+    """Weights and random batch-norm statistics copied by name: the same logits in eval mode, so the twin also
+    places its strides, ReLUs and shortcuts as minicnn does, which equal shapes alone would not show."""
+    torch = pytest.importorskip("torch")
+    minicnn.manual_seed(0)
+    model = models.resnet(8).eval()
+    rng = np.random.default_rng(3)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean[...] = rng.uniform(-0.2, 0.2, module.num_features)
+            module.running_var[...] = rng.uniform(0.5, 2.0, module.num_features)
+    twin = torch_cifar_resnet(torch, 8).eval()
+    copy_into_torch(torch, model, twin)
+    images = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
+    with minicnn.no_grad():
+        logits = model(minicnn.Tensor(images)).data
+    with torch.no_grad():
+        expected = twin(torch.from_numpy(images)).numpy()
+    assert logits.shape == (2, 10) and relative_error(logits, expected) < 1e-4
+    with pytest.raises(ValueError, match="6n\\+2"):
+        torch_cifar_resnet(torch, 18)
 
 
 def test_grey_images_into_a_colour_resnet_name_the_layer_and_the_fix():
