@@ -192,8 +192,9 @@ def run_device(device, args, torch):
                     if row.group in KERNEL_GROUPS and row.name != "cifar.wide":
                         row.group += " [twin]"
                         measure(row)
-    if not args.quick:  # whole ResNet-18 steps: seconds each on a CPU, so not in a smoke run
-        for row in resnet_rows(xp, torch, torch_device):
+    # Whole ResNet steps: seconds each on a CPU, so in a smoke run only when --only names them (then at batch 8).
+    if not args.quick or wanted is not None:
+        for row in resnet_rows(xp, torch, torch_device, quick=args.quick, groups=wanted):
             measure(row, images=row.images)
     if not (args.quick or args.no_sweep):
         for batch in SWEEP_BATCHES:

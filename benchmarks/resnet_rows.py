@@ -15,7 +15,9 @@ hooks (a training step counted as three forwards: forward, and the input and wei
 Peak memory (CPU): the most memory NumPy held at once during one training step, traced by Python's
 tracemalloc (NumPy reports its array allocations to it), counting the model, its gradients, SGD's
 momentum and the batch, all made after tracing starts. On the GPU: CuPy's pool after the step.
-The rows are also part of `python -m benchmarks` (suite.resnet_rows).
+The rows are also part of `python -m benchmarks` (suite.resnet_rows), with the 'resnet20 train step' rows
+of resnet20_rows: He et al.'s CIFAR ResNet-20 (minicnn.models.resnet(20), torch_resnet.cifar_resnet) at
+batch 64 and 128 of 3x32x32 images, trained by the same step.
 """
 
 import argparse
@@ -41,6 +43,7 @@ RECIPES = [
     ("resnet18 train step", 4, 224, False),
     ("resnet18 frozen step", 4, 224, True),
 ]
+RESNET20_GROUP, RESNET20_BATCHES = "resnet20 train step", (64, 128)
 MEMORY_LIMIT_MIB = 2048  # the issue's bound for the 224x224 batch-4 step on the CPU
 
 
@@ -96,6 +99,19 @@ def make_step(model, images, labels, check_labels=True):
     return step
 
 
+def make_torch_step(torch, twin, images, labels):
+    """make_step's twin in torch: forward, cross-entropy, backward, SGD(lr 0.001, momentum 0.9)."""
+    optimizer = torch.optim.SGD(twin.parameters(), lr=0.001, momentum=0.9)
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(twin(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
 def resnet18_rows(xp, torch, torch_device, quick=False):
     """The Rows of RECIPES; each has .images, its batch size. quick: the 32x32 rows at batch 8, a smoke test."""
     device = backend.device_of(xp.zeros(1))
@@ -132,15 +148,32 @@ def resnet18_rows(xp, torch, torch_device, quick=False):
                     with torch.no_grad():
                         twin(tx)
             else:
-                twin.train()
-                torch_optimizer = torch.optim.SGD(twin.parameters(), lr=0.001, momentum=0.9)
-
-                def torch_run(twin=twin, tx=tx, ty=ty, torch_optimizer=torch_optimizer):
-                    loss = torch.nn.functional.cross_entropy(twin(tx), ty)
-                    torch_optimizer.zero_grad()
-                    loss.backward()
-                    torch_optimizer.step()
+                torch_run = make_torch_step(torch, twin.train(), tx, ty)
         row = Row(group, "resnet18", f"batch {batch}, 3x{side}x{side}", run, flops=flops, torch_run=torch_run)
+        row.images = batch
+        yield row
+
+
+def resnet20_rows(xp, torch, torch_device, quick=False):
+    """'resnet20 train step' Rows, each with .images, its batch size: minicnn.models.resnet(20) (10 classes) on
+    random 3x32x32 images at RESNET20_BATCHES, a step of make_step (SGD, momentum 0.9, as the ResNet-18
+    rows), against torch_resnet.cifar_resnet(torch, 20) stepped the same way. quick: batch 8, a smoke test."""
+    device = backend.device_of(xp.zeros(1))
+    rng = np.random.default_rng(6)
+    for batch in (8,) if quick else RESNET20_BATCHES:
+        minicnn.manual_seed(0)
+        model = models.resnet(20).to(device).train()
+        images_host = rng.standard_normal((batch, 3, 32, 32), dtype=np.float32)
+        labels_host = rng.integers(0, 10, batch)
+        images, labels = minicnn.tensor(images_host, device=device), minicnn.tensor(labels_host, device=device)
+        flops = 3 * forward_flops(model, images)  # forward, and the input and weight gradients
+        run = make_step(model, images, labels, check_labels=xp is np)  # no label check on the GPU, as above
+        torch_run = None
+        if torch is not None:
+            twin = torch_resnet.cifar_resnet(torch, 20).to(torch_device).train()
+            tx, ty = torch.from_numpy(images_host).to(torch_device), torch.from_numpy(labels_host).to(torch_device)
+            torch_run = make_torch_step(torch, twin, tx, ty)
+        row = Row(RESNET20_GROUP, "resnet20", f"batch {batch}, 3x32x32", run, flops=flops, torch_run=torch_run)
         row.images = batch
         yield row
 

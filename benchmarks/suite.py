@@ -198,11 +198,16 @@ def training_step(xp, torch, torch_device, model_name, batch, image_size=28):
     return Row("training step", model_name, shape, step, torch_run=torch_step)
 
 
-def resnet_rows(xp, torch, torch_device, quick=False):
-    """ResNet-18's rows (forward and training step at 32x32 batch 64 and 224x224 batch 4): benchmarks/resnet_rows.py."""
-    from .resnet_rows import resnet18_rows  # here, not above: resnet_rows builds on this module's Row
+def resnet_rows(xp, torch, torch_device, quick=False, groups=None):
+    """ResNet-18's rows (forward and training step at 32x32 batch 64 and 224x224 batch 4), then ResNet-20's training
+    step (32x32, batch 64 and 128): benchmarks/resnet_rows.py. groups: a set of group names, to build only the
+    models those rows need (None: all)."""
+    from .resnet_rows import RECIPES, RESNET20_GROUP, resnet18_rows, resnet20_rows  # not above: they use Row
 
-    return resnet18_rows(xp, torch, torch_device, quick)
+    if groups is None or groups & {recipe[0] for recipe in RECIPES}:
+        yield from resnet18_rows(xp, torch, torch_device, quick)
+    if groups is None or RESNET20_GROUP in groups:
+        yield from resnet20_rows(xp, torch, torch_device, quick)
 
 
 def torch_model(torch, model):

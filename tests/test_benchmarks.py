@@ -173,3 +173,32 @@ def test_load_average_is_three_numbers_where_the_system_has_one():
         assert len(load) == 3 and all(value >= 0 for value in load)
         assert common.describe_load(load).startswith("load average ")
     assert common.describe_load(None) == ""
+
+
+def test_the_resnet20_rows_are_built_only_when_asked_for():
+    """suite.resnet_rows with --only's groups: 'resnet20 train step' gives ResNet-20's step alone (batch 8 when
+    quick), with the FLOPs of a forward counted three times; other groups build no ResNet."""
+    import numpy as np
+
+    from benchmarks.suite import resnet_rows
+
+    assert list(resnet_rows(np, None, "cpu", quick=True, groups={"training step"})) == []
+    (row,) = resnet_rows(np, None, "cpu", quick=True, groups={"resnet20 train step"})
+    assert (row.group, row.name, row.shape, row.images) == ("resnet20 train step", "resnet20", "batch 8, 3x32x32", 8)
+    # Multiply-adds of one 32x32 image: the stem, 18 3x3 convolutions, the two 1x1 projections and fc.
+    assert row.flops == 3 * 2 * 8 * 40_813_184 and row.torch_run is None
+
+
+@pytest.mark.slow  # a subprocess stepping ResNet-20 and its torch twin a few times: seconds
+def test_a_quick_run_times_the_resnet20_rows_when_only_names_them(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "resnet20 train step", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (path,) = tmp_path.glob("cpu-*.json")
+    (row,) = json.loads(path.read_text())["rows"]
+    assert (row["group"], row["shape"]) == ("resnet20 train step", "batch 8, 3x32x32")
+    assert row["gflops_per_s"] > 0 and row["images_per_s"] > 0
+    if "torch" in json.loads(path.read_text())["machine"]:
+        assert row["torch_over_minicnn"] > 0 and row["torch_images_per_s"] > 0
