@@ -32,7 +32,7 @@ import minicnn.functional as F
 from minicnn import backend, kernels
 from minicnn.functional import conv, pooling
 from minicnn.windows import output_shape
-from minicnn.kernels import cpu_windows, cupy_windows
+from minicnn.kernels import cpu_layout, cpu_windows, cupy_windows
 
 CPU_PRELUDE = "#define KERNEL\n#define LOOP(i, n) for (long long i = 0; i < (n); ++i)\n"
 C_TYPES = {np.float32: ("float", ctypes.c_float), np.float64: ("double", ctypes.c_double)}
@@ -287,7 +287,9 @@ def test_conv2d_doors_equal_the_reference_operation(xp, case, filters, with_bias
         expected_grads = operation.backward(grad)
     out_size = output_shape(shape, kernel_size, operation.stride, operation.padding)
     out, col = kernels.conv2d(x, weight, bias, operation.stride, operation.padding, out_size)
-    assert out.shape == expected.shape and out.dtype == dtype and out.flags.c_contiguous
+    # NumPy's im2col output stays the product's filter-major matrix (cpu_layout.channel_major)
+    assert out.shape == expected.shape and out.dtype == dtype
+    assert out.flags.c_contiguous or (xp is np and cpu_layout.channel_major(out))
     np.testing.assert_allclose(to_host(out), to_host(expected), **tolerance(dtype))
     grads = kernels.conv2d_backward(grad, weight, col if wanted[1] else None, shape, operation.stride,
                                     operation.padding, (*wanted, with_bias))
@@ -508,3 +510,51 @@ def test_cupy_max_pool_backward_takes_an_argmax_from_any_path():
     for first_max in (argmax, argmax.astype(cupy.uint8)):
         grad_x = cupy_windows.max_pool_backward(grad, first_max, (2, 3, 9, 8), (3, 2), (2, 2), (1, 1))
         np.testing.assert_array_equal(to_host(grad_x), to_host(expected_grad))
+
+
+def channel_major_copy(array):
+    """The same (N, C, H, W) values stored as (C, N, H, W)."""
+    return np.ascontiguousarray(array.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+
+
+@needs_fast_paths
+def test_channel_major_arrays_give_the_same_bits_and_keep_their_layout():
+    """The fast paths take the convolution's channel-major output as they take C order, value for value."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4, 6, 7)).astype(np.float32)
+    major = channel_major_copy(x)
+    assert cpu_layout.channel_major(major) and not cpu_layout.channel_major(x)
+    pooled, first_max = kernels.max_pool2d(x, (2, 2), (2, 2), (0, 0), (3, 3))
+    pooled_major, first_max_major = kernels.max_pool2d(major, (2, 2), (2, 2), (0, 0), (3, 3))
+    assert cpu_layout.channel_major(pooled_major) and cpu_layout.channel_major(first_max_major)
+    np.testing.assert_array_equal(pooled_major, pooled)
+    np.testing.assert_array_equal(first_max_major, first_max)
+    grad = rng.standard_normal(pooled.shape).astype(np.float32)
+    grad_x = kernels.max_pool2d_backward(grad, first_max, x.shape, (2, 2), (2, 2), (0, 0))
+    grad_x_major = kernels.max_pool2d_backward(grad, first_max_major, x.shape, (2, 2), (2, 2), (0, 0))
+    assert cpu_layout.channel_major(grad_x_major)
+    np.testing.assert_array_equal(grad_x_major, grad_x)
+    out, positive = kernels.relu(major)
+    assert cpu_layout.channel_major(out) and cpu_layout.channel_major(positive)
+    np.testing.assert_array_equal(out, np.maximum(x, 0))
+    np.testing.assert_array_equal(kernels.relu_backward(channel_major_copy(x), positive), x * (x > 0))
+    assert kernels.relu_backward(x, positive) is None  # two layouts: the reference's product
+
+
+@needs_fast_paths
+def test_the_convolution_reads_a_channel_major_gradient_as_its_matrix():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3, 2, 6, 6)).astype(np.float32)
+    weight, bias = rng.standard_normal((5, 2, 3, 3)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    with kernels.im2col_only():
+        out, col = kernels.conv2d(x, weight, bias, (1, 1), (0, 0), (4, 4))
+        assert cpu_layout.channel_major(out)
+        np.testing.assert_array_equal(out, np.ascontiguousarray(out))
+        grad = rng.standard_normal(out.shape).astype(np.float32)
+        in_c_order = kernels.conv2d_backward(grad, weight, col, x.shape, (1, 1), (0, 0), (True, True, True))
+        major = kernels.conv2d_backward(channel_major_copy(grad), weight, col, x.shape, (1, 1), (0, 0),
+                                        (True, True, True))
+    for got, expected in zip(major, in_c_order):
+        np.testing.assert_array_equal(got, expected)
+    grad_matrix, _ = cpu_layout.conv2d_grad_matrix(channel_major_copy(grad), False)
+    assert not grad_matrix.flags.owndata  # a view: no copy

@@ -86,7 +86,8 @@ def test_threaded_layout_passes_equal_one_thread_and_the_reference_bit_for_bit()
     out_matrix = rng.standard_normal((filters, batch * 12)).astype(np.float32)
     bias = rng.standard_normal(filters).astype(np.float32)
     for b in (bias, None):
-        one, many = one_and_many(lambda: cpu_layout.conv2d_output(out_matrix, b, batch, out_size))
+        # the bias is added in place: each call gets its own copy of the product
+        one, many = one_and_many(lambda: cpu_layout.conv2d_output(out_matrix.copy(), b, batch, out_size))
         assert_same(one, many)
         expected = out_matrix + (0 if b is None else b[:, None])  # the reference's order: add, then transpose
         assert_same(one, np.ascontiguousarray(expected.reshape(filters, batch, *out_size).transpose(1, 0, 2, 3)))
@@ -97,6 +98,10 @@ def test_threaded_layout_passes_equal_one_thread_and_the_reference_bit_for_bit()
     reference = grad.transpose(1, 0, 2, 3).reshape(filters, -1)
     assert_same(one, (reference, reference.sum(axis=1)))  # each row summed alone, as sum(axis=1) sums it
     assert one_and_many(lambda: cpu_layout.conv2d_grad_matrix(grad, False))[1][1] is None
+    channel_major = np.ascontiguousarray(grad.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    one_major, many_major = one_and_many(lambda: cpu_layout.conv2d_grad_matrix(channel_major, True))
+    assert_same(one_major, many_major)
+    assert_same(one_major, one)
 
 
 def test_a_threaded_training_step_equals_the_one_thread_step_bit_for_bit():

@@ -14,8 +14,8 @@ that phase, and runs its reference only when the door answers None:
 A door answers None when the fast paths are off: with MINICNN_FAST=0 in the
 environment (read at import) and inside `with kernels.reference_only():` (but
 conv2d_backward answers for a forward that kept Winograd's tiles: only winograd.py
-reads them). The relu doors also answer None for arrays that are not C-contiguous
-NumPy arrays.
+reads them). The relu doors also answer None for arrays that are not NumPy arrays
+in C order or channel-major (the convolution's output layout, cpu_layout.py).
 Otherwise the window doors (all but relu) pick a window module by the input array:
 
 - cupy_windows.py + windows.cu: CuPy raw kernels, for float32/float64 CuPy arrays
@@ -122,17 +122,18 @@ def col2im(col, x_shape, kernel_size, stride, padding, out_size):
 
 
 def relu(x):
-    """x -> (max(x, 0), x > 0), or None (also for an array that is not a C-contiguous NumPy array)."""
+    """x -> (max(x, 0), x > 0) in x's layout, or None (also for an array that is not a `dense` NumPy array)."""
     return cpu_layout.relu_forward(x) if _numpy_fast(x) else None
 
 
 def relu_backward(grad, positive):
-    """grad, positive (x > 0) -> grad * positive, or None (also unless both are C-contiguous NumPy arrays)."""
-    if not (_numpy_fast(grad, positive) and grad.shape == positive.shape):
+    """grad, positive (x > 0) -> grad * positive, or None (also unless both are NumPy arrays of one `dense` layout)."""
+    if not (_numpy_fast(grad, positive) and grad.shape == positive.shape
+            and cpu_layout.channel_major(grad) == cpu_layout.channel_major(positive)):
         return None
     return cpu_layout.relu_backward(grad, positive)
 
 
 def _numpy_fast(*arrays):
-    """True when the fast paths are on and every array is a C-contiguous NumPy array (cpu_layout's case)."""
-    return _fast and all(not is_cupy_array(array) and array.flags.c_contiguous for array in arrays)
+    """True when the fast paths are on and every array is a NumPy array that cpu_layout.dense accepts."""
+    return _fast and all(not is_cupy_array(array) and cpu_layout.dense(array) for array in arrays)

@@ -8,8 +8,10 @@ its fast part:
   transpose of functional.conv.im2col's rows, so one copy reads whole image rows;
 - the products by threads.matmul (cut over the thread pool while
   share_cores_with_blas is on, else one `@`);
-- the layouts of the output and of its gradient by cpu_layout on C-contiguous NumPy
-  arrays, one pass each; other arrays (CuPy) take the reference's formulas, which are
+- the layouts of the output and of its gradient by cpu_layout on NumPy arrays: the
+  output stays the product's filter-major matrix, viewed as (N, F, OH, OW) (channel-major,
+  see cpu_layout), with the bias added in place; a channel-major gradient is read as its
+  matrix without a copy. Other arrays (CuPy) take the reference's formulas, which are
   these few lines here because kernels sits below functional.
 
 Winograd: a 3x3 convolution with stride 1 and padding 0 or 1 on NumPy float arrays, with at
@@ -80,7 +82,7 @@ def forward(windows, x, weight, bias, stride, padding, out_size):
     columns = windows.columns_by_channel(x, weight.shape[2:], stride, padding, out_size)  # (C*KH*KW, N*OH*OW)
     out_matrix = matmul(weight.reshape(F, -1), columns)  # (F, N*OH*OW), filter-major as in the reference
     if _numpy_c_contiguous(out_matrix):
-        out = cpu_layout.conv2d_output(out_matrix, bias, N, out_size)  # the bias added while laid out: one pass
+        out = cpu_layout.conv2d_output(out_matrix, bias, N, out_size)  # the bias added in place, kept channel-major
     else:
         if bias is not None:
             out_matrix += bias[:, None]
@@ -102,8 +104,8 @@ def backward(windows, grad, weight, col, x_shape, stride, padding, wanted):
         return winograd.backward(grad, weight, None, x_shape, padding, wanted, tile)
     wants_x, wants_weight, wants_bias = wanted
     F = grad.shape[1]
-    if _numpy_c_contiguous(grad):
-        grad_matrix, grad_bias = cpu_layout.conv2d_grad_matrix(grad, wants_bias)  # layout and sums: one pass
+    if not is_cupy_array(grad) and cpu_layout.dense(grad):
+        grad_matrix, grad_bias = cpu_layout.conv2d_grad_matrix(grad, wants_bias)  # layout and sums: one pass or none
     else:
         grad_matrix = grad.transpose(1, 0, 2, 3).reshape(F, -1)  # (F, N*OH*OW)
         grad_bias = grad_matrix.sum(axis=1) if wants_bias else None

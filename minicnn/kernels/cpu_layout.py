@@ -5,17 +5,44 @@ tests/test_kernels.py checks it) and is cut into parts along the batch, channel
 or flat axis (threads.for_each_part). Every element is computed by the same
 ufunc call as in the reference and each part writes its own slice, so the
 results are the same bit for bit with any thread count.
+
+Channel-major activations. A convolution's product comes out filter-major,
+(F, N*OH*OW); the fast path hands it on as it is, viewed as (N, F, OH, OW) with
+the first two axes' strides swapped (`channel_major`), instead of copying it into
+(N, F, OH, OW) order. Max pooling and ReLU keep the layout they are given
+(`empty_like_layout`), and the convolution's backward reads a channel-major
+gradient as its (F, N*OH*OW) matrix without a copy. Every tensor keeps its
+(N, C, H, W) shape and values; only the memory order differs, and Flatten's
+reshape makes the one copy into (N, C*H*W) order.
 """
 
 from ..backend import get_array_module
 from .threads import for_each_part
 
 
+def channel_major(array):
+    """True for an (N, C, H, W) array stored as (C, N, H, W): the transpose of a C-contiguous one."""
+    return array.ndim == 4 and not array.flags.c_contiguous and array.transpose(1, 0, 2, 3).flags.c_contiguous
+
+
+def empty_like_layout(like, shape, dtype):
+    """An empty (N, C, ...) array of `shape`, channel-major in memory when `like` is, else C-contiguous."""
+    xp = get_array_module(like)
+    if channel_major(like):
+        return xp.empty((shape[1], shape[0], *shape[2:]), dtype=dtype).transpose(1, 0, 2, 3)
+    return xp.empty(shape, dtype=dtype)
+
+
+def dense(array):
+    """True when the array's elements fill one block of memory in C order or channel-major order."""
+    return array.flags.c_contiguous or channel_major(array)
+
+
 def relu_forward(x):
-    """x: any shape, C-contiguous -> (max(x, 0), x > 0), as functional.activations.ReLUOp.forward."""
+    """x: any shape, `dense` -> (max(x, 0), x > 0) in x's layout, as functional.activations.ReLUOp.forward."""
     xp = get_array_module(x)
-    out, positive = xp.empty(x.shape, dtype=x.dtype), xp.empty(x.shape, dtype=bool)
-    flat_x, flat_out, flat_positive = x.reshape(-1), out.reshape(-1), positive.reshape(-1)
+    out, positive = empty_like_layout(x, x.shape, x.dtype), empty_like_layout(x, x.shape, bool)
+    flat_x, flat_out, flat_positive = (array.ravel(order="K") for array in (x, out, positive))  # views, memory order
 
     def work(start, stop):
         xp.greater(flat_x[start:stop], 0, out=flat_positive[start:stop])
@@ -26,10 +53,10 @@ def relu_forward(x):
 
 
 def relu_backward(grad, positive):
-    """grad, positive: the same shape, C-contiguous -> grad * positive, as ReLUOp.backward."""
+    """grad, positive: the same shape and the same `dense` layout -> grad * positive, as ReLUOp.backward."""
     xp = get_array_module(grad)
-    grad_x = xp.empty(grad.shape, dtype=xp.result_type(grad, positive))
-    flat_grad, flat_positive, flat_out = grad.reshape(-1), positive.reshape(-1), grad_x.reshape(-1)
+    grad_x = empty_like_layout(grad, grad.shape, xp.result_type(grad, positive))
+    flat_grad, flat_positive, flat_out = (array.ravel(order="K") for array in (grad, positive, grad_x))
 
     def work(start, stop):
         xp.multiply(flat_grad[start:stop], flat_positive[start:stop], out=flat_out[start:stop])
@@ -39,41 +66,42 @@ def relu_backward(grad, positive):
 
 
 def conv2d_output(out_matrix, bias, batch, out_size):
-    """out_matrix: (F, N*OH*OW), bias: (F,) or None -> (N, F, OH, OW) = out_matrix + bias[:, None], transposed.
+    """out_matrix: (F, N*OH*OW), C-contiguous, bias: (F,) or None -> (N, F, OH, OW), a channel-major view of it.
 
     functional.conv.Conv2dOp.forward adds the bias to the product and then copies it into
-    (N, F, OH, OW) order: two passes over the output. Here the add writes straight into the
-    new layout, one pass, with the same sums (each element gets the one addition it got there).
+    (N, F, OH, OW) order. Here the bias is added in place and the product stays where it is:
+    the same values (each element gets the one addition it got there), one in-place pass
+    over contiguous rows instead of a transposing copy.
     """
     xp = get_array_module(out_matrix)
     F = out_matrix.shape[0]
-    planes = out_matrix.reshape(F, batch, -1).transpose(1, 0, 2)  # (N, F, OH*OW), a view
-    out = xp.empty((batch, F, out_size[0] * out_size[1]), dtype=out_matrix.dtype)
+    if bias is not None:
+        def work(start, stop):
+            xp.add(out_matrix[start:stop], bias[start:stop, None], out=out_matrix[start:stop])
 
-    def work(start, stop):
-        if bias is None:
-            xp.copyto(out[start:stop], planes[start:stop])
-        else:
-            xp.add(planes[start:stop], bias[:, None], out=out[start:stop])
-
-    for_each_part(work, batch, out.size, out_matrix)
-    return out.reshape(batch, F, *out_size)
+        for_each_part(work, F, out_matrix.size, out_matrix)
+    return out_matrix.reshape(F, batch, *out_size).transpose(1, 0, 2, 3)
 
 
 def conv2d_grad_matrix(grad, with_bias):
-    """grad: (N, F, OH, OW) -> (grad_matrix: (F, N*OH*OW), its row sums (F,) or None), as Conv2dOp.backward.
+    """grad: (N, F, OH, OW), `dense` -> (grad_matrix: (F, N*OH*OW), its row sums (F,) or None), as Conv2dOp.backward.
 
-    Cut along F: each part copies its filters' planes and sums its own rows, so the sums run
-    over the same contiguous rows in the same order as grad_matrix.sum(axis=1).
+    A channel-major grad already is the matrix (a view). Otherwise the parts, cut along F,
+    copy their filters' planes; each part sums its own rows, so the sums run over the same
+    contiguous rows in the same order as grad_matrix.sum(axis=1).
     """
     xp = get_array_module(grad)
     N, F = grad.shape[:2]
-    grad_matrix = xp.empty((F, N, grad.shape[2] * grad.shape[3]), dtype=grad.dtype)
     grad_bias = xp.empty(F, dtype=grad.dtype) if with_bias else None
-    source = grad.reshape(N, F, -1).transpose(1, 0, 2)  # (F, N, OH*OW), a view
+    if channel_major(grad):
+        grad_matrix, source = grad.transpose(1, 0, 2, 3).reshape(F, N, -1), None
+    else:
+        grad_matrix = xp.empty((F, N, grad.shape[2] * grad.shape[3]), dtype=grad.dtype)
+        source = grad.reshape(N, F, -1).transpose(1, 0, 2)  # (F, N, OH*OW), a view
 
     def work(start, stop):
-        xp.copyto(grad_matrix[start:stop], source[start:stop])
+        if source is not None:
+            xp.copyto(grad_matrix[start:stop], source[start:stop])
         if with_bias:
             grad_bias[start:stop] = grad_matrix[start:stop].reshape(stop - start, -1).sum(axis=1)
 

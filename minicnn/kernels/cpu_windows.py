@@ -12,6 +12,9 @@ are (h, w) pairs, out_size as minicnn.windows.output_shape gives it (the caller
 has it from its size check, so it is passed in). The padding and the window
 view are minicnn.windows', the ones the references use.
 
+Layout: max pooling keeps the layout of its input, C order or channel-major (cpu_layout.py),
+for its output, its argmax and its input's gradient.
+
 Threads: each pass is cut along the batch or channel axis (threads.for_each_part)
 and every part writes its own slice of the output, running the same loop as one
 thread would, so the results are the same bit for bit with any thread count.
@@ -19,6 +22,7 @@ thread would, so the results are the same bit for bit with any thread count.
 
 from ..backend import get_array_module
 from ..windows import crop_padding, offset_slices, pad_image, sliding_windows
+from .cpu_layout import empty_like_layout
 from .threads import for_each_part, matmul, num_threads
 
 
@@ -139,12 +143,13 @@ def max_pool_forward(x, kernel_size, stride, padding, out_size):
     xp = get_array_module(x)
     windows = sliding_windows(pad_image(x, padding, value=-xp.inf), kernel_size, stride)  # (N, C, OH, OW, KH, KW)
     KH, KW = kernel_size
-    pooled = xp.empty(windows.shape[:4], dtype=x.dtype)
-    first_max = xp.zeros(pooled.shape, dtype=xp.uint8 if KH * KW <= 256 else xp.int32)
+    pooled = empty_like_layout(x, windows.shape[:4], x.dtype)  # channel-major stays channel-major
+    first_max = empty_like_layout(x, windows.shape[:4], xp.uint8 if KH * KW <= 256 else xp.int32)
 
     def pool(start, stop):
         part, best, offsets = windows[start:stop], pooled[start:stop], first_max[start:stop]
         best[...] = part[..., 0, 0]
+        offsets[...] = 0
         for offset in range(1, KH * KW):
             candidate = part[..., offset // KW, offset % KW]
             better = candidate > best  # strict, so a later equal value never displaces the first maximum
@@ -166,7 +171,7 @@ def max_pool_backward(grad, first_max, x_shape, kernel_size, stride, padding):
     N, C, H, W = x_shape
     (KH, KW), (SH, SW), (PH, PW) = kernel_size, stride, padding
     out_height, out_width = grad.shape[2:]
-    image = xp.empty((N, C, H + 2 * PH, W + 2 * PW), dtype=grad.dtype)
+    image = empty_like_layout(first_max, (N, C, H + 2 * PH, W + 2 * PW), grad.dtype)  # the input's layout
     overlapping = SH < KH or SW < KW
 
     def scatter(start, stop):
