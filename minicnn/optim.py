@@ -233,6 +233,7 @@ class Adam(Optimizer):
 # An optimizer by name, as Trainer("adam"), Keras's compile and `minicnn train --optimizer` ask for it: the one place
 # that knows each one's default learning rate. SGD by name gets momentum 0.9, the usual choice for CNNs.
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3}
+DEFAULT_SGD_MOMENTUM = 0.9
 
 
 def create(name, parameters, lr=None, **options):
@@ -241,7 +242,7 @@ def create(name, parameters, lr=None, **options):
         raise ValueError(f"unknown optimizer {name!r}; use one of {sorted(DEFAULT_LR)} or an optim.Optimizer")
     lr = DEFAULT_LR[name] if lr is None else lr
     if name == "sgd":
-        return SGD(parameters, lr=lr, **{"momentum": 0.9, **options})
+        return SGD(parameters, lr=lr, **{"momentum": DEFAULT_SGD_MOMENTUM, **options})
     return Adam(parameters, lr=lr, **options)
 
 

@@ -14,7 +14,7 @@ pickle's own size: the number of opcodes, the bytes it creates, the nesting dept
 what it builds (and hashes); the objects it creates are bounded by the honest size of the file
 (a pickle inflated from a small zip entry gets no more), and integers by their number of bits.
 Every failure is one line, `error`, naming the file, the opcode and its byte offset; values and
-names from the file are shown escaped and cut (`describe`, `short_repr`, `shown`).
+names from the file are shown escaped and cut (`describe`, and minicnn.errors.shown).
 
 Readers of a format subclass it: minicnn.data.cifar reads CIFAR-10 batches, minicnn.interop reads
 PyTorch's data.pkl.
@@ -23,12 +23,11 @@ PyTorch's data.pkl.
 import io
 import math
 import pickletools
-import reprlib
 import warnings
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, shown
 
 # ----- bounds -------------------------------------------------------------------------------------
 # Real data nests a dict, a list, a tuple: a few levels. CPython hashes and compares nested tuples
@@ -53,36 +52,9 @@ MAX_INTEGER_BITS = 1024
 MAX_ARRAY_DIMENSIONS, MAX_ARRAY_SIDE = 32, 2**40
 
 
-
-class _ShortRepr(reprlib.Repr):
-    def repr_int(self, value, level):
-        if value.bit_length() > MAX_INTEGER_BITS:  # repr() itself would raise ValueError past 4300 digits
-            return f"<an integer of {value.bit_length()} bits>"
-        return super().repr_int(value, level)
-
-
-_SHORT = _ShortRepr()
-_SHORT.maxstring = _SHORT.maxother = 60
-_SHORT.maxlevel = 3
-
-
-def short_repr(value):
-    """repr(value), escaped and cut to a few dozen characters: what a message shows of a file's value."""
-    return _SHORT.repr(value)
-
-
-def shown(name):
-    """A name read from a file (an archive member, a path inside it), as a message shows it: as it is
-    when it is short printable text, else escaped as repr() does and cut, so that a newline or a
-    terminal escape in a file cannot forge lines on the user's terminal."""
-    if isinstance(name, str) and name.isprintable() and len(name) <= 200:
-        return name
-    return _SHORT.repr(name)
-
-
 def describe(value):
     """A short, bounded description of a value read from a file, for messages: "str 'w'"."""
-    return f"{type(value).__name__} {_SHORT.repr(value)}"
+    return f"{type(value).__name__} {shown(value)}"
 
 
 # ----- placeholders: what stands for a global, or for an object BUILD has yet to fill in ---------
@@ -228,7 +200,7 @@ class PickleReader:
 
     def get(self, argument):
         if argument not in self.memo:
-            self.fail(f"malformed pickle: memo entry {short_repr(argument)} was never stored")
+            self.fail(f"malformed pickle: memo entry {shown(argument)} was never stored")
         self.stack.append(self.memo[argument])
 
     def list_from_mark(self, argument):
@@ -411,9 +383,11 @@ class PickleReader:
         if isinstance(module, str) and isinstance(attribute, str):
             role = self.allowed_globals.get((module, attribute))
         if role is None:
-            shown = f"{module}.{attribute}" if isinstance(module, str) and isinstance(attribute, str) \
-                else f"{describe(module)} . {describe(attribute)}"
-            self.fail(f"refusing to read it: it needs {shown[:200]}, which {self.subject} never does")
+            if isinstance(module, str) and isinstance(attribute, str):
+                needed = shown(f"{module}.{attribute}", quoted=False)
+            else:
+                needed = f"{describe(module)} . {describe(attribute)}"
+            self.fail(f"refusing to read it: it needs {needed}, which {self.subject} never does")
         return Global(role)
 
     def reduce(self, function, arguments):

@@ -47,8 +47,8 @@ import numpy as np
 
 from . import data, nn
 from . import functional as F
-from .data.images import convert_picture, read_picture, require_pillow, shown
-from .errors import CheckpointError, DataError, ShapeError
+from .data.images import convert_picture, read_picture, require_pillow
+from .errors import CheckpointError, DataError, ShapeError, shown
 from .runs import read_checkpoint, resolve_checkpoint
 from .tensor import Tensor
 from .training import Trainer
@@ -81,11 +81,11 @@ def read_grey(image):
     """
     _, ImageOps = require_pillow()
     if isinstance(image, (str, Path)):
-        picture, where = ImageOps.exif_transpose(read_picture(image)), shown(image)
+        picture, where = ImageOps.exif_transpose(read_picture(image)), shown(image, quoted=False)
     elif isinstance(image, np.ndarray):
         return _grey_of_array(image)
     else:
-        picture, where = image, shown(getattr(image, "filename", "") or "image")
+        picture, where = image, shown(getattr(image, "filename", "") or "image", quoted=False)
     if picture.width == 0 or picture.height == 0:
         raise DataError(f"{where}: has no pixels")
     if picture.mode in ("RGBA", "LA", "PA") or (picture.mode == "P" and "transparency" in picture.info):

@@ -20,9 +20,15 @@ import numpy as np
 from . import data, models, nn, optim, run_settings, runs
 from .checkpoint import load_checkpoint
 from .errors import CheckpointError
+from .run_settings import SettingsError
 
 LOADERS = {"mnist": data.load_mnist, "fashion-mnist": data.load_fashion_mnist}  # split -> (images, labels)
-IMAGE_FOLDER_SIZE = 64  # imagefolder pictures are read at this size without --image-size
+IMAGE_FOLDER_SIZE = 64  # imagefolder pictures are read at this size when the image_size setting is None
+
+
+def _setting(settings, name):
+    """settings[name], or the schema's default (run_settings.DEFAULTS) where the settings leave it out."""
+    return settings.get(name, run_settings.DEFAULTS[name])
 
 
 def saved_settings(folder):
@@ -63,18 +69,21 @@ def image_folder_split(root, split):
 
 
 def validation_count(requested, available, limit):
-    """How many of `available` training images to hold out: `requested`, or by default a tenth, at most 5000.
+    """How many of `available` training images to hold out: `requested` (the validation setting), or by default
+    a tenth, at most 5000; `limit` is the limit setting, which kept `available`.
 
-    Raises ValueError, saying what to pass, when the hold-out would leave no training image.
+    Raises SettingsError, saying what to pass, when the hold-out would leave no training image.
     """
     if requested is None:
         return min(5000, available // 10)
     if requested < 0:
-        raise ValueError(f"--validation must be 0 or more, got {requested}")
+        raise SettingsError(lambda name: f"{name('validation', requested)}: expected 0 or more")
     if requested >= available:
-        source = f"--limit {limit} keeps {available}" if limit else f"the dataset has {available}"
-        raise ValueError(f"--validation {requested} leaves no training images ({source}); pass a smaller "
-                         f"--validation (such as {available // 10}), or --validation 0 for none")
+        raise SettingsError(lambda name: (
+            f"{name('validation', requested)} leaves no training images ("
+            + (f"{name('limit', limit)} keeps {available}" if limit else f"the dataset has {available}")
+            + f"); pass a smaller {name('validation')} (such as {available // 10}), or {name('validation', 0)} "
+              "for none"))
     return requested
 
 
@@ -91,7 +100,7 @@ def hold_out(images, labels, validation, seed):
 def load_data(settings):
     """(train, validation or None, test, class names), each split (images, labels), for the run's settings.
 
-    --limit keeps the first training images; the validation images are held out of those. Fills in
+    The limit setting keeps the first training images; the validation images are held out of those. Fills in
     settings['validation'] (the count held out) and, for imagefolder, settings['class_names'] (label i is
     class_names[i]), so that the checkpoints record them.
     """
@@ -110,27 +119,30 @@ def transforms(settings, channels, height, width):
     """(training transform, evaluation transform) for images (N, channels, height, width) of the run's dataset.
 
     Both: pad, resize to the model's input (the tutorial's Resize(size * 256 / 224), CenterCrop(size)),
-    copy one channel to three for a colour model, normalise. Training adds the --augment crops and flips
-    after the resize. None where nothing is to be done (the DataLoader still scales uint8 to [0, 1]).
+    copy one channel to three for a colour model, normalise. Training adds the augment setting's crops and
+    flips after the resize. None where nothing is to be done (the DataLoader still scales uint8 to [0, 1]).
     """
-    pad, size = settings.get("pad", 0), settings.get("image_size")
+    pad, size = _setting(settings, "pad"), settings.get("image_size")
     shape = [data.Pad(pad)] if pad else []
     height, width = height + 2 * pad, width + 2 * pad
     if size is not None and settings["dataset"] != "imagefolder" and (height, width) != (size, size):
         shape += [data.Resize(round(size * 256 / 224)), data.CenterCrop(size)]
         height = width = size
     augment = []
-    if "crop" in settings.get("augment", []):
+    augmentations = _setting(settings, "augment")
+    if "crop" in augmentations:
         augment.append(data.RandomCrop((height, width), padding=max(1, min(height, width) // 8)))
-    if "flip" in settings.get("augment", []):
+    if "flip" in augmentations:
         augment.append(data.RandomHorizontalFlip())
     values = []
     if channels == 1 and model_channels(settings, channels) == 3:
         values.append(data.RepeatChannels(3))
     if settings.get("normalize") == "imagenet" and model_channels(settings, channels) != 3:
-        raise ValueError(f"--normalize imagenet: ImageNet's mean and std are for 3 colour channels, and --model "
-                         f"{settings['model']} takes {settings['dataset']}'s {channels}-channel images; pass "
-                         f"--normalize none (or --weights, whose model takes grey images repeated to 3 channels)")
+        raise SettingsError(lambda name: (
+            f"{name('normalize', 'imagenet')}: ImageNet's mean and std are for 3 colour channels, and "
+            f"{name('model', settings['model'])} takes {settings['dataset']}'s {channels}-channel images; pass "
+            f"{name('normalize', 'none')} (or {name('weights')}, whose model takes grey images repeated to 3 "
+            "channels)"))
     if settings.get("normalize") == "imagenet":
         values += [data.ToFloat(), data.Normalize(data.IMAGENET_MEAN, data.IMAGENET_STD)]
     train, evaluation = shape + augment + values, shape + values
@@ -153,7 +165,7 @@ def model_arguments(settings, channels, image_size, num_classes):
         return {"num_classes": num_classes}
     arguments = {"num_classes": num_classes, "in_channels": channels}
     if name == "resnet":
-        arguments["depth"] = settings.get("depth", 20)
+        arguments["depth"] = _setting(settings, "depth")
     if name in ("cnn", "lenet"):  # their Dense layer's size follows the image size
         arguments["image_size"] = image_size
     return arguments
@@ -162,9 +174,9 @@ def model_arguments(settings, channels, image_size, num_classes):
 def build_model(settings, channels, image_size, num_classes, load_weights=True):
     """The run's model for images with `channels` channels (the data's; model_channels decides the model's).
 
-    With --weights: torchvision's ImageNet ResNet-18 whose fc is replaced for num_classes (load_weights=False
+    With the weights setting: torchvision's ImageNet ResNet-18 whose fc is replaced for num_classes (load_weights=False
     builds the same structure without reading the file: a resumed run's weights come from its checkpoint).
-    --freeze-backbone leaves only fc trainable.
+    freeze_backbone leaves only fc trainable.
     """
     if settings.get("weights"):
         model = models.build("resnet18", num_classes=1000, in_channels=3,
@@ -185,7 +197,7 @@ def optimizer(settings, model):
     never get a gradient, and the optimizer steps only parameters that have one."""
     options = {}
     if settings["optimizer"] == "sgd":
-        options = {"momentum": settings.get("momentum", 0.9), "weight_decay": settings.get("weight_decay", 0.0)}
+        options = {"momentum": _setting(settings, "momentum"), "weight_decay": _setting(settings, "weight_decay")}
     return optim.create(settings["optimizer"], model.parameters(), lr=settings["lr"], **options)
 
 

@@ -11,6 +11,10 @@ and, for names, its choices. Three readers use this one schema:
   - checkpoint.py, which checks state["run"] when it reads any checkpoint: types and ranges only
     (CHECKPOINT_SCHEMA), since the choices are the command line's and a library user may save
     settings of a model of their own.
+
+Settings that are each allowed but do not fit together (a hold-out as large as the data) raise
+SettingsError, which names them as its reader does: `validation=10` in a library, `--validation 10`
+on the command line.
 """
 
 import math
@@ -157,7 +161,7 @@ SETTINGS = {
     "normalize": Setting(Name(NORMALIZATIONS), "none"),
     "weights": Setting(Text(), None, optional=True),
     "freeze_backbone": Setting(Flag(), False),
-    "momentum": Setting(Number(0, 1), 0.9),
+    "momentum": Setting(Number(0, 1), optim.DEFAULT_SGD_MOMENTUM),
     "weight_decay": Setting(Number(0), 0.0),
 }
 # What a run records beside its settings: an imagefolder run's classes, in the order of the model's outputs.
@@ -189,6 +193,26 @@ def problem(name, value):
     """None if `value` is allowed for the setting `name` (choices included), else what is wrong with it."""
     setting = SETTINGS[name] if name in SETTINGS else RECORDED[name]
     return None if setting.ok(value) else f"expected {setting.wanted()}, got {value!r}"
+
+
+class SettingsError(ValueError):
+    """Run settings, each allowed on its own, that cannot make a run together or with the data (a hold-out
+    as large as the training set). `words(name)` makes the message, calling name(setting, value=None)
+    wherever it names a setting: str() names them as a library caller sets them (`validation=10`, by
+    setting_words), worded(name) as another caller does (the command line: `--validation 10`)."""
+
+    def __init__(self, words):
+        self.words = words
+        super().__init__(words(setting_words))
+
+    def worded(self, name):
+        """The message, each setting in it named by name(setting, value=None)."""
+        return self.words(name)
+
+
+def setting_words(name, value=None):
+    """A run setting as a library caller's message names it: 'validation', or with a value 'validation=10'."""
+    return name if value is None else f"{name}={value!r}"
 
 
 def checked(saved, where):

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from .checkpoint import load_checkpoint
+from .errors import shown
 from .files import write_bytes_atomically
 
 RUNS = Path("runs")  # where a run without --out gets its own folder
@@ -45,31 +46,39 @@ def _note(text):
 def follow_latest(path):
     """`path` with runs/latest replaced by the run folder it names, so that messages name the real folder.
 
-    runs/latest is a symlink, or a text file holding the folder's name where symlinks are not allowed.
+    runs/latest is a symlink, or a text file holding the folder's name where symlinks are not allowed. One
+    that points at nothing (its run's folder was removed or moved since) is a FileNotFoundError naming both.
     """
     path = Path(path)
     for depth in range(1, len(path.parts) + 1):
         prefix = Path(*path.parts[:depth])
         if prefix.name != "latest":
             continue
-        if prefix.is_symlink():
-            return (prefix.parent / os.readlink(prefix)).joinpath(*path.parts[depth:])
-        named = _folder_named_in(prefix)
-        if named is not None:
-            return named.joinpath(*path.parts[depth:])
+        target = prefix.parent / os.readlink(prefix) if prefix.is_symlink() else _folder_named_in(prefix)
+        if target is None:
+            continue
+        if not target.exists():
+            raise FileNotFoundError(f"{shown(prefix, quoted=False)} points at {shown(target, quoted=False)}, which "
+                                    "no longer exists (its run was removed or moved; the next `minicnn train` "
+                                    "points it at its own)")
+        return target.joinpath(*path.parts[depth:])
     return path
 
 
 def _folder_named_in(latest):
-    """The run folder a text file `latest` names (where symlinks cannot be made), or None when `latest` is
-    anything else: a checkpoint someone named 'latest', a file that is not a short text naming a folder."""
+    """The run folder a text file `latest` names (where symlinks cannot be made; it may be gone since), or None
+    when `latest` is anything else: a checkpoint someone named 'latest', a file that is not one short line of
+    text, a line that names a file."""
     try:
         if not latest.is_file() or latest.stat().st_size > 4096:
             return None
-        folder = latest.parent / latest.read_text(encoding="utf-8").strip()
+        name = latest.read_text(encoding="utf-8").strip()
+        folder = latest.parent / name
+        if not name or not name.isprintable() or (folder.exists() and not folder.is_dir()):
+            return None
     except (OSError, UnicodeDecodeError, ValueError):
         return None
-    return folder if folder.is_dir() else None
+    return folder
 
 
 def read_checkpoint(path):

@@ -509,3 +509,14 @@ def test_member_names_are_shown_escaped_and_cut(tmp_path):
                                         r"bytes") as error:
         load_cifar10(path, "test")
     assert "\n" not in str(error.value) and "\x1b" not in str(error.value) and len(str(error.value)) < 400
+
+
+def test_a_refused_global_is_shown_escaped_and_cut():
+    # STACK_GLOBAL takes the module's name from the stack: any text, a newline and an escape code included.
+    module, attribute = ("os\n\x1b[2Jminicnn: batch read" + "m" * 300).encode(), b"system"
+    stream = (b"\x80\x04X" + struct.pack("<I", len(module)) + module + b"X" + struct.pack("<I", len(attribute))
+              + attribute + b"\x93.")
+    with pytest.raises(DataError, match=r"^evil: refusing to read it: it needs 'os\\n\\x1b\[2Jminicnn: batch readm+'"
+                                        r"\.\.\. \(333 characters\), which a CIFAR-10 batch never does") as error:
+        _read(stream, "evil")
+    assert "\n" not in str(error.value) and "\x1b" not in str(error.value)

@@ -50,6 +50,13 @@ def _refused_by_the_parser(argv, capsys):
     return error
 
 
+def test_settings_that_do_not_fit_the_data_are_named_by_their_flags(tmp_path, capsys):
+    # recipe names the settings (validation=200); the command line names the flags the user typed.
+    assert main(["train", "--limit", "200", "--validation", "200", "--out", str(tmp_path / "run"), "--quiet"]) == 1
+    assert capsys.readouterr().err == ("minicnn train: --validation 200 leaves no training images (--limit 200 keeps "
+                                       "200); pass a smaller --validation (such as 20), or --validation 0 for none\n")
+
+
 TRAIN_BAD = [
     ("--epochs", "0", "at least 1"), ("--epochs", "-3", "at least 1"), ("--epochs", "2.5", "at least 1"),
     ("--limit", "0", "at least 1"), ("--limit", "-59000", "at least 1"),

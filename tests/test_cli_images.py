@@ -64,8 +64,8 @@ def test_resnet18_on_grey_images_normalizes_by_default_only_where_imagenet_means
     assert normalize(weights="w.pth") == "imagenet"  # pretrained: grey repeated to 3 channels, as ImageNet's
     assert normalize(dataset="cifar10") == "imagenet" and normalize(normalize="none") == "none"
     settings = {"dataset": "mnist", "model": "resnet18", "normalize": "imagenet"}
-    with pytest.raises(ValueError, match="pass --normalize none"):
-        _transforms(settings, 1, 28, 28)
+    with pytest.raises(ValueError, match="^normalize='imagenet': .*; pass normalize='none' "):
+        _transforms(settings, 1, 28, 28)  # settings, not flags: the command line words it by its flags
     assert main(["train", "--model", "resnet18", "--normalize", "imagenet", "--limit", "64", "--validation", "0",
                  "--epochs", "1", "--out", str(tmp_path / "run"), "--quiet"]) == 1
     error = capsys.readouterr().err

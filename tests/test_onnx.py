@@ -391,7 +391,7 @@ def test_names_from_the_file_are_escaped_and_cut_in_messages(tmp_path):
     message = str(error.value)
     assert "\n" not in message and "\x1b" not in message
     assert r"LeakyRelu node 'a\nminicnn: all good\x1b[2J" in message and "(223 characters)" in message
-    assert "x" * 100 not in message
+    assert "x" * 200 not in message
 
 
 @pytest.mark.skipif(not hasattr(sys.modules["os"], "mkfifo"), reason="needs FIFOs")

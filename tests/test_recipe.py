@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from minicnn import backend, models, optim, recipe, run_settings
+from minicnn import backend, models, nn, optim, recipe, run_settings
 
 
 def _settings(**changes):
@@ -38,7 +38,26 @@ def test_build_makes_the_run_the_settings_describe(monkeypatch):
         np.testing.assert_array_equal(first.numpy(), second.numpy())  # the same seed, the same run
 
 
-def test_a_hold_out_that_leaves_nothing_says_what_to_pass():
-    with pytest.raises(ValueError, match=r"--validation 10 leaves no training images \(--limit 10 keeps 10\)"):
+def test_a_hold_out_that_leaves_nothing_says_what_to_pass_naming_the_settings():
+    # A library caller set settings, not flags: the command line words it by its flags (test_cli_arguments).
+    with pytest.raises(run_settings.SettingsError) as error:
         recipe.validation_count(10, 10, 10)
+    assert str(error.value) == ("validation=10 leaves no training images (limit=10 keeps 10); pass a smaller "
+                                "validation (such as 1), or validation=0 for none")
+    with pytest.raises(ValueError, match=r"^validation=50 leaves no training images \(the dataset has 20\)"):
+        recipe.validation_count(50, 20, None)
     assert recipe.validation_count(None, 100_000, None) == 5000
+
+
+def test_settings_left_out_take_the_defaults_of_the_one_schema(monkeypatch):
+    # recipe repeats no default: a change in run_settings is what a run without the setting gets.
+    for name, value in (("momentum", 0.5), ("weight_decay", 0.25), ("depth", 14), ("pad", 1)):
+        monkeypatch.setitem(run_settings.DEFAULTS, name, value)
+    settings = _settings(model="resnet")
+    for name in ("momentum", "weight_decay", "depth", "pad"):
+        del settings[name]
+    optimizer = recipe.optimizer(settings, nn.Dense(2, 3))
+    assert (optimizer.momentum, optimizer.weight_decay) == (0.5, 0.25)
+    assert recipe.model_arguments(settings, 1, 28, 10)["depth"] == 14
+    train, _ = recipe.transforms(settings, 1, 28, 28)
+    assert train(np.zeros((1, 1, 28, 28), np.uint8)).shape == (1, 1, 30, 30)

@@ -8,14 +8,15 @@ import pytest
 from minicnn import runs
 
 
+def _refuse_symlinks(*args, **kwargs):
+    raise OSError("symlinks not allowed here")
+
+
 @pytest.mark.parametrize("symlinks", [True, False])
 def test_a_folder_means_its_best_npz_and_latest_is_followed(tmp_path, monkeypatch, symlinks):
     monkeypatch.chdir(tmp_path)
     if not symlinks:
-        def refuse(*args, **kwargs):
-            raise OSError("symlinks not allowed here")
-
-        monkeypatch.setattr(Path, "symlink_to", refuse)
+        monkeypatch.setattr(Path, "symlink_to", _refuse_symlinks)
     root = Path("runs")
     first, second = runs.fresh_run_folder("cnn", root), runs.fresh_run_folder("cnn", root)
     assert first.name.endswith("-1") and second.name.endswith("-2")
@@ -68,11 +69,31 @@ def test_a_file_named_latest_that_names_no_folder_is_a_file_not_a_link(tmp_path)
     latest = tmp_path / "latest"
     latest.write_bytes(b"PK\x03\x04\xe9\xff binary")
     assert runs.follow_latest(latest) == latest and runs.resolve_checkpoint(latest) == latest
-    latest.write_text("no-such-run\n")
+    latest.write_text("two\nlines\n")
     assert runs.follow_latest(latest) == latest
     (tmp_path / "cnn-1").mkdir()
     latest.write_text("cnn-1\n")
     assert runs.follow_latest(latest / "best.npz") == tmp_path / "cnn-1" / "best.npz"
+
+
+@pytest.mark.parametrize("symlinks", [True, False])
+def test_a_latest_whose_run_is_gone_is_one_line_naming_both(tmp_path, monkeypatch, capsys, symlinks):
+    # It named the missing folder as a checkpoint (or, as text, was read as one): never the real reason.
+    monkeypatch.chdir(tmp_path)
+    if not symlinks:
+        monkeypatch.setattr(Path, "symlink_to", _refuse_symlinks)
+    root = Path("runs")
+    gone = runs.fresh_run_folder("cnn", root)
+    gone.rmdir()
+    assert (root / "latest").is_symlink() == symlinks
+    for path in (root / "latest", root / "latest" / "last.npz"):
+        with pytest.raises(FileNotFoundError, match=rf"^runs/latest points at {gone}, which no longer exists"):
+            runs.resolve_checkpoint(path)
+    from minicnn.cli import main
+
+    assert main(["evaluate", "runs/latest"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"minicnn evaluate: runs/latest points at {gone}, which") and error.count("\n") == 1
 
 
 def test_point_latest_replaces_the_link_in_one_step(tmp_path):

@@ -63,6 +63,13 @@ def setting(name, **overrides):
     return {**keywords, **overrides}
 
 
+def flag_words(name, value=None):
+    """A run setting as the command line names it, by its flag: '--validation', or with a value
+    '--validation 10' (run_settings.SettingsError.worded words a library's message for the command line)."""
+    flag = "--" + name.replace("_", "-")
+    return flag if value is None else f"{flag} {value}"
+
+
 def _blocking_file(path):
     """The first of `path` and its ancestors that exists and is not a folder (so `path` cannot be a folder)."""
     for candidate in (path, *path.parents):

@@ -19,7 +19,7 @@ from ..training import EarlyStopping, Trainer, TrainingInterrupted
 from ..viz.health import HealthMonitor
 from ..viz.plots import require_matplotlib, save_health
 from . import train_report
-from .arguments import folder_to_write, malloc_flag, setting, settings_of_flags
+from .arguments import flag_words, folder_to_write, malloc_flag, setting, settings_of_flags
 
 
 def add_to(commands):
@@ -60,15 +60,15 @@ def _model_and_data_flags(train):
 
 
 def _run_flags(train):
-    train.add_argument("--momentum", **setting("momentum"), help="SGD momentum (default 0.9)")
-    train.add_argument("--weight-decay", **setting("weight_decay"), help="SGD weight decay (default 0)")
+    train.add_argument("--momentum", **setting("momentum"), help="SGD momentum (default %(default)s)")
+    train.add_argument("--weight-decay", **setting("weight_decay"), help="SGD weight decay (default %(default)s)")
     train.add_argument("--epochs", **setting("epochs", default=None),
                        help=f"default {run_settings.DEFAULT_EPOCHS} (with --resume: the run's own)")
     train.add_argument("--batch-size", **setting("batch_size"))
     train.add_argument("--optimizer", **setting("optimizer", default=None),
                        help="default: the model's own: " + ", ".join(
                            f"{opt} for {model}" for model, opt in run_settings.DEFAULT_OPTIMIZER.items())
-                       + " (sgd with momentum 0.9)")
+                       + f" (sgd with momentum {run_settings.DEFAULTS['momentum']})")
     train.add_argument("--lr", **setting("lr"), help="default: " + ", ".join(
         f"{rate:g} for {name}" for name, rate in optim.DEFAULT_LR.items()))
     train.add_argument("--schedule", **setting("schedule"),
@@ -153,7 +153,10 @@ def _train(args, settings, folder):
     backend.manual_seed(settings["seed"])
     comm = getattr(args, "comm", None)
     shard = (comm.rank, comm.size) if comm is not None and comm.size > 1 else None  # each process its part
-    built = recipe.build(settings, args.device, shard, load_weights=not _continues(args))  # resumed: from last.npz
+    try:
+        built = recipe.build(settings, args.device, shard, load_weights=not _continues(args))  # resumed: last.npz's
+    except run_settings.SettingsError as error:
+        raise ValueError(error.worded(flag_words)) from None  # the settings were given as flags
     trainer = Trainer(built.model, built.optimizer, comm=comm)
     trainer.schedule = built.schedule
     trainer.run_info = settings

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, shown
 from ..files import regular_file
-from ..pickle_reader import BYTES_GLOBALS, NUMPY_ARRAY_GLOBALS, PickleReader, describe, short_repr, shown
+from ..pickle_reader import BYTES_GLOBALS, NUMPY_ARRAY_GLOBALS, PickleReader, describe
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 BATCH_FOLDER = "cifar-10-batches-py"
@@ -95,8 +95,8 @@ def _checked_batch(batch, where):
         raise DataError(f"{where}: expected a dict with 'data' and 'labels', got {describe(batch)}")
     data, labels = _entry(batch, "data", where), _entry(batch, "labels", where)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        shown = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else describe(data)
-        raise DataError(f"{where}: 'data' must be a uint8 array (N, 3072), got {shown}")
+        found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else describe(data)
+        raise DataError(f"{where}: 'data' must be a uint8 array (N, 3072), got {found}")
     return data.reshape((len(data),) + IMAGE_SHAPE), _checked_labels(labels, len(data), where)
 
 
@@ -121,7 +121,7 @@ def _checked_labels(labels, count, where):
     else:
         outside = next((label for label in values if not 0 <= label <= 9), None)
     if outside is not None:
-        raise DataError(f"{where}: labels must be in 0..9, found {short_repr(int(outside))}")
+        raise DataError(f"{where}: labels must be in 0..9, found {shown(int(outside))}")
     return np.asarray(values, dtype=np.int64).reshape(count)
 
 
@@ -130,7 +130,7 @@ def _entry(batch, key, where):
     for candidate in (key.encode(), key):
         if candidate in batch:
             return batch[candidate]
-    keys = ", ".join(short_repr(name) for name in list(batch)[:8]) + (", ..." if len(batch) > 8 else "")
+    keys = ", ".join(shown(name) for name in list(batch)[:8]) + (", ..." if len(batch) > 8 else "")
     raise DataError(f"{where}: the batch has no {key!r} entry (keys: {keys})")
 
 
@@ -242,7 +242,7 @@ def _read_from_archive(path, names, file_size):
             # One pass in archive order (a .tar.gz cannot seek back cheaply); members are read, never
             # extracted, and checked before tarfile reads or skips their data.
             for count, member in enumerate(archive, start=1):
-                where = f"{path}:{shown(member.name)}"
+                where = f"{path}:{shown(member.name, quoted=False)}"
                 _check_member(member, count, where, member.name.removeprefix("./") in wanted)
                 name = wanted.get(member.name.removeprefix("./"))
                 if name is None or name in batches:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..backend import format_bytes, memory_limit
-from ..errors import DataError
+from ..errors import MAX_SHOWN, DataError, shown
 from ..files import open_regular_file
 
 # The extensions ImageFolder accepts (compared in lower case); Pillow reads them all.
@@ -43,7 +43,6 @@ PICTURE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 # The largest picture read, in pixels (8192 x 8192, a 64-megapixel photo): refused from the header,
 # before decoding. Pillow holds at most 4 bytes a pixel, so a decoded picture takes at most 256 MiB.
 MAX_PICTURE_PIXELS = 2**26
-MAX_SHOWN = 200  # characters of a name from the disk shown in a message
 
 
 def require_pillow():
@@ -54,15 +53,6 @@ def require_pillow():
     except ImportError:
         raise ImportError('reading pictures needs Pillow: python3 -m pip install -e ".[images]"') from None
     return Image, ImageOps
-
-
-def shown(path):
-    """A path as a message shows it: as it is when printable, else repr-escaped (a newline or an
-    escape code in a file name cannot forge lines on a terminal); cut when longer than MAX_SHOWN."""
-    text = str(path)
-    if len(text) > MAX_SHOWN:
-        return repr(text[:MAX_SHOWN]) + f"... ({len(text)} characters)"
-    return text if text.isprintable() else repr(text)
 
 
 def decoded_bytes(image):
@@ -78,7 +68,7 @@ def check_picture_size(image, path):
     or its decoded size over backend.memory_limit()."""
     pixels, needed = image.width * image.height, decoded_bytes(image)
     if pixels > MAX_PICTURE_PIXELS or needed > memory_limit():
-        raise DataError(f"{shown(path)}: a {image.width}x{image.height} {image.mode} picture "
+        raise DataError(f"{shown(path, quoted=False)}: a {image.width}x{image.height} {image.mode} picture "
                         f"({pixels:,} pixels, {format_bytes(needed)} decoded) is over the limit of "
                         f"{MAX_PICTURE_PIXELS:,} pixels (minicnn.data.images.MAX_PICTURE_PIXELS) or "
                         f"{format_bytes(memory_limit())} (backend.set_memory_limit); shrink it first")
@@ -92,27 +82,28 @@ def read_picture(path):
     file, a format outside PICTURE_FORMATS, a picture over MAX_PICTURE_PIXELS, a damaged file.
     """
     Image, _ = require_pillow()
+    where = shown(path, quoted=False)
     try:
         file = open_regular_file(path, "a picture", DataError)
     except FileNotFoundError:
-        raise DataError(f"{shown(path)}: no such file") from None
+        raise DataError(f"{where}: no such file") from None
     except OSError as error:
-        raise DataError(f"{shown(path)}: cannot be opened ({error.strerror})") from None
+        raise DataError(f"{where}: cannot be opened ({error.strerror})") from None
     with file:
         if os.fstat(file.fileno()).st_size == 0:
-            raise DataError(f"{shown(path)}: empty file")
+            raise DataError(f"{where}: empty file")
         try:
             image = Image.open(file, formats=PICTURE_FORMATS)
         except Image.UnidentifiedImageError:
-            raise DataError(f"{shown(path)}: not a readable image (its content is none of the formats "
+            raise DataError(f"{where}: not a readable image (its content is none of the formats "
                             f"minicnn reads: {', '.join(PICTURE_FORMATS)})") from None
         except Exception as error:  # a damaged header: Pillow's plugins raise many kinds of error
-            raise DataError(f"{shown(path)}: not a readable image ({_reason(error)})") from None
+            raise DataError(f"{where}: not a readable image ({_reason(error)})") from None
         check_picture_size(image, path)
         try:
             image.load()  # decodes the whole file now, so that a truncated one fails here and names itself
         except Exception as error:  # OSError, SyntaxError, EOFError, MemoryError, ...: the file is damaged
-            raise DataError(f"{shown(path)}: not a readable image ({_reason(error)})") from None
+            raise DataError(f"{where}: not a readable image ({_reason(error)})") from None
     return image
 
 
@@ -121,7 +112,8 @@ def convert_picture(image, mode, path):
     try:
         return image.convert(mode)
     except (ValueError, OSError, MemoryError) as error:
-        raise DataError(f"{shown(path)}: cannot convert its {image.mode} pixels to {mode} ({_reason(error)})") from None
+        raise DataError(f"{shown(path, quoted=False)}: cannot convert its {image.mode} pixels to {mode} "
+                        f"({_reason(error)})") from None
 
 
 def _reason(error):
@@ -137,8 +129,8 @@ def find_classes(root):
     # A class is a real folder: links to folders are not followed (see the module's docstring).
     names = sorted(entry.name for entry in os.scandir(root) if entry.is_dir(follow_symlinks=False))
     if not names:
-        raise DataError(f"load_image_folder: {shown(root)} has no sub-folders; expected one sub-folder per "
-                        "class (root/<class>/<image>.png; links to folders are not followed)")
+        raise DataError(f"load_image_folder: {shown(root, quoted=False)} has no sub-folders; expected one "
+                        "sub-folder per class (root/<class>/<image>.png; links to folders are not followed)")
     return names
 
 
@@ -154,7 +146,7 @@ def image_files(root, class_names):
         for folder, _, files in sorted(os.walk(root / name, followlinks=False)):
             found += [Path(folder) / file for file in sorted(files) if file.lower().endswith(IMAGE_EXTENSIONS)]
         if not found:
-            raise DataError(f"load_image_folder: class folder {shown(root / name)} holds no pictures "
+            raise DataError(f"load_image_folder: class folder {shown(root / name, quoted=False)} holds no pictures "
                             f"({', '.join(IMAGE_EXTENSIONS)})")
         samples += [(path, label) for path in found]
     return samples

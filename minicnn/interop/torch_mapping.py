@@ -14,9 +14,8 @@ import os
 import numpy as np
 
 from .. import backend
-from ..errors import CheckpointError
+from ..errors import CheckpointError, shown
 from ..nn import BatchNorm1D, BatchNorm2D, Dense
-from ..pickle_reader import short_repr
 from ..tensor import Tensor
 from .torch_reader import read_torch_state_dict
 from .torch_writer import write_torch_state_dict
@@ -122,11 +121,11 @@ def load_torch_state_dict(model, state_or_path, strict=True):
 
 def _listed(keys):
     """Keys as a message shows them: the first SHOWN_KEYS, each escaped as repr() does and cut
-    (short_repr), so that a newline or a terminal escape in a key from a file cannot forge lines."""
+    (minicnn.errors.shown), so that a newline or a terminal escape in a key from a file cannot forge lines."""
     if not keys:
         return "none"
     more = f" and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
-    return "[" + ", ".join(short_repr(key) for key in keys[:SHOWN_KEYS]) + "]" + more
+    return "[" + ", ".join(shown(key) for key in keys[:SHOWN_KEYS]) + "]" + more
 
 
 def _is_ignored_counter(name, owners):

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, shown
 from ..files import regular_file
-from ..pickle_reader import PickleReader, describe, short_repr, shown
+from ..pickle_reader import PickleReader, describe
 
 # Storage types a state dict names -> the NumPy dtype of their items (little-endian; the byteorder
 # record may say otherwise). NumPy has no bfloat16: its items are read as uint16 and widened to
@@ -114,7 +114,7 @@ class StateDictPickleReader(PickleReader):
         storage = _Storage(key, role.split(" ", 1)[1], numel)
         known = self.storages.setdefault(key, storage)
         if (known.type_name, known.numel) != (storage.type_name, storage.numel):
-            self.fail(f"storage {short_repr(key)} is declared twice differently: {known.numel} items of "
+            self.fail(f"storage {shown(key)} is declared twice differently: {known.numel} items of "
                       f"{known.type_name}, then {numel} of {storage.type_name}")
         return known
 
@@ -147,12 +147,12 @@ class StateDictPickleReader(PickleReader):
 
         if type(offset) is not int or offset < 0 or not integers(shape) or not integers(strides) \
                 or len(shape) != len(strides):
-            self.fail(f"a tensor of storage {short_repr(storage.key)} has offset {describe(offset)}, shape "
+            self.fail(f"a tensor of storage {shown(storage.key)} has offset {describe(offset)}, shape "
                       f"{describe(shape)}, strides {describe(strides)}; expected non-negative ints, "
                       f"shape and strides of equal length (at most {MAX_DIMENSIONS})")
         # An empty tensor's other sides count too: NumPy refuses to make (0, 2**62, 2**62).
         if max((offset, *strides, math.prod(size or 1 for size in shape)), default=0) > MAX_INDEX:
-            self.fail(f"a tensor of storage {short_repr(storage.key)} has an offset, stride or size above "
+            self.fail(f"a tensor of storage {shown(storage.key)} has an offset, stride or size above "
                       f"{MAX_INDEX} items")
         return _TensorRecord(storage, offset, shape, strides)
 
@@ -227,23 +227,24 @@ def _read_archive(archive, file_size, where):
     names = collections.Counter(info.filename for info in infos)
     repeated = next((name for name, count in names.items() if count > 1), None)
     if repeated is not None:  # zipfile would read the last copy, another reader the first
-        raise CheckpointError(f"{where}: {shown(repeated)}: appears {names[repeated]} times in the archive")
+        raise CheckpointError(f"{where}: {shown(repeated, quoted=False)}: appears {names[repeated]} times in the "
+                              "archive")
     pickles = [info for info in infos if info.filename.count("/") == 1 and info.filename.endswith("/data.pkl")]
     if len(pickles) != 1:
-        raise CheckpointError(f"{where}: expected one <archive>/data.pkl entry, found "
-                              f"{len(pickles)} ({', '.join(shown(info.filename) for info in pickles[:4])})")
+        found = ", ".join(shown(info.filename, quoted=False) for info in pickles[:4])
+        raise CheckpointError(f"{where}: expected one <archive>/data.pkl entry, found {len(pickles)} ({found})")
     prefix = pickles[0].filename[: -len("data.pkl")]
     byte_order = "<"
     if prefix + "byteorder" in archive.namelist():
         record = bytes(_read_entry(archive, archive.getinfo(prefix + "byteorder"), 16, where))
         if record not in (b"little", b"big"):
-            raise CheckpointError(f"{where}: {shown(prefix + 'byteorder')} says {record[:16]!r}, "
+            raise CheckpointError(f"{where}: {shown(prefix + 'byteorder', quoted=False)} says {record[:16]!r}, "
                                   "expected b'little' or b'big'")
         byte_order = "<" if record == b"little" else ">"
 
     limit = min(MAX_PICKLE_BYTES, MAX_EXPANSION * file_size + SLACK_BYTES)
     content = bytes(_read_entry(archive, pickles[0], limit, where))
-    pickle_where = f"{where}: {shown(pickles[0].filename)}"
+    pickle_where = f"{where}: {shown(pickles[0].filename, quoted=False)}"
     reader = StateDictPickleReader(content, pickle_where, file_size)
     records = _checked_records(reader.read(), pickle_where)
     storage_infos = _checked_storages(archive, reader.storages, prefix, file_size, where)
@@ -262,21 +263,22 @@ def _read_entry(archive, info, limit, where):
     bytes asked for, but decompresses a bzip2 or LZMA chunk whole, and a few hundred bytes of
     bzip2 expand to gigabytes before the declared size is ever compared.
     """
+    entry_where = f"{where}: {shown(info.filename, quoted=False)}"
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        raise CheckpointError(f"{where}: {shown(info.filename)}: compressed with method {info.compress_type}; "
+        raise CheckpointError(f"{entry_where}: compressed with method {info.compress_type}; "
                               "torch.save stores entries uncompressed, and only stored or deflated entries "
                               "are read")
     if info.flag_bits & 0x1:
-        raise CheckpointError(f"{where}: {shown(info.filename)}: encrypted, which torch.save never does")
+        raise CheckpointError(f"{entry_where}: encrypted, which torch.save never does")
     if info.file_size > limit:
-        raise CheckpointError(f"{where}: {shown(info.filename)}: declares {info.file_size} bytes, more than "
+        raise CheckpointError(f"{entry_where}: declares {info.file_size} bytes, more than "
                               f"the {limit} it may hold")
     content = bytearray(info.file_size)  # writeable, so a tensor that is its whole storage needs no copy
     with archive.open(info) as entry:
         count = entry.readinto(content)
         count += len(entry.read(1))  # reading to the end makes zipfile check the CRC
     if count != info.file_size:
-        raise CheckpointError(f"{where}: {shown(info.filename)}: holds {count} bytes, its header says "
+        raise CheckpointError(f"{entry_where}: holds {count} bytes, its header says "
                               f"{info.file_size}")
     return content
 
@@ -289,21 +291,22 @@ def _checked_records(state, where):
             raise CheckpointError(f"{where}: a key is {describe(name)}, expected a parameter name")
         if type(value) is dict:
             raise CheckpointError(
-                f"{where}: entry {short_repr(name)} is a dict, not a tensor: this looks like a training checkpoint "
-                f"(keys {', '.join(short_repr(key) for key in list(state)[:6])}); save model.state_dict() on its own")
+                f"{where}: entry {shown(name)} is a dict, not a tensor: this looks like a training "
+                f"checkpoint (keys {', '.join(shown(key) for key in list(state)[:6])}); save "
+                f"model.state_dict() on its own")
         if not isinstance(value, _TensorRecord):
-            raise CheckpointError(f"{where}: entry {short_repr(name)} is {describe(value)}, expected a tensor")
+            raise CheckpointError(f"{where}: entry {shown(name)} is {describe(value)}, expected a tensor")
     return state
 
 
 def _checked_storages(archive, storages, prefix, file_size, where):
     infos, total = {}, 0
     for key, storage in storages.items():
-        entry = shown(f"{prefix}data/{key}")  # for messages
+        entry = shown(f"{prefix}data/{key}", quoted=False)  # for messages
         try:
             info = archive.getinfo(f"{prefix}data/{key}")
         except KeyError:
-            raise CheckpointError(f"{where}: {entry}: missing; data.pkl names storage {short_repr(key)} "
+            raise CheckpointError(f"{where}: {entry}: missing; data.pkl names storage {shown(key)} "
                                   f"({storage.numel} items of {storage.type_name})") from None
         expected = storage.numel * storage.itemsize
         if info.file_size != expected:
@@ -334,8 +337,9 @@ def _check_views(records, storages, where):
             inside = record.offset <= storage.numel
         if not inside:
             raise CheckpointError(
-                f"{where}: tensor {short_repr(name)} (shape {record.shape}, strides {record.strides}, offset "
-                f"{record.offset}) reaches outside its storage {short_repr(storage.key)} of {storage.numel} items")
+                f"{where}: tensor {shown(name)} (shape {record.shape}, strides {record.strides}, "
+                f"offset {record.offset}) reaches outside its storage {shown(storage.key)} of "
+                f"{storage.numel} items")
         total += count * (4 if storage.dtype == "bfloat16" else storage.itemsize)
     stored = sum(storage.numel * storage.itemsize for storage in storages.values())
     limit = MAX_VIEW_FACTOR * stored + SLACK_BYTES

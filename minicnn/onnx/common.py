@@ -18,19 +18,11 @@ def require_onnx():
     return onnx
 
 
-MAX_SHOWN = 80  # characters of a name from a file shown in a message
-
-
-def shown(text):
-    """A name, key or value read from a file as a message shows it: repr-quoted, so that a newline or an
-    ANSI escape shows as \\n or \\x1b instead of forging lines on the user's terminal; cut when long."""
-    text = str(text)
-    if len(text) > MAX_SHOWN:
-        return f"{text[:MAX_SHOWN]!r}... ({len(text)} characters)"
-    return repr(text)
+MAX_ESCAPED = 320  # characters of another library's message about a file that a message quotes
 
 
 def escaped(text):
-    """Free text that quotes a file (another library's message): one line, escaped as shown() escapes, unquoted."""
+    """Free text that quotes a file (another library's message): one line, escaped as repr() escapes
+    (as minicnn.errors.shown does), unquoted."""
     text = " ".join(str(text).split())
-    return repr(text[:4 * MAX_SHOWN])[1:-1] + ("..." if len(text) > 4 * MAX_SHOWN else "")
+    return repr(text[:MAX_ESCAPED])[1:-1] + ("..." if len(text) > MAX_ESCAPED else "")

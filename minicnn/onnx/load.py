@@ -13,7 +13,7 @@ than 8 bytes in memory). One sample's tensors are not in the file (the input's s
 and a Conv's pads can make a map of any size), so the declared input, each layer's output and a
 convolution's or pooling's padded input and columns are capped by MAX_SAMPLE_BYTES (256 MiB, or
 backend.memory_limit() when that is lower) for one sample, before the layer runs.
-Names, keys and messages read from the file are shown escaped and cut (common.shown).
+Names, keys and messages read from the file are shown escaped and cut (minicnn.errors.shown).
 """
 
 from math import prod
@@ -24,8 +24,9 @@ import numpy as np
 from .. import backend
 from .. import nn
 from ..checkpoint import Checkpoint
+from ..errors import shown
 from ..tensor import Tensor, no_grad
-from .common import OnnxError, escaped, require_onnx, shown
+from .common import OnnxError, escaped, require_onnx
 from .reading import parse_file
 
 SUPPORTED_OPS = ("Add", "AveragePool", "BatchNormalization", "Constant", "Conv", "Dropout", "Flatten", "Gemm",
