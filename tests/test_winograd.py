@@ -63,8 +63,8 @@ def draw_arrays(shape, filters, dtype, seed):
 
 @CHECKS
 @given(case=layers(), tile=st.sampled_from([2, 4]), with_bias=st.booleans(),
-       wanted=st.sampled_from([(True, True), (True, False), (False, True)]))
-def test_winograd_equals_the_im2col_reference(case, tile, with_bias, wanted):
+       wanted=st.sampled_from([(True, True), (True, False), (False, True)]), grad_channel_major=st.booleans())
+def test_winograd_equals_the_im2col_reference(case, tile, with_bias, wanted, grad_channel_major):
     shape, filters, padding, dtype, seed = case
     rng, x, weight, bias = draw_arrays(shape, filters, dtype, seed)
     bias = bias if with_bias else None
@@ -72,8 +72,10 @@ def test_winograd_equals_the_im2col_reference(case, tile, with_bias, wanted):
     grad = rng.standard_normal((shape[0], filters, *out_size)).astype(dtype)
     expected, expected_grads = reference(x, weight, bias, padding, grad, wanted + ((True,) if with_bias else ()))
     out, kept = winograd.forward(x, weight, bias, (padding, padding), out_size, tile)
-    assert out.flags.c_contiguous
+    assert out.transpose(1, 0, 2, 3).flags.c_contiguous  # channel-major, as the im2col path hands it on
     assert_within_bound(out, expected, dtype, tile)
+    if grad_channel_major:  # the layout the layers after a convolution pass back
+        grad = np.ascontiguousarray(grad.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
     grads = winograd.backward(grad, weight, kept if wanted[1] else None, shape, (padding, padding),
                               (*wanted, with_bias), tile)
     for got, reference_grad in zip(grads, expected_grads):
