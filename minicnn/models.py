@@ -1,5 +1,5 @@
-"""The models of the examples and the command line: `cnn` (the Keras tutorial CNN), `lenet`, the Keras colour
-tutorials' `cifar_cnn` and `cnn64`, and the residual networks `resnet18` (torchvision's ResNet-18, name for name)
+"""The models of the examples and the command line: `cnn` (the Keras tutorial CNN), `lenet`, `fashion_cnn` (the
+Fashion-MNIST recipe's), the Keras colour tutorials' `cifar_cnn` and `cnn64`, and the residual networks `resnet18` (torchvision's ResNet-18, name for name)
 and `resnet(depth)` (He et al.'s CIFAR ResNets).
 """
 
@@ -42,6 +42,26 @@ def lenet(in_channels=1, image_size=28, num_classes=10):
         nn.Dense(16 * side * side, 120), nn.ReLU(),
         nn.Dense(120, 84), nn.ReLU(),
         nn.Dense(84, num_classes),
+        input_shape=(in_channels, image_size, image_size),
+    )
+
+
+def fashion_cnn(in_channels=1, image_size=28, num_classes=10):
+    """Two padded 3x3 convolutions with max pooling and batch norm, Dense 128 with dropout: for Fashion-MNIST.
+
+    Conv 32@3x3 (padding 1), ReLU, pool, batch norm; Conv 64@3x3 (padding 1), ReLU, pool, batch norm;
+    Flatten, Dense 128, ReLU, Dropout(0.3), Dense num_classes. (N, in_channels, 28, 28) -> (N, num_classes):
+    28 -> 14 -> 7, so Flatten gives 64*7*7 = 3136. About 1.6x cnn's time per image, and wider: cnn
+    reaches about 91% test accuracy on Fashion-MNIST, this model the 92.5% of the README's recipe.
+    Batch norm comes after the pool, on a quarter of the values.
+    """
+    side = image_size // 2 // 2
+    return nn.Sequential(
+        nn.Conv2D(in_channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2D(2), nn.BatchNorm2D(32),
+        nn.Conv2D(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2D(2), nn.BatchNorm2D(64),
+        nn.Flatten(),
+        nn.Dense(64 * side * side, 128), nn.ReLU(), nn.Dropout(0.3),
+        nn.Dense(128, num_classes),
         input_shape=(in_channels, image_size, image_size),
     )
 
@@ -228,12 +248,12 @@ def resnet(depth=20, num_classes=10, in_channels=3):
     return ResNet((n, n, n), (16, 32, 64), num_classes, in_channels, small_input=True)
 
 
-MODELS = {"cnn": cnn, "lenet": lenet, "cifar_cnn": cifar_cnn, "cnn64": cnn64, "resnet18": resnet18, "resnet": resnet}
+MODELS = {"cnn": cnn, "lenet": lenet, "fashion_cnn": fashion_cnn, "cifar_cnn": cifar_cnn, "cnn64": cnn64, "resnet18": resnet18, "resnet": resnet}
 
 
 def build(name, **kwargs):
     """The model called `name` (one of MODELS), built with kwargs: in_channels, image_size and num_classes for
-    'cnn' and 'lenet'; num_classes for 'cifar_cnn' and 'cnn64'; num_classes, small_input, weights and
+    'cnn', 'lenet' and 'fashion_cnn'; num_classes for 'cifar_cnn' and 'cnn64'; num_classes, small_input, weights and
     in_channels for 'resnet18'; depth, num_classes and in_channels for 'resnet'."""
     if name not in MODELS:
         raise ValueError(f"unknown model '{name}'; choose one of {sorted(MODELS)}")

@@ -166,7 +166,7 @@ def model_arguments(settings, channels, image_size, num_classes):
     arguments = {"num_classes": num_classes, "in_channels": channels}
     if name == "resnet":
         arguments["depth"] = _setting(settings, "depth")
-    if name in ("cnn", "lenet"):  # their Dense layer's size follows the image size
+    if name in ("cnn", "lenet", "fashion_cnn"):  # their Dense layer's size follows the image size
         arguments["image_size"] = image_size
     return arguments
 

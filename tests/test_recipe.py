@@ -15,7 +15,7 @@ def _settings(**changes):
 @pytest.mark.parametrize("model", sorted(models.MODELS))
 def test_each_model_gets_the_arguments_it_takes(model):
     arguments = recipe.model_arguments(_settings(model=model, depth=8), 1, 28, 10)
-    assert ("image_size" in arguments) == (model in ("cnn", "lenet"))
+    assert ("image_size" in arguments) == (model in ("cnn", "lenet", "fashion_cnn"))
     assert ("in_channels" in arguments) == (model not in ("cifar_cnn", "cnn64"))
     assert arguments.get("depth") == (8 if model == "resnet" else None)
 

@@ -300,11 +300,15 @@ def test_frozen_parameters_get_no_gradient_and_stay():
 
 
 def test_colour_tutorial_models_and_registry_names():
-    assert {"cnn", "lenet", "cifar_cnn", "cnn64", "resnet18", "resnet"} <= set(models.MODELS)
+    assert {"cnn", "lenet", "fashion_cnn", "cifar_cnn", "cnn64", "resnet18", "resnet"} <= set(models.MODELS)
     with minicnn.no_grad():
         assert models.build("cifar_cnn")(minicnn.Tensor(np.zeros((2, 3, 32, 32), np.float32))).shape == (2, 10)
         assert models.cnn64(num_classes=5)(minicnn.Tensor(np.zeros((2, 3, 64, 64), np.float32))).shape == (2, 5)
     assert models.cifar_cnn()[9].in_features == 1024
+    assert models.fashion_cnn()[9].in_features == 64 * 7 * 7
+    with minicnn.no_grad():
+        assert models.build("fashion_cnn", in_channels=3, image_size=32, num_classes=4)(
+            minicnn.Tensor(np.zeros((2, 3, 32, 32), np.float32))).shape == (2, 4)
     assert models.build("resnet", depth=8).layer3[0].downsample[0].stride == (2, 2)
 
 
