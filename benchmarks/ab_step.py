@@ -43,11 +43,17 @@ def import_commit(commit, folder):
 
 
 def training_step(package, name, batch):
+    """cnn and lenet on 1x28x28 images with Adam; resnet20 (He et al.'s CIFAR ResNet) on 3x32x32 with SGD."""
     rng = np.random.default_rng(2)
     package.manual_seed(0)
-    model = package.models.build(name)
-    optimizer = package.optim.Adam(model.parameters())
-    x = package.tensor(rng.random((batch, 1, 28, 28), dtype=np.float32))
+    if name == "resnet20":
+        model = package.models.resnet(depth=20)
+        optimizer = package.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+    else:
+        model = package.models.build(name)
+        optimizer = package.optim.Adam(model.parameters())
+    shape = (batch, 3, 32, 32) if name == "resnet20" else (batch, 1, 28, 28)
+    x = package.tensor(rng.random(shape, dtype=np.float32))
     y = package.tensor(rng.integers(0, 10, batch))
 
     def step():
@@ -123,7 +129,8 @@ def main():
     parser.add_argument("--blocks", type=int, default=15, help="alternating blocks of 4 steps per package")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--models", default="cnn,lenet",
-                        help=f"models (whole steps) or layers (forward + backward): cnn, lenet, {', '.join(LAYERS)}")
+                        help=f"models (whole steps) or layers (forward + backward): cnn, lenet, resnet20, "
+                             f"{', '.join(LAYERS)}")
     parser.add_argument("--threads", default=None, help="NEW[,OLD]: threads of each package's memory-bound passes")
     parser.add_argument("--blas-threads", default=None, help="NEW[,OLD]: BLAS threads during each package's blocks")
     parser.add_argument("--share", default=None,
