@@ -125,6 +125,20 @@ def _cpu_model_and_flags():
     return model, "avx512f" in text
 
 
+def blas_kernels():
+    """The kernel family each loaded BLAS runs (threadpoolctl's `architecture`, e.g. 'SkylakeX' or 'Haswell'):
+    {library prefix: "openblas SkylakeX x2"}, or {} without threadpoolctl (the `threads` extra).
+
+    OPENBLAS_CORETYPE can make OpenBLAS run older kernels than the CPU has: timings say which ran.
+    """
+    try:
+        import threadpoolctl
+    except ImportError:
+        return {}
+    return {info["prefix"]: f"{info.get('internal_api')} {info.get('architecture')} x{info['num_threads']}"
+            for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"}
+
+
 def machine_description(xp):
     cpu_model, avx512 = _cpu_model_and_flags()
     info = {
@@ -139,6 +153,8 @@ def machine_description(xp):
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
     }
+    info["OPENBLAS_L2_SIZE"] = os.environ.get("OPENBLAS_L2_SIZE")
+    info["blas_kernels"] = blas_kernels()
     try:
         info["blas"] = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
     except Exception:  # older NumPy without mode="dicts"

@@ -25,6 +25,8 @@ import numpy as np
 from minicnn import backend
 from minicnn.kernels import convolution, cpu_windows, winograd
 
+from .common import blas_kernels
+
 # name: (C, H = W, F, padding), the input of each 3x3 stride-1 layer of the models in minicnn.models.
 LAYERS = {
     "cnn.conv1": (1, 28, 32, 0),
@@ -98,12 +100,7 @@ def measure(name, batch, rounds, torch=None, clock=time.perf_counter):
 
 def blas_kernel():
     """OpenBLAS's kernel family (threadpoolctl's `architecture`) and threads, or 'unknown'."""
-    try:
-        import threadpoolctl
-    except ImportError:
-        return "unknown (no threadpoolctl)"
-    return ", ".join(f"{info.get('internal_api')} {info.get('architecture')} x{info['num_threads']}"
-                     for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas")
+    return ", ".join(blas_kernels().values()) or "unknown (no threadpoolctl)"
 
 
 def main(argv=None):

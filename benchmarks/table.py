@@ -39,6 +39,10 @@ def _header(payload):
     """'cpu, 2026-11-30, Intel(R) Xeon(R) Processor, load average 0.41, 0.52, 0.60 (1, 5, 15 min) at the start'."""
     machine = payload.get("machine", {})
     parts = [payload.get("device", "?"), payload.get("date", "?"), machine.get("gpu") or machine.get("cpu_model")]
+    if machine.get("avx512") is not None:
+        parts.append("AVX-512" if machine["avx512"] else "no AVX-512")
+    if machine.get("blas_kernels"):  # absent from files written before it was recorded
+        parts.append("BLAS kernels: " + ", ".join(machine["blas_kernels"].values()))
     load = payload.get("load_average") or {}  # absent from files written before it was recorded
     for moment in ("start", "end"):
         if load.get(moment):
