@@ -121,6 +121,11 @@ MODEL_LAYERS = [
     ("resnet20.16", (64, 16, 32, 32), (16, 16, 3, 3), 1, 4),
     ("resnet18.512 at batch 8 (32 tiles)", (8, 512, 7, 7), (512, 512, 3, 3), 1, "im2col"),
     ("resnet18.512 at batch 16 (64 tiles)", (16, 512, 7, 7), (512, 512, 3, 3), 1, 4),
+    # ResNet-18 on 32x32 pictures: its last stages' maps are 2x2 and 1x1, where a 4x4 tile wastes more than
+    # F(4x4, 3x3) saves (a 1x1 output costs 16 outputs' work)
+    ("resnet18.256 on 32x32 pictures (2x2 maps)", (64, 256, 2, 2), (256, 256, 3, 3), 1, "im2col"),
+    ("resnet18.512 on 32x32 pictures (1x1 maps)", (64, 512, 1, 1), (512, 512, 3, 3), 1, "im2col"),
+    ("resnet18.128 on 32x32 pictures (4x4 maps)", (64, 128, 4, 4), (128, 128, 3, 3), 1, 4),
 ]
 
 

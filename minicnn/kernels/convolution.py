@@ -15,8 +15,9 @@ its fast part:
   these few lines here because kernels sits below functional.
 
 Winograd: a 3x3 convolution with stride 1 and padding 0 or 1 on NumPy float arrays, with at
-least WINOGRAD_MIN_CHANNELS input channels and WINOGRAD_MIN_TILES output tiles (N*TH*TW, the
-columns of each of its products), runs F(4x4, 3x3) (winograd.py) instead of im2col, from
+least WINOGRAD_MIN_CHANNELS input channels, WINOGRAD_MIN_TILES output tiles (N*TH*TW, the
+columns of each of its products) and an output of at least WINOGRAD_MIN_SIDE pixels a side
+(ResNet-18 on 32x32 pictures has 2x2 and 1x1 maps), runs F(4x4, 3x3) (winograd.py) instead of im2col, from
 the same door; `algorithm` says which, from the shapes alone, so backward picks what forward
 picked. The rule was measured (benchmarks/conv_algorithms.py, benchmarks/NOTES.md "Winograd
 convolution"; forward + backward, CPU time with one BLAS thread): at batch 64 F(4x4, 3x3)
@@ -39,6 +40,9 @@ from .threads import matmul
 WINOGRAD_MIN_CHANNELS = 16
 WINOGRAD_MIN_TILES = 64
 WINOGRAD_TILE = 4
+# An output under 3 pixels a side fills too little of a 4x4 tile: a 2x2 map computes 16 outputs for 4
+# (as many multiplications as im2col, plus the transforms), a 1x1 map 16 for 1. 3x3 (cnn.conv3) still pays.
+WINOGRAD_MIN_SIDE = 3
 _winograd = os.environ.get("MINICNN_WINOGRAD", "1") != "0"
 
 
@@ -65,6 +69,8 @@ def algorithm(array, weight_shape, stride, padding, batch, out_size):
         return "im2col"
     tile_rows, tile_columns = winograd.tile_counts(out_size, WINOGRAD_TILE)
     if weight_shape[1] < WINOGRAD_MIN_CHANNELS or batch * tile_rows * tile_columns < WINOGRAD_MIN_TILES:
+        return "im2col"
+    if min(out_size) < WINOGRAD_MIN_SIDE:
         return "im2col"
     return WINOGRAD_TILE
 
