@@ -558,3 +558,45 @@ def test_the_convolution_reads_a_channel_major_gradient_as_its_matrix():
         np.testing.assert_array_equal(got, expected)
     grad_matrix, _ = cpu_layout.conv2d_grad_matrix(channel_major_copy(grad), False)
     assert not grad_matrix.flags.owndata  # a view: no copy
+
+
+@needs_fast_paths
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("wants_x", [True, False])
+def test_batch_norm_on_channel_major_arrays_equals_the_reference(dtype, training, wants_x):
+    from minicnn.functional.normalization import BatchNormOp
+
+    rng = np.random.default_rng(7)
+    shape = (5, 3, 6, 7)
+    x = channel_major_copy(rng.standard_normal(shape).astype(dtype) * 3 + 1)
+    grad = channel_major_copy(rng.standard_normal(shape).astype(dtype))
+    gamma, beta = rng.standard_normal(3).astype(dtype), rng.standard_normal(3).astype(dtype)
+
+    def run():
+        running = (rng.standard_normal(3) ** 2, rng.random(3) + 0.5)
+        operation = BatchNormOp(*[array.copy() for array in running], training, 0.1, 1e-5)
+        operation.needs_input_grad = (wants_x, True, True)
+        out = operation.forward(x, gamma, beta)
+        return (out, *operation.backward(grad), operation.running_mean, operation.running_var)
+
+    rng_state = rng.bit_generator.state
+    with kernels.reference_only():
+        expected = run()
+    rng.bit_generator.state = rng_state
+    assert kernels.batch_norm(x, gamma, beta, None, 1e-5) is not None  # the fast path is taken
+    got = run()
+    assert cpu_layout.channel_major(got[0])
+    for fast, reference in zip(got, expected):
+        assert (fast is None) == (reference is None)
+        if fast is not None:
+            np.testing.assert_allclose(fast, reference, **tolerance(dtype))
+
+
+@needs_fast_paths
+def test_batch_norm_leaves_other_layouts_to_the_reference():
+    x = np.zeros((2, 3, 4, 4), np.float32)
+    gamma, beta = np.ones(3, np.float32), np.zeros(3, np.float32)
+    assert kernels.batch_norm(x, gamma, beta, None, 1e-5) is None  # C order
+    assert kernels.batch_norm(np.zeros((2, 3), np.float32), gamma, beta, None, 1e-5) is None
+    assert kernels.batch_norm_backward(x, channel_major_copy(x), gamma, gamma, True, True) is None

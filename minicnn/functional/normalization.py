@@ -4,8 +4,13 @@ Channel axis 1, statistics over every other axis: (N, C) for features after a
 dense layer, (N, C, H, W) for images (each channel's statistics then cover the
 batch and every pixel). The running statistics a layer keeps for evaluation are
 plain arrays that the operation updates in place, as PyTorch does.
+
+This is the reference. On the convolutions' channel-major arrays minicnn.kernels
+runs the same formulas over each channel's contiguous row (`kernels.batch_norm`,
+`kernels.batch_norm_backward`, asked once at the top of forward and of backward).
 """
 
+from .. import kernels
 from ..backend import check_same_device, get_array_module
 from ..errors import ShapeError
 from ..tensor import Operation, Tensor
@@ -34,20 +39,28 @@ class BatchNormOp(Operation):
         self.axes = (0,) + tuple(range(2, x.ndim))  # every axis but the channel axis
         self.count = x.size // C  # values per channel
         channel_shape = (1, C) + (1,) * (x.ndim - 2)  # broadcasts a (C,) array against x
-        if self.training:
-            mean, var = x.mean(axis=self.axes), x.var(axis=self.axes)
-            if self.running_mean is not None:
-                unbiased_var = var * (self.count / (self.count - 1))
-                self.running_mean[...] = (1 - self.momentum) * self.running_mean + self.momentum * mean
-                self.running_var[...] = (1 - self.momentum) * self.running_var + self.momentum * unbiased_var
-        else:
-            mean, var = self.running_mean, self.running_var
-        self.inv_std = (1 / xp.sqrt(var + self.eps)).astype(x.dtype, copy=False).reshape(channel_shape)
-        self.x_hat = (x - mean.astype(x.dtype, copy=False).reshape(channel_shape)) * self.inv_std
         self.gamma = gamma.reshape(channel_shape)
-        return self.x_hat * self.gamma + beta.reshape(channel_shape)
+        statistics = None if self.training else (self.running_mean, self.running_var)
+        fast = kernels.batch_norm(x, gamma, beta, statistics, self.eps)  # a fast path, or None
+        if fast is not None:
+            out, self.x_hat, inv_std, mean, var = fast
+            self.inv_std = inv_std.reshape(channel_shape)
+        else:
+            mean, var = (x.mean(axis=self.axes), x.var(axis=self.axes)) if self.training else statistics
+            self.inv_std = (1 / xp.sqrt(var + self.eps)).astype(x.dtype, copy=False).reshape(channel_shape)
+            self.x_hat = (x - mean.astype(x.dtype, copy=False).reshape(channel_shape)) * self.inv_std
+            out = self.x_hat * self.gamma + beta.reshape(channel_shape)
+        if self.training and self.running_mean is not None:
+            unbiased_var = var * (self.count / (self.count - 1))
+            self.running_mean[...] = (1 - self.momentum) * self.running_mean + self.momentum * mean
+            self.running_var[...] = (1 - self.momentum) * self.running_var + self.momentum * unbiased_var
+        return out
 
     def backward(self, grad):
+        fast = kernels.batch_norm_backward(grad, self.x_hat, self.gamma.reshape(-1), self.inv_std.reshape(-1),
+                                           self.training, self.needs_input_grad[0])  # a fast path, or None
+        if fast is not None:
+            return fast
         grad_beta = grad.sum(axis=self.axes)
         grad_gamma = (grad * self.x_hat).sum(axis=self.axes)
         grad_x = None

@@ -10,6 +10,7 @@ that phase, and runs its reference only when the door answers None:
     max_pool2d, max_pool2d_backward pooling.MaxPool2dOp               the window module
     im2col, col2im                  conv.im2col, conv.col2im          the window module
     relu, relu_backward             activations.ReLUOp                cpu_layout.py
+    batch_norm, batch_norm_backward normalization.BatchNormOp         normalization.py (channel-major arrays)
 
 A door answers None when the fast paths are off: with MINICNN_FAST=0 in the
 environment (read at import) and inside `with kernels.reference_only():` (but
@@ -40,7 +41,7 @@ import contextlib
 import os
 
 from ..backend import is_cupy_array
-from . import convolution, cpu_layout, cpu_windows, cupy_windows, threads, winograd
+from . import convolution, cpu_layout, cpu_windows, cupy_windows, normalization, threads, winograd
 from .convolution import im2col_only
 from .threads import num_threads, set_num_threads, share_cores_with_blas
 
@@ -132,6 +133,22 @@ def relu_backward(grad, positive):
             and cpu_layout.channel_major(grad) == cpu_layout.channel_major(positive)):
         return None
     return cpu_layout.relu_backward(grad, positive)
+
+
+def batch_norm(x, gamma, beta, statistics, eps):
+    """x: (N, C, H, W), gamma, beta: (C,) -> (out, x_hat, inv_std, mean, var), or None.
+
+    statistics: None (the batch's mean and biased variance) or (running_mean, running_var).
+    Answers for channel-major NumPy arrays (the convolutions' output layout) only.
+    """
+    return normalization.forward(x, gamma, beta, statistics, eps) if _numpy_fast(x) else None
+
+
+def batch_norm_backward(grad, x_hat, gamma, inv_std, training, wants_x):
+    """grad, x_hat: (N, C, H, W); gamma, inv_std: (C,) -> (grad_x or None, grad_gamma, grad_beta), or None."""
+    if not _numpy_fast(grad, x_hat):
+        return None
+    return normalization.backward(grad, x_hat, gamma, inv_std, training, wants_x)
 
 
 def _numpy_fast(*arrays):
