@@ -556,6 +556,7 @@ def test_the_convolution_reads_a_channel_major_gradient_as_its_matrix():
                                         (True, True, True))
     for got, expected in zip(major, in_c_order):
         np.testing.assert_array_equal(got, expected)
+    assert cpu_layout.channel_major(major[0])  # col2im adds channel by channel and keeps that layout
     grad_matrix, _ = cpu_layout.conv2d_grad_matrix(channel_major_copy(grad), False)
     assert not grad_matrix.flags.owndata  # a view: no copy
 

@@ -75,7 +75,7 @@ def widen(a, width):
 
 
 def add_wide_columns(wide_col, x_shape, kernel_size, stride, padding, out_size):
-    """wide_col: (C*KH*KW, N*OH*WQ), column gradients whose rows are widened to WQ -> (N, C, H, W).
+    """wide_col: (C*KH*KW, N*OH*WQ), column gradients whose rows are widened to WQ -> (N, C, H, W), channel-major.
 
     The adjoint of `columns_by_channel`, given its gradient in rows padded with
     zeros from OW to the phase grid's width WQ (`phase_grid`, `widen`). In that
@@ -92,7 +92,7 @@ def add_wide_columns(wide_col, x_shape, kernel_size, stride, padding, out_size):
     run = out_size[0] * grid_width
     wide_col = wide_col.reshape(C, KH, KW, N, run)
     xp = get_array_module(wide_col)
-    image = xp.empty(x_shape, dtype=wide_col.dtype)
+    image = xp.empty((C, N, H, W), dtype=wide_col.dtype).transpose(1, 0, 2, 3)  # channel-major, as the bands
 
     def add_channels(first, last):
         # Rows of phase a, in order, then those of phase a + 1: within phase (a, b) grid pixel (r, c) sits
@@ -103,7 +103,7 @@ def add_wide_columns(wide_col, x_shape, kernel_size, stride, padding, out_size):
                 start = ((i // SH) * grid_width + j // SW) * SW + j % SW
                 bands[:, :, i % SH, start : start + SW * run : SW] += wide_col[first:last, i, j]
         bands = bands[..., : grid_height * grid_width * SW].reshape(last - first, N, SH, grid_height, grid_width * SW)
-        # Interleave the bands (a copy when SH > 1), then the one copy into (N, C, H, W) order.
+        # Interleave the bands (a copy when SH > 1), then the one copy, cropped, into the channel-major image.
         channels = bands.transpose(1, 0, 3, 2, 4).reshape(N, last - first, grid_height * SH, grid_width * SW)
         image[:, first:last] = channels[:, :, PH : PH + H, PW : PW + W]
 
