@@ -70,9 +70,13 @@ def torch_layer(torch, x, weight, bias, grad, padding):
     tgrad = torch.tensor(grad)
 
     def run():
+        tx.grad = tw.grad = tb.grad = None  # fresh gradients, as minicnn's backward writes them
         torch.nn.functional.conv2d(tx, tw, tb, padding=padding).backward(tgrad)
 
     return run
+
+
+SETTLE_S = 0.3  # the pause before each timed call when PyTorch takes part, as the suite's rows pause
 
 
 def measure(name, batch, rounds, torch=None, clock=time.perf_counter):
@@ -89,9 +93,17 @@ def measure(name, batch, rounds, torch=None, clock=time.perf_counter):
         runs["torch"] = torch_layer(torch, x, weight, bias, grad, pad)
     for run in runs.values():
         run()
+    # With PyTorch in the race each call gets a pause and a warm-up call first: a library's thread pool
+    # spins for a while after its last call (OpenBLAS about 100 ms here), and on 2 cores the other
+    # library's threads then wait for time slices (benchmarks/NOTES.md, step 5), which made PyTorch's
+    # layer read 2-3x slower here than in the suite's rows.
+    settle = SETTLE_S if torch is not None else 0
     times = {key: [] for key in runs}
     for _ in range(rounds):
         for key, run in runs.items():
+            if settle:
+                time.sleep(settle)
+                run()
             started = clock()
             run()
             times[key].append((clock() - started) * 1e3)

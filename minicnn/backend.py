@@ -121,8 +121,8 @@ def to_device(array, device):
 
 
 def to_numpy(array):
-    """A host (NumPy) copy of a NumPy or CuPy array."""
-    return array.get() if is_cupy_array(array) else np.array(array, copy=True)
+    """A host (NumPy) copy of a NumPy or CuPy array, in C order (whatever layout the engine kept it in)."""
+    return array.get() if is_cupy_array(array) else np.array(array, copy=True, order="C")
 
 
 def default_device():

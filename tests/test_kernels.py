@@ -600,4 +600,23 @@ def test_batch_norm_leaves_other_layouts_to_the_reference():
     gamma, beta = np.ones(3, np.float32), np.zeros(3, np.float32)
     assert kernels.batch_norm(x, gamma, beta, None, 1e-5) is None  # C order
     assert kernels.batch_norm(np.zeros((2, 3), np.float32), gamma, beta, None, 1e-5) is None
-    assert kernels.batch_norm_backward(x, channel_major_copy(x), gamma, gamma, True, True) is None
+    assert kernels.batch_norm_backward(x, x, gamma, gamma, True, True) is None  # forward ran the reference
+
+
+@needs_fast_paths
+def test_batch_norm_backward_does_not_depend_on_the_gradients_layout():
+    """Backward runs where forward ran: a gradient in C order or a cropped view gives the same bits."""
+    rng = np.random.default_rng(8)
+    x_hat = channel_major_copy(rng.standard_normal((4, 3, 5, 5)).astype(np.float32))
+    gamma, inv_std = rng.standard_normal(3).astype(np.float32), rng.random(3).astype(np.float32) + 0.5
+    grad = rng.standard_normal((4, 3, 7, 7)).astype(np.float32)[:, :, 1:6, 1:6]  # neither layout
+    expected = kernels.batch_norm_backward(channel_major_copy(grad), x_hat, gamma, inv_std, True, True)
+    for layout in (grad, np.ascontiguousarray(grad)):
+        for got, want in zip(kernels.batch_norm_backward(layout, x_hat, gamma, inv_std, True, True), expected):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_numpy_hands_users_c_order_whatever_layout_the_engine_kept():
+    out = minicnn.nn.Conv2D(1, 4, 3)(minicnn.tensor(np.zeros((2, 1, 6, 6), np.float32)))
+    assert out.numpy().flags.c_contiguous
+    np.testing.assert_array_equal(out.numpy(), out.data)

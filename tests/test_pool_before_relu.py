@@ -52,6 +52,7 @@ def test_same_bits_as_the_written_order(dtype, fast, pool):
     x[0] = -1.0  # every window of this image is negative after the convolution's bias: gradient zero both ways
     x[1, :, :4, :4] = 0.5  # ties inside windows
     model = pooled_net(pool(), dtype)
+    assert pools_before_relu(model.layers[1:3])  # the swap is what is tested
     with contextlib.nullcontext() if fast else kernels.reference_only():
         assert_same_bits(model, x, rng.integers(0, 5, 6))
 
@@ -75,8 +76,21 @@ def test_a_nan_stays_where_the_written_order_puts_it():
     assert np.isnan(swapped[0]).any()
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_batch_norm_before_the_relu_and_a_padded_pool(fast):
+    """Batch norm's backward gets the pool's cropped gradient straight, not the ReLU's: the same bits."""
+    minicnn.manual_seed(5)
+    model = nn.Sequential(nn.Conv2D(3, 16, 3, padding=1), nn.BatchNorm2D(16), nn.ReLU(), nn.MaxPool2D(3, 2, 1),
+                          nn.Flatten(), nn.Dense(16 * 4 * 4, 5))
+    assert pools_before_relu(model.layers[2:4])
+    x = np.random.default_rng(6).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    with contextlib.nullcontext() if fast else kernels.reference_only():
+        assert_same_bits(model, x, np.array([0, 1, 2, 3]))
+
+
 def test_which_pairs_swap():
     assert pools_before_relu([nn.ReLU(), nn.MaxPool2D(2)])
+    assert pools_before_relu([nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1)])  # PyTorch's spelling
     assert not pools_before_relu([nn.MaxPool2D(2), nn.ReLU()])
     assert not pools_before_relu([nn.ReLU()])
     assert not pools_before_relu([nn.ReLU(), nn.AvgPool2D(2)])  # the mean does not commute with ReLU
@@ -111,6 +125,7 @@ def test_shape_errors_name_the_pool():
 def test_resnet18_stem_gives_the_same_bits_as_with_a_hook_that_keeps_the_written_order():
     minicnn.manual_seed(0)
     model = models.build("resnet18", num_classes=4)
+    assert pools_before_relu([model.relu, model.maxpool])
     x = np.random.default_rng(4).standard_normal((2, 3, 32, 32)).astype(np.float32)
     labels = np.array([1, 3])
     swapped = outputs_and_gradients(model, lambda model, x: model(x), x, labels)

@@ -145,8 +145,11 @@ def batch_norm(x, gamma, beta, statistics, eps):
 
 
 def batch_norm_backward(grad, x_hat, gamma, inv_std, training, wants_x):
-    """grad, x_hat: (N, C, H, W); gamma, inv_std: (C,) -> (grad_x or None, grad_gamma, grad_beta), or None."""
-    if not _numpy_fast(grad, x_hat):
+    """grad, x_hat: (N, C, H, W); gamma, inv_std: (C,) -> (grad_x or None, grad_gamma, grad_beta), or None.
+
+    Answers where batch_norm answered (x_hat channel-major), for a grad in any layout of NumPy arrays.
+    """
+    if not (_fast and not is_cupy_array(grad) and not is_cupy_array(x_hat)):
         return None
     return normalization.backward(grad, x_hat, gamma, inv_std, training, wants_x)
 

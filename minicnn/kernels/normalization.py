@@ -25,6 +25,13 @@ def rows(array):
     return array.transpose(1, 0, 2, 3).reshape(array.shape[1], -1)
 
 
+def copy_channel_major(array):
+    """(N, C, H, W) in any layout -> the same values in a new channel-major array."""
+    copy = get_array_module(array).empty((array.shape[1], array.shape[0], *array.shape[2:]), dtype=array.dtype)
+    copy[...] = array.transpose(1, 0, 2, 3)
+    return copy.transpose(1, 0, 2, 3)
+
+
 def from_rows(matrix, shape):
     """(C, N*H*W) -> the (N, C, H, W) channel-major view of it."""
     return matrix.reshape(shape[1], shape[0], *shape[2:]).transpose(1, 0, 2, 3)
@@ -55,10 +62,16 @@ def forward(x, gamma, beta, statistics, eps):
 
 
 def backward(grad, x_hat, gamma, inv_std, training, wants_x):
-    """grad, x_hat: (N, C, H, W) channel-major; gamma, inv_std: (C,) -> (grad_x or None, grad_gamma, grad_beta),
-    or None when grad or x_hat is in another layout."""
-    if grad.ndim != 4 or not (channel_major(grad) and channel_major(x_hat)):
+    """grad, x_hat: (N, C, H, W); gamma, inv_std: (C,) -> (grad_x or None, grad_gamma, grad_beta), or None.
+
+    Runs where forward ran, on a channel-major x_hat, whatever grad's layout (another is copied into
+    channel-major order first), so that the numbers do not depend on how grad came to be laid out;
+    None for any other x_hat: the reference runs, as it did in forward.
+    """
+    if x_hat.ndim != 4 or not channel_major(x_hat):
         return None
+    if not channel_major(grad):
+        grad = copy_channel_major(grad)
     grad_rows, x_hat_rows = rows(grad), rows(x_hat)
     count = grad_rows.shape[1]
     grad_beta = grad_rows.sum(axis=1)

@@ -26,7 +26,8 @@ def pools_before_relu(pair):
     with less work. A hook on either layer sees each layer's own input and output, so hooked
     layers run in their written order.
     """
-    return ([type(layer) for layer in pair] == [ReLU, MaxPool2D]
+    return (len(pair) == 2 and type(pair[0]) is ReLU and isinstance(pair[1], MaxPool2D)
+            and type(pair[1]).forward is MaxPool2D.forward  # MaxPool2d, PyTorch's spelling, is MaxPool2D's subclass
             and not any(layer._forward_hooks or layer._backward_hooks for layer in pair))
 
 
