@@ -1,6 +1,6 @@
 """The models of the examples and the command line: `cnn` (the Keras tutorial CNN), `lenet`, `fashion_cnn` (the
-Fashion-MNIST recipe's), the Keras colour tutorials' `cifar_cnn` and `cnn64`, and the residual networks `resnet18` (torchvision's ResNet-18, name for name)
-and `resnet(depth)` (He et al.'s CIFAR ResNets).
+Fashion-MNIST recipe's), the Keras colour tutorials' `cifar_cnn` and `cnn64`, and the residual networks
+`resnet18` (torchvision's ResNet-18, name for name) and `resnet(depth)` (He et al.'s CIFAR ResNets).
 """
 
 from . import functional as F
@@ -248,7 +248,8 @@ def resnet(depth=20, num_classes=10, in_channels=3):
     return ResNet((n, n, n), (16, 32, 64), num_classes, in_channels, small_input=True)
 
 
-MODELS = {"cnn": cnn, "lenet": lenet, "fashion_cnn": fashion_cnn, "cifar_cnn": cifar_cnn, "cnn64": cnn64, "resnet18": resnet18, "resnet": resnet}
+MODELS = {"cnn": cnn, "lenet": lenet, "fashion_cnn": fashion_cnn, "cifar_cnn": cifar_cnn, "cnn64": cnn64,
+          "resnet18": resnet18, "resnet": resnet}
 
 
 def build(name, **kwargs):

@@ -33,8 +33,8 @@ NORMALIZATIONS = ("none", "imagenet")
 # The models of minicnn.models by name (a test checks they are the same), each with its optimizer, as in the
 # examples and tutorials each model comes from. Named here, not imported: checkpoint.py reads this schema and
 # must not load the model zoo.
-DEFAULT_OPTIMIZER = {"cnn": "adam", "lenet": "sgd", "fashion_cnn": "adam", "cifar_cnn": "adam", "cnn64": "adam", "resnet": "sgd",
-                     "resnet18": "sgd"}
+DEFAULT_OPTIMIZER = {"cnn": "adam", "lenet": "sgd", "fashion_cnn": "adam", "cifar_cnn": "adam", "cnn64": "adam",
+                     "resnet": "sgd", "resnet18": "sgd"}
 MODELS = tuple(sorted(DEFAULT_OPTIMIZER))
 
 

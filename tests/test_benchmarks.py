@@ -14,15 +14,20 @@ from benchmarks.__main__ import parse_args
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.slow  # a subprocess timing every row once: about 2 s of the default suite's 60
-def test_quick_benchmark_run_writes_every_row(tmp_path):
+def quick_run(tmp_path, *arguments):
+    """The results file of `python -m benchmarks --quick ARGUMENTS --out tmp_path`, read back."""
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--no-torch", "--no-keep-freed-memory", "--out", str(tmp_path)],
+        [sys.executable, "-m", "benchmarks", "--quick", *arguments, "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     (path,) = tmp_path.glob("cpu-*.json")
-    payload = json.loads(path.read_text())
+    return json.loads(path.read_text())
+
+
+@pytest.mark.slow  # a subprocess timing every row once: about 2 s of the default suite's 60
+def test_quick_benchmark_run_writes_every_row(tmp_path):
+    payload = quick_run(tmp_path, "--no-torch", "--no-keep-freed-memory")
     assert payload["device"] == "cpu" and payload["machine"]["cpu_count"] >= 1
     assert "OPENBLAS_CORETYPE" in payload["machine"]
     groups = {row["group"] for row in payload["rows"]}
@@ -191,13 +196,7 @@ def test_the_resnet20_rows_are_built_only_when_asked_for():
 
 @pytest.mark.slow  # a subprocess stepping ResNet-20 and its torch twin a few times: seconds
 def test_a_quick_run_times_the_resnet20_rows_when_only_names_them(tmp_path):
-    completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "resnet20 train step", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    (path,) = tmp_path.glob("cpu-*.json")
-    (row,) = json.loads(path.read_text())["rows"]
+    (row,) = quick_run(tmp_path, "--only", "resnet20 train step")["rows"]
     assert (row["group"], row["shape"]) == ("resnet20 train step", "batch 8, 3x32x32")
     assert row["gflops_per_s"] > 0 and row["images_per_s"] > 0
     if "torch" in json.loads(path.read_text())["machine"]:
