@@ -15,19 +15,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def quick_run(tmp_path, *arguments):
-    """The results file of `python -m benchmarks --quick ARGUMENTS --out tmp_path`, read back."""
+    """(the results file read back, the finished process) of `python -m benchmarks --quick ARGUMENTS --out tmp_path`."""
     completed = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", *arguments, "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     (path,) = tmp_path.glob("cpu-*.json")
-    return json.loads(path.read_text())
+    return json.loads(path.read_text()), completed
 
 
 @pytest.mark.slow  # a subprocess timing every row once: about 2 s of the default suite's 60
 def test_quick_benchmark_run_writes_every_row(tmp_path):
-    payload = quick_run(tmp_path, "--no-torch", "--no-keep-freed-memory")
+    payload, completed = quick_run(tmp_path, "--no-torch", "--no-keep-freed-memory")
     assert payload["device"] == "cpu" and payload["machine"]["cpu_count"] >= 1
     assert "OPENBLAS_CORETYPE" in payload["machine"]
     groups = {row["group"] for row in payload["rows"]}
@@ -196,8 +196,9 @@ def test_the_resnet20_rows_are_built_only_when_asked_for():
 
 @pytest.mark.slow  # a subprocess stepping ResNet-20 and its torch twin a few times: seconds
 def test_a_quick_run_times_the_resnet20_rows_when_only_names_them(tmp_path):
-    (row,) = quick_run(tmp_path, "--only", "resnet20 train step")["rows"]
+    payload, _ = quick_run(tmp_path, "--only", "resnet20 train step")
+    (row,) = payload["rows"]
     assert (row["group"], row["shape"]) == ("resnet20 train step", "batch 8, 3x32x32")
     assert row["gflops_per_s"] > 0 and row["images_per_s"] > 0
-    if "torch" in json.loads(path.read_text())["machine"]:
+    if "torch" in payload["machine"]:
         assert row["torch_over_minicnn"] > 0 and row["torch_images_per_s"] > 0
