@@ -13,7 +13,9 @@ The passes are the reference's, a few fused:
               grad_x = a*grad + b*x_hat + c per channel, the closed form's three terms
 
 The same formulas in another order of float32 sums: tests/test_kernels.py holds them
-to the reference at float32 rounding. Other layouts get None: the reference runs.
+to the reference at float32 rounding. Forward answers None for other layouts (the
+reference runs); backward answers wherever forward ran, copying a gradient of another
+layout into channel-major order first, so its numbers never depend on that layout.
 """
 
 from ..backend import get_array_module
