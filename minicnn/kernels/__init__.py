@@ -16,8 +16,10 @@ A door answers None when the fast paths are off: with MINICNN_FAST=0 in the
 environment (read at import) and inside `with kernels.reference_only():` (but
 conv2d_backward answers for a forward that kept Winograd's tiles: only winograd.py
 reads them). The relu doors also answer None for arrays that are not NumPy arrays
-in C order or channel-major (the convolution's output layout, cpu_layout.py).
-Otherwise the window doors (all but relu) pick a window module by the input array:
+in C order or channel-major (the convolution's output layout, cpu_layout.py);
+batch_norm answers for channel-major NumPy arrays only, and batch_norm_backward
+wherever batch_norm answered. Otherwise the window doors (all but relu and
+batch norm) pick a window module by the input array:
 
 - cupy_windows.py + windows.cu: CuPy raw kernels, for float32/float64 CuPy arrays
   (MINICNN_CUPY_KERNELS=0 turns off only these);
