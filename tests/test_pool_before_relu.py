@@ -49,7 +49,7 @@ def pooled_net(pool, dtype):
 def test_same_bits_as_the_written_order(dtype, fast, pool):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((6, 2, 8, 8)).astype(dtype)
-    x[0] = -1.0  # every window of this image is negative after the convolution's bias: gradient zero both ways
+    x[0] = -1.0  # a constant image: equal values in most windows after the convolution, negative ones among them
     x[1, :, :4, :4] = 0.5  # ties inside windows
     model = pooled_net(pool(), dtype)
     assert pools_before_relu(model.layers[1:3])  # the swap is what is tested
