@@ -16,6 +16,8 @@ gradient as its (F, N*OH*OW) matrix without a copy. Every tensor keeps its
 reshape makes the one copy into (N, C*H*W) order.
 """
 
+import math
+
 from ..backend import get_array_module
 from .threads import for_each_part
 
@@ -25,12 +27,25 @@ def channel_major(array):
     return array.ndim == 4 and not array.flags.c_contiguous and array.transpose(1, 0, 2, 3).flags.c_contiguous
 
 
+def channel_rows(array):
+    """(N, C, H, W) channel-major -> its (C, N*H*W) view: each channel's values one contiguous row."""
+    return array.transpose(1, 0, 2, 3).reshape(array.shape[1], -1)
+
+
+def from_channel_rows(matrix, shape):
+    """(C, N*H*W) C-contiguous -> the (N, C, H, W) = `shape` channel-major view of it."""
+    return matrix.reshape(shape[1], shape[0], *shape[2:]).transpose(1, 0, 2, 3)
+
+
+def empty_channel_major(shape, dtype, xp):
+    """An empty (N, C, H, W) array of `shape` (xp: numpy or cupy), stored channel-major."""
+    return from_channel_rows(xp.empty((shape[1], shape[0] * math.prod(shape[2:])), dtype=dtype), shape)
+
+
 def empty_like_layout(like, shape, dtype):
     """An empty (N, C, ...) array of `shape`, channel-major in memory when `like` is, else C-contiguous."""
     xp = get_array_module(like)
-    if channel_major(like):
-        return xp.empty((shape[1], shape[0], *shape[2:]), dtype=dtype).transpose(1, 0, 2, 3)
-    return xp.empty(shape, dtype=dtype)
+    return empty_channel_major(shape, dtype, xp) if channel_major(like) else xp.empty(shape, dtype=dtype)
 
 
 def dense(array):
@@ -80,7 +95,7 @@ def conv2d_output(out_matrix, bias, batch, out_size):
             xp.add(out_matrix[start:stop], bias[start:stop, None], out=out_matrix[start:stop])
 
         for_each_part(work, F, out_matrix.size, out_matrix)
-    return out_matrix.reshape(F, batch, *out_size).transpose(1, 0, 2, 3)
+    return from_channel_rows(out_matrix, (batch, F, *out_size))
 
 
 def conv2d_grad_matrix(grad, with_bias):
@@ -94,7 +109,7 @@ def conv2d_grad_matrix(grad, with_bias):
     N, F = grad.shape[:2]
     grad_bias = xp.empty(F, dtype=grad.dtype) if with_bias else None
     if channel_major(grad):
-        grad_matrix, source = grad.transpose(1, 0, 2, 3).reshape(F, N, -1), None
+        grad_matrix, source = channel_rows(grad).reshape(F, N, -1), None
     else:
         grad_matrix = xp.empty((F, N, grad.shape[2] * grad.shape[3]), dtype=grad.dtype)
         source = grad.reshape(N, F, -1).transpose(1, 0, 2)  # (F, N, OH*OW), a view

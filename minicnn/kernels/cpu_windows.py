@@ -22,7 +22,7 @@ thread would, so the results are the same bit for bit with any thread count.
 
 from ..backend import get_array_module
 from ..windows import crop_padding, offset_slices, pad_image, sliding_windows
-from .cpu_layout import empty_like_layout
+from .cpu_layout import empty_channel_major, empty_like_layout
 from .threads import for_each_part, matmul, num_threads
 
 
@@ -92,7 +92,7 @@ def add_wide_columns(wide_col, x_shape, kernel_size, stride, padding, out_size):
     run = out_size[0] * grid_width
     wide_col = wide_col.reshape(C, KH, KW, N, run)
     xp = get_array_module(wide_col)
-    image = xp.empty((C, N, H, W), dtype=wide_col.dtype).transpose(1, 0, 2, 3)  # channel-major, as the bands
+    image = empty_channel_major(x_shape, wide_col.dtype, xp)  # as the bands are laid out
 
     def add_channels(first, last):
         # Rows of phase a, in order, then those of phase a + 1: within phase (a, b) grid pixel (r, c) sits

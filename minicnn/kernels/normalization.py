@@ -19,24 +19,7 @@ layout into channel-major order first, so its numbers never depend on that layou
 """
 
 from ..backend import get_array_module
-from .cpu_layout import channel_major
-
-
-def rows(array):
-    """(N, C, H, W) channel-major -> its (C, N*H*W) view."""
-    return array.transpose(1, 0, 2, 3).reshape(array.shape[1], -1)
-
-
-def copy_channel_major(array):
-    """(N, C, H, W) in any layout -> the same values in a new channel-major array."""
-    copy = get_array_module(array).empty((array.shape[1], array.shape[0], *array.shape[2:]), dtype=array.dtype)
-    copy[...] = array.transpose(1, 0, 2, 3)
-    return copy.transpose(1, 0, 2, 3)
-
-
-def from_rows(matrix, shape):
-    """(C, N*H*W) -> the (N, C, H, W) channel-major view of it."""
-    return matrix.reshape(shape[1], shape[0], *shape[2:]).transpose(1, 0, 2, 3)
+from .cpu_layout import channel_major, channel_rows, empty_like_layout, from_channel_rows
 
 
 def forward(x, gamma, beta, statistics, eps):
@@ -48,7 +31,7 @@ def forward(x, gamma, beta, statistics, eps):
     if x.ndim != 4 or not channel_major(x):
         return None
     xp = get_array_module(x)
-    values = rows(x)
+    values = channel_rows(x)
     if statistics is None:
         mean = values.mean(axis=1)
         centred = values - mean.astype(x.dtype, copy=False)[:, None]
@@ -60,7 +43,7 @@ def forward(x, gamma, beta, statistics, eps):
     centred *= inv_std[:, None]  # now x_hat
     out = centred * gamma[:, None]
     out += beta[:, None]
-    return from_rows(out, x.shape), from_rows(centred, x.shape), inv_std, mean, var
+    return from_channel_rows(out, x.shape), from_channel_rows(centred, x.shape), inv_std, mean, var
 
 
 def backward(grad, x_hat, gamma, inv_std, training, wants_x):
@@ -73,8 +56,10 @@ def backward(grad, x_hat, gamma, inv_std, training, wants_x):
     if x_hat.ndim != 4 or not channel_major(x_hat):
         return None
     if not channel_major(grad):
-        grad = copy_channel_major(grad)
-    grad_rows, x_hat_rows = rows(grad), rows(x_hat)
+        copy = empty_like_layout(x_hat, grad.shape, grad.dtype)
+        copy[...] = grad
+        grad = copy
+    grad_rows, x_hat_rows = channel_rows(grad), channel_rows(x_hat)
     count = grad_rows.shape[1]
     grad_beta = grad_rows.sum(axis=1)
     grad_gamma = (grad_rows * x_hat_rows).sum(axis=1)
@@ -85,4 +70,4 @@ def backward(grad, x_hat, gamma, inv_std, training, wants_x):
     if training:  # dx = gamma / std * (grad - mean(grad) - x_hat * mean(grad * x_hat))
         grad_x += x_hat_rows * (-scale * grad_gamma / count)[:, None]
         grad_x += (-scale * grad_beta / count)[:, None]
-    return from_rows(grad_x, grad.shape), grad_gamma, grad_beta
+    return from_channel_rows(grad_x, grad.shape), grad_gamma, grad_beta

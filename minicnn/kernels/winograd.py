@@ -51,6 +51,8 @@ where cuDNN's Winograd would be the thing to match: convolution.algorithm answer
 
 import numpy
 
+from .cpu_layout import empty_channel_major
+
 # (Bᵀ, G, Aᵀ) for F(m x m, 3 x 3), m = 2 and 4 (Lavin and Gray 2015, sections 4.1 and 4.2).
 TRANSFORMS = {
     2: (
@@ -179,7 +181,7 @@ def forward(x, weight, bias, padding, out_size, tile):
     N, F = x.shape[0], weight.shape[0]
     U = transform_weight(weight, tile)  # (a*a, F, C)
     block = block_size(x.shape, F, tile, out_size, x.itemsize)
-    out = numpy.empty((F, N, *out_size), dtype=x.dtype).transpose(1, 0, 2, 3)  # channel-major, as im2col's
+    out = empty_channel_major((N, F, *out_size), x.dtype, numpy)  # as im2col's output
     kept = []
     for start in range(0, N, block):
         V = transform_input(x[start:start + block], padding, tile, out_size)  # (a*a, C, P)
@@ -199,7 +201,7 @@ def backward(grad, weight, kept, x_shape, padding, wanted, tile):
     a = tile + 2
     block = kept.block if kept is not None else block_size(x_shape, F, tile, (OH, OW), grad.itemsize)
     U = kept.transformed_weight if kept is not None else transform_weight(weight, tile)
-    grad_x = numpy.empty((C, N, *x_shape[2:]), dtype=grad.dtype).transpose(1, 0, 2, 3) if wants_x else None
+    grad_x = empty_channel_major(x_shape, grad.dtype, numpy) if wants_x else None
     grad_U = numpy.zeros((a * a, F, C), dtype=grad.dtype) if wants_weight else None
     for index, start in enumerate(range(0, N, block)):
         dM = grad_products(grad[start:start + block], tile)  # A dY Aᵀ: (a*a, F, P)
